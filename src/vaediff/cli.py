@@ -1,0 +1,275 @@
+"""Command line: each subcommand parses its flags and calls one library function, nothing more.
+
+Errors the user can fix (VaediffError) become one line on stderr and exit code 2 (3 for a diverged
+training, 128+signal for an interrupted one); argparse errors are shortened to one line too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Sequence
+
+from vaediff import __version__
+from vaediff.constants import DATASETS, MODEL_TYPES, PRESETS, SAMPLERS
+from vaediff.errors import ConfigError, VaediffError
+
+PROG = "vaediff"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and exit code 2), not a usage dump."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Argument types: reject bad numbers at the boundary with a message that names the value.
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def class_label(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class label 0..9, got {text!r}") from None
+    if not 0 <= value <= 9:
+        raise argparse.ArgumentTypeError(f"class label must be in 0..9, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Shared flags
+
+
+def add_dataset_flags(parser: argparse.ArgumentParser, default: str | None = "mnist-5k") -> None:
+    parser.add_argument("--dataset", default=default, choices=DATASETS, metavar="NAME",
+                        help=f"data set: {', '.join(DATASETS)} (default: {default})")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="where the IDX files of mnist / fashion-mnist live (downloaded there if absent)")
+
+
+def add_output_flags(parser: argparse.ArgumentParser, out_help: str) -> None:
+    parser.add_argument("--out", required=True, metavar="DIR", help=out_help)
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+
+
+def add_sampler_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("diffusion sampling")
+    group.add_argument("--sampler", choices=SAMPLERS, help="ddpm, ddim or dpm (DPM-Solver++; default)")
+    group.add_argument("--steps", type=positive_int, help="denoising steps (default: the run's)")
+    group.add_argument("--guidance", type=nonnegative_float,
+                       help="classifier-free guidance scale W: eps_u + W (eps_c - eps_u); 1 = none")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Handlers: parse -> library call -> print a short summary.
+
+
+def cmd_eda(args: argparse.Namespace) -> None:
+    from vaediff.data import load_dataset
+    from vaediff.eda import run_eda
+    from vaediff.runs import prepare_output_dir, write_run_config
+
+    dataset = load_dataset(args.dataset, args.data_dir)
+    out = prepare_output_dir(args.out, overwrite=args.overwrite)
+    write_run_config(out, "eda", {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed})
+    summary = run_eda(dataset, out, seed=args.seed)
+    train, test = summary["splits"]["train"], summary["splits"]["test"]
+    print(f"{dataset.name}: {train['num_images']:,} train + {test['num_images']:,} test images "
+          f"from {dataset.source}; pixel mean {summary['pixel_mean']:.3f}, std {summary['pixel_std']:.3f}")
+    print(f"wrote dist.png, samples.png, class_means.png, pixels.png, summary.json to {out}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from vaediff.families import train_run
+
+    options = {"binarize": args.binarize, "tsne": args.tsne} if args.model_type in ("vae", "cvae") else {}
+    if args.model_type == "diffusion":
+        options = {"preset": args.preset or "fast"}
+    if args.model_type == "latent-diffusion":
+        options = {"autoencoder": args.autoencoder}
+    train_options = {
+        "epochs": args.epochs, "minutes": args.minutes, "max_steps": args.max_steps,
+        "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+        "mixed_precision": args.mixed_precision, "grad_accum": args.grad_accum,
+        "checkpoint_every": args.checkpoint_every,
+    }
+    run_dir = train_run(args.model_type, args.out, args.dataset, args.data_dir, options, train_options,
+                        resume=args.resume, overwrite=args.overwrite)
+    print(f"trained {args.model_type}: {run_dir} (loss.csv, loss.png, samples.png, weights, config.json)")
+
+
+def _sampler_options(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in ("sampler", "steps", "guidance") if getattr(args, k, None) is not None}
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from vaediff.data import class_names_for
+    from vaediff.families import load_run
+    from vaediff.sampling import write_sample_grid
+
+    run = load_run(args.run)
+    options = _sampler_options(args)
+    if options and run.model_type in ("vae", "cvae"):
+        raise ConfigError(f"{run.model_type} runs draw in one decoder pass; --sampler, --steps and --guidance "
+                     f"are for diffusion runs")
+    names = class_names_for(run.config["settings"]["dataset"])
+    write_sample_grid(run, args.out, seed=args.seed, count=args.n, label=args.label, class_names=names, **options)
+    print(f"wrote {args.out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from vaediff.evaluate import evaluate_run, format_metrics
+
+    metrics = evaluate_run(args.run, n_samples=args.n_samples, iw_samples=args.iw_samples,
+                           binarize=args.binarize, seed=args.seed, cache_dir=args.cache_dir,
+                           sampler_options=_sampler_options(args))
+    print(format_metrics(metrics))
+    print(f"wrote {args.run}/metrics.json")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=PROG, description="Train, sample, evaluate and compare VAEs and "
+                           "class-conditional diffusion models of small images.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True,
+                                     parser_class=OneLineParser)
+
+    eda = commands.add_parser("eda", help="plot and summarise a data set (class balance, samples, pixels)",
+                              description="Exploratory plots and summary.json of a data set.")
+    add_dataset_flags(eda)
+    add_output_flags(eda, "output directory (refused if not empty, unless --overwrite)")
+    eda.add_argument("--seed", type=int, default=0, help="seed for the random sample grid (default: 0)")
+    eda.set_defaults(handler=cmd_eda)
+
+    train = commands.add_parser("train", help="train a vae, cvae, diffusion or latent-diffusion model",
+                                description="Train a model into a run directory (weights, config.json, "
+                                "loss.csv, loss.png, samples.png). Stop it any time with Ctrl-C and continue "
+                                "with --resume.")
+    train.add_argument("model_type", choices=MODEL_TYPES, metavar="MODEL",
+                       help=f"model type: {', '.join(MODEL_TYPES)}")
+    add_dataset_flags(train)
+    add_output_flags(train, "run directory (refused if not empty, unless --overwrite or --resume)")
+    limits = train.add_argument_group("how long (the first limit reached stops training)")
+    limits.add_argument("--epochs", type=positive_int, help="passes over the training split (default: 10 "
+                        "for VAEs when no limit is given)")
+    limits.add_argument("--minutes", type=positive_float, help="wall-clock training budget in minutes")
+    limits.add_argument("--max-steps", type=positive_int, help="optimizer steps")
+    train.add_argument("--batch-size", type=positive_int, help="images per optimizer step (default: the "
+                       "model's recipe, 64 for the seed's)")
+    train.add_argument("--lr", type=positive_float, help="peak learning rate (default: the model's recipe)")
+    train.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same run")
+    train.add_argument("--resume", action="store_true", help="continue a stopped run from its checkpoint")
+    train.add_argument("--checkpoint-every", type=nonnegative_int, default=0, metavar="STEPS",
+                       help="checkpoint every STEPS optimizer steps (default 0: every minute)")
+    train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no",
+                       help="Accelerate mixed precision (default: no; bf16 is slow on most CPUs)")
+    train.add_argument("--grad-accum", type=positive_int, default=1, metavar="N",
+                       help="split each batch into N sequential micro-batches (same result, less memory)")
+    vae_flags = train.add_argument_group("vae / cvae")
+    vae_flags.add_argument("--binarize", action="store_true",
+                           help="dynamically binarize pixels (the binarized-MNIST likelihood protocol)")
+    vae_flags.add_argument("--tsne", action="store_true", help="latent.png by t-SNE instead of PCA")
+    diffusion_flags = train.add_argument_group("diffusion / latent-diffusion")
+    diffusion_flags.add_argument("--preset", choices=PRESETS,
+                                 help="diffusion recipe: fast (default, for CPUs) or seed (the course project's)")
+    diffusion_flags.add_argument("--autoencoder", metavar="RUN",
+                                 help="latent-diffusion: reuse the autoencoder of this run instead of training one")
+    train.set_defaults(handler=cmd_train)
+
+    sample = commands.add_parser("sample", help="draw images from a trained run into a PNG grid",
+                                 description="Draw images from a run. Class-conditional runs without --label "
+                                 "give a 10x10 grid, one row per class.")
+    sample.add_argument("run", metavar="RUN", help="run directory")
+    sample.add_argument("--out", required=True, metavar="FILE.png", help="PNG file to write")
+    sample.add_argument("--n", type=positive_int, default=None, help="number of images (default: 64, or 100 "
+                        "for a class grid)")
+    sample.add_argument("--label", type=class_label, help="draw only this class (0..9)")
+    sample.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
+    add_sampler_flags(sample)
+    sample.set_defaults(handler=cmd_sample)
+
+    evaluate = commands.add_parser("evaluate", help="measure a run: likelihood, sample quality, speed",
+                                   description="Write RUN/metrics.json and print a table.")
+    evaluate.add_argument("run", metavar="RUN", help="run directory")
+    evaluate.add_argument("--n-samples", type=positive_int, default=10000,
+                          help="images to draw for the sample-quality metrics (default: 10000)")
+    evaluate.add_argument("--iw-samples", type=positive_int, default=1000,
+                          help="VAE: importance samples per test image for the NLL bound (default: 1000)")
+    evaluate.add_argument("--binarize", action="store_true", default=None,
+                          help="VAE: likelihood on binarized test pixels (default: as the run was trained)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of every random draw of the evaluation")
+    evaluate.add_argument("--cache-dir", metavar="DIR", help="where evaluator networks are kept "
+                          "(default: ~/.cache/vaediff)")
+    add_sampler_flags(evaluate)
+    evaluate.set_defaults(handler=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], None] = args.handler
+    try:
+        handler(args)
+    except VaediffError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Progress bars: lively on a terminal, a line every 30 s in logs and CI (not thousands of \\r frames)."""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm.auto import tqdm
+
+
+def progress_bar(iterable=None, *, enabled: bool = True, **kwargs):
+    """tqdm with an ETA; redraws twice a second on a terminal and every 30 s when stderr is a file."""
+    interactive = sys.stderr.isatty()
+    kwargs.setdefault("mininterval", 0.5 if interactive else 30.0)
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, disable=not enabled, **kwargs)

@@ -1,0 +1,6 @@
+"""Names shared by the library and the CLI; kept free of heavy imports so `vaediff --help` is instant."""
+
+DATASETS = ("mnist-5k", "mnist", "fashion-mnist")
+MODEL_TYPES = ("vae", "cvae", "diffusion", "latent-diffusion")
+PRESETS = ("fast", "seed")
+SAMPLERS = ("ddpm", "ddim", "dpm")

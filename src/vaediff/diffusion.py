@@ -1,0 +1,180 @@
+"""Diffusion math, no I/O: noise schedules, the training loss, guidance, and the sampling loop.
+
+Notation of Ho et al. 2020 (DDPM): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps. The network predicts
+eps ("epsilon"), v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 ("v_prediction", Salimans & Ho 2022), or
+x_0 ("sample"). Schedulers are diffusers' own; this module only wires them together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+from vaediff.errors import ConfigError
+from vaediff.models.unet import DiffusionConfig
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def make_train_scheduler(config: DiffusionConfig) -> DDPMScheduler:
+    """The forward (noising) process the model is trained on; saved with the run as RUN/scheduler/."""
+    return DDPMScheduler(
+        num_train_timesteps=config.num_train_timesteps,
+        beta_schedule=config.beta_schedule,
+        prediction_type=config.prediction_type,
+        # The seed's sampler clips predicted x_0 to [-1, 1] (diffusers' default); keep that for its preset.
+        clip_sample=True,
+        clip_sample_range=1.0,
+        timestep_spacing="trailing",
+    )
+
+
+def to_model_range(images: torch.Tensor, config: DiffusionConfig) -> torch.Tensor:
+    """Images in [0, 1] -> the range the model diffuses ([0, 1] for the seed, [-1, 1] otherwise)."""
+    return images * 2 - 1 if config.data_range == "minus_one_one" else images
+
+
+def from_model_range(samples: torch.Tensor, config: DiffusionConfig) -> torch.Tensor:
+    images = (samples + 1) / 2 if config.data_range == "minus_one_one" else samples
+    return images.clamp(0, 1)
+
+
+def snr(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:
+    """Signal-to-noise ratio abar_t / (1 - abar_t) at each timestep."""
+    alphas_cumprod = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+    return alphas_cumprod / (1 - alphas_cumprod)
+
+
+def min_snr_weight(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023, eq. 8 and its v- and eps-forms).
+
+    The x_0-loss weight min(SNR, gamma) expressed for the network's target: divide by SNR for
+    epsilon prediction, by SNR + 1 for v prediction.
+    """
+    ratio = snr(scheduler, timesteps)
+    clipped = torch.clamp(ratio, max=gamma)
+    if prediction_type == "epsilon":
+        return clipped / ratio
+    if prediction_type == "v_prediction":
+        return clipped / (ratio + 1)
+    return clipped
+
+
+def training_target(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+                    prediction_type: str) -> torch.Tensor:
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return scheduler.get_velocity(x0, noise, timesteps)
+    return x0
+
+
+def diffusion_loss(denoiser: Denoiser, scheduler: DDPMScheduler, config: DiffusionConfig, x0: torch.Tensor,
+                   labels: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+                   drop_label: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One Monte-Carlo estimate of the denoising loss (DDPM's L_simple, optionally Min-SNR weighted).
+
+    x0: (N, C, H, W) in the model's range; noise ~ N(0, I) like x0; timesteps: (N,) ints; drop_label:
+    (N,) bools, True where the label is replaced by the null class (classifier-free guidance training).
+    Returns {"loss": weighted mean, "mse": unweighted mean squared error}.
+    """
+    if not (x0.shape == noise.shape and timesteps.shape == labels.shape == drop_label.shape == (x0.shape[0],)):
+        raise ValueError(f"shape mismatch: x0 {tuple(x0.shape)}, noise {tuple(noise.shape)}, "
+                         f"t {tuple(timesteps.shape)}, labels {tuple(labels.shape)}")
+    noisy = scheduler.add_noise(x0, noise, timesteps)
+    target = training_target(scheduler, x0, noise, timesteps, config.prediction_type)
+    if config.has_null_class:
+        labels = torch.where(drop_label, torch.full_like(labels, config.null_label), labels)
+    prediction = denoiser(noisy, timesteps, labels)
+    per_image = (prediction.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+    if config.min_snr_gamma is not None:
+        weights = min_snr_weight(scheduler, timesteps, config.min_snr_gamma, config.prediction_type)
+        loss = (weights * per_image).mean()
+    else:
+        loss = per_image.mean()
+    return {"loss": loss, "mse": per_image.mean()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sampling
+
+
+def make_sampling_scheduler(name: str, train_scheduler: DDPMScheduler, steps: int,
+                            config: DiffusionConfig):
+    """A diffusers scheduler for `name` (ddpm, ddim, dpm) with `steps` steps, from the training schedule.
+
+    "trailing" spacing starts every sampler at the last training timestep (t = T - 1), where the
+    image is pure noise; "leading" would start at T - T/steps, which with few steps leaves visible
+    structure unexplained (Lin et al. 2024, "Common diffusion noise schedules and sample steps are
+    flawed", table 2). DPM-Solver++ clips its x_0 predictions (dynamic thresholding) for models in
+    [-1, 1]; without it few-step samples saturate.
+    """
+    if steps <= 0:
+        raise ConfigError(f"--steps must be positive, got {steps}")
+    if steps > config.num_train_timesteps:
+        raise ConfigError(f"--steps {steps} exceeds the {config.num_train_timesteps} training timesteps")
+    base = dict(train_scheduler.config)
+    if name == "ddpm":
+        scheduler = DDPMScheduler.from_config(base, timestep_spacing="trailing")
+    elif name == "ddim":
+        # DDIM's step() assumes timesteps T/steps apart (diffusers #12633): exact when steps divides T,
+        # otherwise off by at most one training timestep per step with trailing spacing.
+        scheduler = DDIMScheduler.from_config(base, timestep_spacing="trailing", set_alpha_to_one=True)
+    elif name == "dpm":
+        scheduler = DPMSolverMultistepScheduler.from_config(
+            base,
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            timestep_spacing="trailing",
+            lower_order_final=True,
+            final_sigmas_type="zero",
+            thresholding=config.data_range == "minus_one_one",
+            sample_max_value=1.0,
+        )
+    else:
+        raise ConfigError(f"unknown sampler {name!r}; choose ddpm, ddim or dpm")
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+def guided_prediction(denoiser: Denoiser, sample: torch.Tensor, timestep: torch.Tensor, labels: torch.Tensor,
+                      guidance: float, null_label: int | None) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022): pred_u + w (pred_c - pred_u).
+
+    w = 1 is the plain conditional prediction (one network pass); w = 0 the unconditional one. For
+    other w both passes run in one batch of twice the size.
+    """
+    batch = sample.shape[0]
+    t = timestep.expand(batch) if timestep.ndim == 0 else timestep
+    if guidance == 1.0:
+        return denoiser(sample, t, labels)
+    if null_label is None:
+        raise ConfigError("this model was trained without a null class (the seed preset); guidance needs a "
+                          "model trained with label dropout, e.g. the fast preset; use --guidance 1")
+    null = torch.full_like(labels, null_label)
+    if guidance == 0.0:
+        return denoiser(sample, t, null)
+    both = denoiser(torch.cat([sample, sample]), torch.cat([t, t]), torch.cat([labels, null]))
+    conditional, unconditional = both.chunk(2)
+    return unconditional + guidance * (conditional - unconditional)
+
+
+@torch.inference_mode()
+def sample_loop(denoiser: Denoiser, scheduler, noise: torch.Tensor, labels: torch.Tensor, guidance: float,
+                null_label: int | None, generator: torch.Generator | None = None,
+                trajectory: list[torch.Tensor] | None = None, record_at: set[int] | None = None) -> torch.Tensor:
+    """The reverse process, written out: for t in timesteps: x = scheduler.step(f(x, t, y), t, x).
+
+    `noise` is x_T (already scaled by the scheduler's init_noise_sigma, 1 for these schedulers). If
+    `trajectory` is given, x_t after the steps whose index is in `record_at` is appended to it.
+    """
+    sample = noise * scheduler.init_noise_sigma
+    for index, t in enumerate(scheduler.timesteps):
+        model_input = scheduler.scale_model_input(sample, t)
+        prediction = guided_prediction(denoiser, model_input, t.to(sample.device), labels, guidance, null_label)
+        sample = scheduler.step(prediction, t, sample, generator=generator).prev_sample
+        if trajectory is not None and (record_at is None or index in record_at):
+            trajectory.append(sample.clone())
+    return sample

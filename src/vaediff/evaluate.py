@@ -1,0 +1,209 @@
+"""Evaluation of trained runs, the same way for every model: sample quality in the evaluator's feature
+space, class accuracy, memorisation, speed, and likelihood bounds for VAEs. Writes RUN/metrics.json.
+
+Every number comes with its reference point: the same metrics computed for held-out real test images
+(`reference`), so "fid 12" can be read against "fid_real 2".
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from vaediff.data import Dataset, ImageSplit
+from vaediff.evaluator import Evaluator
+from vaediff.likelihood import bits_per_dim, elbo_and_iw_nll, log_importance_weights
+from vaediff import metrics as m
+
+
+@torch.no_grad()
+def vae_likelihood(run, split: ImageSplit, iw_samples: int = 1000, binarize: bool = False, seed: int = 0,
+                   batch_size: int = 100, progress: bool = True) -> dict:
+    """Negative ELBO and importance-weighted NLL bound on a test split, in nats per image.
+
+    Both come from the same K draws per image (so nll_nats <= elbo_nats always holds); the standard
+    error is over test images. With `binarize`, each test pixel is one fixed Bernoulli draw
+    (seeded), the protocol of the binarized-MNIST literature.
+    """
+    from vaediff.console import progress_bar
+
+    model = run.model
+    generator = torch.Generator().manual_seed(seed)
+    images = split.images
+    if binarize:
+        images = torch.bernoulli(images, generator=torch.Generator().manual_seed(seed + 1))
+    conditional = model.config.conditional
+    elbos, nlls = [], []
+    starts = range(0, len(images), batch_size)
+    for start in progress_bar(starts, desc=f"likelihood (K={iw_samples})", unit="batch", enabled=progress):
+        batch = images[start : start + batch_size]
+        labels = split.labels[start : start + batch_size] if conditional else None
+        log_weights = log_importance_weights(model, batch, labels, iw_samples, generator)
+        elbo, nll = elbo_and_iw_nll(log_weights)
+        elbos.append(elbo)
+        nlls.append(nll)
+    elbo, nll = torch.cat(elbos).double(), torch.cat(nlls).double()
+    dims = images[0].numel()
+    return {
+        "elbo_nats": float(elbo.mean()),
+        "nll_nats": float(nll.mean()),
+        "nll_stderr": float(nll.std() / math.sqrt(len(nll))),
+        "bits_per_dim": bits_per_dim(float(nll.mean()), dims),
+        "iw_samples": iw_samples,
+        "binarized": binarize,
+        "conditional_on_label": conditional,
+        "test_images": len(nll),
+    }
+
+
+def _reference_subset(split: ImageSplit, size: int, seed: int) -> torch.Tensor:
+    index = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:size]
+    return split.images[index]
+
+
+def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.Tensor | None, dataset: Dataset,
+                    seed: int = 0, reference_size: int = 10000) -> dict:
+    """Every sample-quality number for `samples` (N, 1, 28, 28) in [0, 1].
+
+    The real reference is a fixed subset of the training split (up to `reference_size` images): FID and
+    KID against all of it, precision/recall/density/coverage against as many real images as samples
+    (the papers' protocol). `labels` are the classes the samples were drawn for, if any.
+    """
+    reference = _reference_subset(dataset.train, min(len(dataset.train), reference_size), seed)
+    real_features, _ = evaluator.features_and_probabilities(reference)
+    features, probabilities = evaluator.features_and_probabilities(samples)
+    matched = real_features[: min(len(real_features), len(features))]
+    kid_mean, kid_std = m.kernel_distance(real_features, features, seed=seed)
+    precision, recall = m.precision_recall(matched, features, k=3)
+    density, coverage = m.density_coverage(matched, features, k=5)
+    inception, inception_std = m.inception_score(probabilities, seed=seed)
+    result = {
+        "fid": m.frechet_distance(real_features, features),
+        "kid": {"mean": kid_mean, "std": kid_std},
+        "precision": precision,
+        "recall": recall,
+        "density": density,
+        "coverage": coverage,
+        "is": inception,
+        "is_std": inception_std,
+        "num_samples": len(samples),
+        "reference_images": len(reference),
+    }
+    predicted = probabilities.argmax(dim=1)
+    if labels is not None:
+        result["class_accuracy"] = float((predicted == labels).float().mean())
+        result["confusion"] = m.confusion_matrix(labels, predicted).tolist()
+    result["predicted_class_share"] = (torch.bincount(predicted, minlength=10).float() / len(predicted)).tolist()
+    detail = m.memorisation(samples, dataset.train.images, dataset.test.images)
+    result["memorisation"] = detail["share_closer_than_test_p05"]
+    result["memorisation_detail"] = detail
+    return result
+
+
+def real_reference(evaluator: Evaluator, dataset: Dataset, size: int, seed: int = 0) -> dict:
+    """The same metrics for held-out real test images: the floor (or ceiling) a perfect model reaches.
+
+    The memorisation share is omitted: for test images it is the quantile itself (0.05) by definition.
+    """
+    count = min(size, len(dataset.test))
+    index = torch.randperm(len(dataset.test), generator=torch.Generator().manual_seed(seed + 1))[:count]
+    images, labels = dataset.test.images[index], dataset.test.labels[index]
+    reference = quality_metrics(evaluator, images, labels, dataset, seed)
+    for key in ("memorisation", "memorisation_detail", "confusion"):
+        reference.pop(key, None)
+    return reference
+
+
+def timed_samples(run, count: int, seed: int, sampler_options: dict, progress: bool = True,
+                  batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """Draw `count` samples (classes 0, 1, ..., 9, 0, ... for conditional runs) with one seeded
+    generator; returns images, the labels they were drawn for, and the seconds it took."""
+    from vaediff.console import progress_bar
+
+    labels = torch.arange(count) % 10 if run.conditional else None
+    generator = torch.Generator().manual_seed(seed)
+    chunks = []
+    started = time.perf_counter()
+    for start in progress_bar(range(0, count, batch_size), desc=f"sampling {count} images", unit="batch",
+                              enabled=progress):
+        size = min(batch_size, count - start)
+        chunk_labels = labels[start : start + size] if labels is not None else None
+        chunks.append(run.generate(size, chunk_labels, generator, **sampler_options))
+    return torch.cat(chunks), labels, time.perf_counter() - started
+
+
+def device_description() -> dict:
+    if torch.cuda.is_available():
+        return {"device": torch.cuda.get_device_name(0), "threads": torch.get_num_threads()}
+    return {"device": "cpu", "threads": torch.get_num_threads()}
+
+
+def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binarize: bool | None = None,
+                 seed: int = 0, cache_dir=None, sampler_options: dict | None = None,
+                 progress: bool = True, write: bool = True) -> dict:
+    """Measure a run and write RUN/metrics.json (and RUN/confusion.png for conditional runs)."""
+    from vaediff import __version__
+    from vaediff.data import load_dataset
+    from vaediff.evaluator import load_or_train_evaluator
+    from vaediff.families import load_run
+    from vaediff.runs import atomic_write_json
+
+    run = load_run(run_dir)
+    settings = run.config["settings"]
+    dataset = load_dataset(settings["dataset"], settings.get("data_dir"))
+    sampler_options = dict(sampler_options or {})
+    if run.model_type in ("vae", "cvae") and sampler_options:
+        from vaediff.errors import ConfigError
+
+        raise ConfigError(f"{run.model_type} runs take no --sampler, --steps or --guidance")
+    if hasattr(run, "sampler_settings"):
+        sampler_options = run.sampler_settings(**sampler_options)
+    evaluator = load_or_train_evaluator(dataset, cache_dir, progress=progress)
+    samples, labels, seconds = timed_samples(run, n_samples, seed, sampler_options, progress)
+    metrics: dict = {"vaediff_version": __version__, "run": str(run_dir), "model_type": run.model_type,
+                     "dataset": dataset.name, "seed": seed, "evaluator_accuracy": evaluator.accuracy}
+    if sampler_options:
+        metrics["sampler"] = sampler_options
+    metrics.update(quality_metrics(evaluator, samples, labels, dataset, seed))
+    reference = real_reference(evaluator, dataset, n_samples, seed)
+    metrics["fid_real"] = reference["fid"]
+    metrics["reference"] = reference
+    metrics["samples_per_second"] = n_samples / seconds
+    metrics.update(device_description())
+    if run.model_type in ("vae", "cvae"):
+        use_binarized = bool(settings.get("binarize")) if binarize is None else binarize
+        likelihood = vae_likelihood(run, dataset.test, iw_samples, use_binarized, seed, progress=progress)
+        metrics["likelihood"] = likelihood
+        metrics.update({k: likelihood[k] for k in ("elbo_nats", "nll_nats", "bits_per_dim")})
+    if write:
+        atomic_write_json(Path(run_dir) / "metrics.json", metrics)
+        if "confusion" in metrics:
+            from vaediff.report import plot_confusion
+
+            plot_confusion(metrics["confusion"], dataset.class_names, Path(run_dir) / "confusion.png",
+                           f"{run.model_type}: evaluator's class for samples drawn per class")
+    return metrics
+
+
+TABLE_KEYS = ("fid", "fid_real", "kid", "precision", "recall", "density", "coverage", "is", "class_accuracy",
+              "memorisation", "evaluator_accuracy", "elbo_nats", "nll_nats", "bits_per_dim", "samples_per_second")
+
+
+def format_metrics(metrics: dict) -> str:
+    """A two-column text table of the headline metrics, with the real-data reference beside each."""
+    reference = metrics.get("reference", {})
+    lines = [f"{metrics.get('model_type', '?')} run {metrics.get('run', '')} on {metrics.get('dataset', '')}"
+             f" ({metrics.get('num_samples', 0)} samples)",
+             f"  {'metric':<20} {'model':>12} {'real data':>12}"]
+    for key in TABLE_KEYS:
+        if key not in metrics:
+            continue
+        value, ref = metrics[key], reference.get(key)
+        if isinstance(value, dict):
+            value, ref = value["mean"], (ref or {}).get("mean") if isinstance(ref, dict) else None
+        ref_text = f"{ref:>12.4g}" if isinstance(ref, int | float) else f"{'':>12}"
+        lines.append(f"  {key:<20} {value:>12.4g} {ref_text}")
+    return "\n".join(lines)

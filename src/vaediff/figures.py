@@ -1,0 +1,78 @@
+"""Figures shared by every command: image grids, labelled rows, loss curves. PNG, titled, labelled."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window: works headless and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from vaediff.runs import atomic_savefig  # noqa: E402
+
+
+def tile(images: torch.Tensor, columns: int, padding: int = 2) -> np.ndarray:
+    """Tile (N, 1, H, W) images in [0, 1] into one (rows*H, columns*W) array with a white gutter."""
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"expected images of shape (N, 1, H, W), got {tuple(images.shape)}")
+    count, _, height, width = images.shape
+    rows = max(1, -(-count // columns))
+    canvas = np.ones((rows * (height + padding) + padding, columns * (width + padding) + padding), np.float32)
+    pixels = images.detach().float().clamp(0, 1).cpu().numpy()[:, 0]
+    for index in range(count):
+        r, c = divmod(index, columns)
+        top, left = padding + r * (height + padding), padding + c * (width + padding)
+        canvas[top : top + height, left : left + width] = pixels[index]
+    return canvas
+
+
+def save_grid(images: torch.Tensor, path: str | Path, title: str, columns: int | None = None,
+              row_labels: Sequence[str] | None = None, column_labels: Sequence[str] | None = None) -> None:
+    """Save images as one grid PNG; optional names for rows (e.g. classes) and columns."""
+    count = images.shape[0]
+    columns = columns or max(1, int(np.ceil(np.sqrt(count))))
+    canvas = tile(images, columns)
+    rows = -(-count // columns)
+    scale = 0.42  # inches per 28-pixel cell: legible digits without huge files
+    figure, axis = plt.subplots(figsize=(max(3.0, columns * scale + (1.4 if row_labels else 0.3)),
+                                         max(2.0, rows * scale + 0.8)))
+    axis.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    axis.set_title(title, fontsize=10)
+    cell_h, cell_w = images.shape[2] + 2, images.shape[3] + 2
+    axis.set_xticks([] if not column_labels else [2 + cell_w * (i + 0.5) - 1 for i in range(len(column_labels))])
+    axis.set_yticks([] if not row_labels else [2 + cell_h * (i + 0.5) - 1 for i in range(len(row_labels))])
+    if column_labels:
+        axis.set_xticklabels(column_labels, fontsize=7)
+    if row_labels:
+        axis.set_yticklabels(row_labels, fontsize=8)
+    axis.tick_params(length=0)
+    for spine in axis.spines.values():
+        spine.set_visible(False)
+    atomic_savefig(figure, path, dpi=110, bbox_inches="tight", pad_inches=0.08)
+    plt.close(figure)
+
+
+def save_loss_curves(rows: Sequence[dict], path: str | Path, title: str, columns: Sequence[str]) -> None:
+    """Plot train and test losses (one panel per loss column) against training steps."""
+    if not rows:
+        return
+    figure, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.2), squeeze=False)
+    steps = [row["step"] for row in rows]
+    for axis, column in zip(axes[0], columns, strict=True):
+        for split, style in (("train", "-o"), ("test", "--s")):
+            values = [row.get(f"{split}_{column}") for row in rows]
+            if any(v is not None and v != "" for v in values):
+                axis.plot(steps, [float(v) for v in values], style, markersize=3, label=split)
+        axis.set_xlabel("training step")
+        axis.set_ylabel(column.replace("_", " "))
+        axis.set_title(column.replace("_", " "))
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    atomic_savefig(figure, path, dpi=100)
+    plt.close(figure)

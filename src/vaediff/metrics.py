@@ -1,0 +1,146 @@
+"""Sample-quality metrics as pure functions of feature tensors (and pixels, for memorisation).
+
+FID and KID come from torchmetrics with our evaluator as the custom feature extractor; precision,
+recall, density and coverage are short implementations of their papers' definitions (tested against
+hand-made cases in tests/test_metrics.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class _Precomputed(nn.Module):
+    """A 'feature extractor' that passes features through, so torchmetrics can take features we
+    already computed (each image goes through the evaluator once for all metrics)."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (Heusel et al. 2017, eq. 6)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    metric = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]), reset_real_features=True)
+    metric.update(real.double(), real=True)
+    metric.update(fake.double(), real=False)
+    return float(metric.compute())
+
+
+def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000,
+                    seed: int = 0) -> tuple[float, float]:
+    """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD^2 with a cubic polynomial kernel,
+    mean and standard deviation over random subsets."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    size = min(subset_size, len(real), len(fake))
+    metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size)
+    metric.update(real.double(), real=True)
+    metric.update(fake.double(), real=False)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # torchmetrics draws the subsets from the global generator
+    try:
+        mean, std = metric.compute()
+    finally:
+        torch.random.set_rng_state(state)
+    return float(mean), float(std)
+
+
+def _kth_neighbour_distances(points: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
+    """Distance of each point to its k-th nearest other point of the same set."""
+    radii = []
+    for start in range(0, len(points), chunk):
+        distances = torch.cdist(points[start : start + chunk], points)
+        # k + 1: the smallest distance is the point to itself (0)
+        radii.append(distances.kthvalue(k + 1, dim=1).values)
+    return torch.cat(radii)
+
+
+def _count_inside(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor,
+                  chunk: int = 2048) -> torch.Tensor:
+    """For each query: how many balls B(centre_i, radius_i) contain it."""
+    counts = []
+    for start in range(0, len(queries), chunk):
+        distances = torch.cdist(queries[start : start + chunk], centres)
+        counts.append((distances <= radii.unsqueeze(0)).sum(dim=1))
+    return torch.cat(counts)
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019): the share of fake samples inside the
+    real manifold (union of k-NN balls of real features), and of real samples inside the fake one."""
+    real, fake = real.float(), fake.float()
+    precision = (_count_inside(fake, real, _kth_neighbour_distances(real, k)) > 0).float().mean()
+    recall = (_count_inside(real, fake, _kth_neighbour_distances(fake, k)) > 0).float().mean()
+    return float(precision), float(recall)
+
+
+def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> tuple[float, float]:
+    """Density and coverage (Naeem et al. 2020, eqs. 3 and 4).
+
+    density = (1 / kM) sum_j sum_i 1[Y_j in B(X_i, NND_k(X_i))]   (can exceed 1)
+    coverage = (1 / N) sum_i 1[exists j: Y_j in B(X_i, NND_k(X_i))]
+    """
+    real, fake = real.float(), fake.float()
+    radii = _kth_neighbour_distances(real, k)
+    density = _count_inside(fake, real, radii).float().sum() / (k * len(fake))
+    nearest_fake = []
+    for start in range(0, len(real), 2048):
+        nearest_fake.append(torch.cdist(real[start : start + 2048], fake).min(dim=1).values)
+    covered = torch.cat(nearest_fake) <= radii
+    return float(density), float(covered.float().mean())
+
+
+def inception_score(probabilities: torch.Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))) with the evaluator's class probabilities (Salimans et al. 2016),
+    mean and standard deviation over `splits` random parts. 10 (the number of classes) is its maximum."""
+    order = torch.randperm(len(probabilities), generator=torch.Generator().manual_seed(seed))
+    scores = []
+    for part in probabilities[order].double().chunk(splits):
+        marginal = part.mean(dim=0, keepdim=True)
+        kl = (part * (torch.log(part + 1e-12) - torch.log(marginal + 1e-12))).sum(dim=1)
+        scores.append(math.exp(float(kl.mean())))
+    mean = sum(scores) / len(scores)
+    std = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+    return mean, std
+
+
+def nearest_distances(queries: torch.Tensor, references: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Euclidean pixel distance from each query image to its nearest reference image."""
+    flat_refs = references.flatten(1).float()
+    ref_norms = flat_refs.pow(2).sum(dim=1)
+    out = []
+    for start in range(0, len(queries), chunk):
+        q = queries[start : start + chunk].flatten(1).float()
+        # |q - r|^2 = |q|^2 - 2 q.r + |r|^2, one matmul per chunk instead of a 3-d difference tensor
+        squared = q.pow(2).sum(dim=1, keepdim=True) - 2 * q @ flat_refs.T + ref_norms.unsqueeze(0)
+        out.append(squared.min(dim=1).values.clamp_min(0).sqrt())
+    return torch.cat(out)
+
+
+def memorisation(samples: torch.Tensor, train_images: torch.Tensor, test_images: torch.Tensor,
+                 quantile: float = 0.05) -> dict:
+    """Share of samples closer to a training image than the `quantile` of held-out test images' distances
+    to the training set. A model that does not copy its training set scores about `quantile`."""
+    sample_distances = nearest_distances(samples, train_images)
+    test_distances = nearest_distances(test_images, train_images)
+    threshold = float(torch.quantile(test_distances, quantile))
+    return {
+        "share_closer_than_test_p05": float((sample_distances < threshold).float().mean()),
+        "threshold": threshold,
+        "median_sample_distance": float(sample_distances.median()),
+        "median_test_distance": float(test_distances.median()),
+    }
+
+
+def confusion_matrix(intended: torch.Tensor, predicted: torch.Tensor, classes: int = 10) -> torch.Tensor:
+    """counts[i, j]: samples drawn for class i that the evaluator calls class j."""
+    return torch.bincount(intended * classes + predicted, minlength=classes * classes).reshape(classes, classes)

@@ -1,0 +1,89 @@
+"""The seed's MLP VAE and its class-conditional twin (nn.Module only: no data, training or files).
+
+Kingma & Welling 2014: encoder q(z|x) = N(mu(x), diag(exp(logvar(x)))), prior p(z) = N(0, I), decoder
+p(x|z) = Bernoulli(sigmoid(logits(z))). The conditional VAE (Sohn et al. 2015) feeds a one-hot label to
+both encoder and decoder: q(z|x, y), p(x|z, y).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    conditional: bool = False  # True: cvae, the label is an input of encoder and decoder
+    image_size: int = 28       # images are image_size x image_size, one channel
+    hidden: int = 400          # the seed's hidden width
+    latent: int = 20           # the seed's latent size
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "hidden", "latent", "num_classes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"VAEConfig.{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def model_type(self) -> str:
+        return "cvae" if self.conditional else "vae"
+
+    @property
+    def pixels(self) -> int:
+        return self.image_size * self.image_size
+
+
+class VAE(nn.Module):
+    """784-400-(20, 20) encoder, 20-400-784 decoder; with `conditional`, a one-hot label joins both inputs."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.config = config
+        label_width = config.num_classes if config.conditional else 0
+        self.encoder = nn.Sequential(nn.Linear(config.pixels + label_width, config.hidden), nn.ReLU())
+        self.fc_mu = nn.Linear(config.hidden, config.latent)
+        self.fc_logvar = nn.Linear(config.hidden, config.latent)
+        self.decoder = nn.Sequential(
+            nn.Linear(config.latent + label_width, config.hidden),
+            nn.ReLU(),
+            nn.Linear(config.hidden, config.pixels),
+        )  # logits; the seed's final Sigmoid is applied in `decode`, and the loss uses the stabler logits
+
+    def _with_label(self, inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if not self.config.conditional:
+            return inputs
+        if labels is None:
+            raise ValueError("a conditional VAE needs class labels")
+        if labels.shape != (inputs.shape[0],):
+            raise ValueError(f"expected labels of shape ({inputs.shape[0]},), got {tuple(labels.shape)}")
+        one_hot = F.one_hot(labels, self.config.num_classes).to(inputs.dtype)
+        return torch.cat([inputs, one_hot], dim=1)
+
+    def encode(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 1, H, W) images in [0, 1] -> mean and log-variance of q(z|x[, y]), each (N, latent)."""
+        flat = images.reshape(images.shape[0], -1)
+        if flat.shape[1] != self.config.pixels:
+            raise ValueError(f"expected {self.config.pixels} pixels per image, got {flat.shape[1]}")
+        hidden = self.encoder(self._with_label(flat, labels))
+        return self.fc_mu(hidden), self.fc_logvar(hidden)
+
+    def decode_logits(self, latents: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, latent) -> Bernoulli logits of p(x|z[, y]) as (N, 1, H, W)."""
+        logits = self.decoder(self._with_label(latents, labels))
+        return logits.reshape(-1, 1, self.config.image_size, self.config.image_size)
+
+    def decode(self, latents: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, latent) -> pixel probabilities in [0, 1], the image the decoder means."""
+        return torch.sigmoid(self.decode_logits(latents, labels))
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reparameterised pass: returns (logits, mu, logvar). `noise` ~ N(0, I) of shape (N, latent)."""
+        mu, logvar = self.encode(images, labels)
+        if noise is None:
+            noise = torch.randn_like(mu)
+        latents = mu + torch.exp(0.5 * logvar) * noise
+        return self.decode_logits(latents, labels), mu, logvar

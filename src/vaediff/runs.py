@@ -1,0 +1,276 @@
+"""Output directories and crash-safe files.
+
+Every file vaediff writes goes to a temporary file in the same directory, is flushed to disk, and is
+renamed into place, so a kill at any instant leaves either the previous complete file or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import json
+import os
+import shutil
+import sys
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from vaediff import __version__
+from vaediff.errors import ConfigError, RunError
+
+CONFIG_FILE = "config.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers only ever see the old or the new complete file."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        detail = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise RunError(f"could not write {path}: {detail}; the previous version of the file is intact") from None
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk (POSIX; a no-op elsewhere).
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
+                            metadata: dict[str, str] | None = None) -> None:
+    """Save tensors as safetensors, atomically. Tensors are made contiguous CPU copies first."""
+    cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    atomic_write_bytes(path, save(cpu, metadata=metadata))
+
+
+def atomic_savefig(figure, path: str | Path, **kwargs) -> None:
+    """Save a matplotlib figure atomically (rendered to memory first)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", **kwargs)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file, turning a missing or truncated file into one clear RunError."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: weights file not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RunError(f"{path}: unreadable weights file ({str(exc).splitlines()[0]}); is it truncated?") from None
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: not valid JSON ({exc})") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Output directories
+
+
+def prepare_output_dir(path: str | Path, overwrite: bool = False, keep: bool = False) -> Path:
+    """Create an output directory, refusing to clobber one that is not empty.
+
+    The seed project's rule: an existing, non-empty directory is an error unless `overwrite` is given.
+    With `overwrite`, the old contents are deleted, but only if a vaediff config.json says that vaediff
+    wrote them, so a mistyped `--out ~` cannot wipe a home directory. With `keep` (used by --resume),
+    the directory is used as it is.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not keep:
+        if not overwrite:
+            raise RunError(f"{path} exists and is not empty; pass --overwrite to replace it")
+        if not _written_by_vaediff(path):
+            raise RunError(f"{path} is not empty and has no vaediff {CONFIG_FILE}; refusing to delete it")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _written_by_vaediff(path: Path) -> bool:
+    try:
+        return "vaediff_version" in json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def command_line() -> str:
+    return " ".join(["vaediff", *sys.argv[1:]]) if sys.argv else "vaediff"
+
+
+def write_run_config(directory: str | Path, kind: str, settings: dict[str, Any], **sections: Any) -> dict:
+    """Write DIR/config.json: what made this directory, with the package version and the full settings."""
+    config = {
+        "vaediff_version": __version__,
+        "kind": kind,
+        "command": command_line(),
+        "settings": settings,
+        **sections,
+    }
+    atomic_write_json(Path(directory) / CONFIG_FILE, config)
+    return config
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Frozen config dataclasses <-> JSON, strictly
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return {f.name: _jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def config_from_dict(cls: type, data: Any, source: str = "config") -> Any:
+    """Build a frozen config dataclass from JSON data, refusing unknown keys and wrong types by name."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a JSON object for {cls.__name__}, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {unknown[0]!r} for {cls.__name__}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        values[name] = _coerce(value, hints[name], f"{source}: key {name!r}")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            if option is type(None) and value is None:
+                return None
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where} has the wrong type ({type(value).__name__})")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} must be a list, got {type(value).__name__}")
+        item_hint = args[0] if args else Any
+        return tuple(_coerce(v, item_hint, where) for v in value)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where} must be one of {list(args)}, got {value!r}")
+        return value
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint}")
+
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading runs back
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    """config.json of a training run, with precise errors for every way a directory can fail to be one."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise RunError(f"{run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: not a directory")
+    if not any(run_dir.iterdir()):
+        raise RunError(f"{run_dir}: empty directory, not a vaediff run")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise RunError(f"{run_dir}: no {CONFIG_FILE}; not a vaediff run, or one that was never started")
+    config = read_json(run_dir / CONFIG_FILE)
+    if not isinstance(config, dict) or "vaediff_version" not in config:
+        raise RunError(f"{run_dir / CONFIG_FILE}: not written by vaediff")
+    if config.get("kind") != "train":
+        raise RunError(f"{run_dir}: a '{config.get('kind')}' output directory, not a training run")
+    return config
+
+
+def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str | Path) -> None:
+    """load_state_dict that names the first mismatch between a weights file and the model its config builds."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing:
+        raise RunError(f"{source}: does not match its config: tensor {missing[0]!r} is missing "
+                       f"({len(missing)} missing in all)")
+    if unexpected:
+        raise RunError(f"{source}: does not match its config: unexpected tensor {unexpected[0]!r}")
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise RunError(f"{source}: does not match its config: {name!r} has shape {tuple(tensor.shape)} "
+                           f"in the file but {tuple(expected[name].shape)} in the model")
+    module.load_state_dict(tensors)

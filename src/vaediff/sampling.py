@@ -1,0 +1,71 @@
+"""Drawing images from any trained run: a batch for one class, or a grid with one row per class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from vaediff.data import NUM_CLASSES
+from vaediff.errors import ConfigError
+from vaediff.figures import save_grid
+
+
+class Generator(Protocol):
+    model_type: str
+    conditional: bool
+
+    def generate(self, count: int, labels: torch.Tensor | None, generator: torch.Generator,
+                 **options: Any) -> torch.Tensor:
+        """`count` images (count, 1, 28, 28) in [0, 1], of the given labels when conditional."""
+        ...
+
+
+def check_label(run: Generator, label: int | None) -> None:
+    if label is None:
+        return
+    if not run.conditional:
+        raise ConfigError(f"a {run.model_type} run is unconditional; --label needs a class-conditional run")
+    if not 0 <= label < NUM_CLASSES:
+        raise ConfigError(f"class label must be in 0..{NUM_CLASSES - 1}, got {label}")
+
+
+def draw(run: Generator, count: int, label: int | None = None, seed: int = 0, batch_size: int = 500,
+         **options: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`count` images; for a conditional run, all of class `label`, or classes 0..9 in turn when None.
+
+    Returns (images, labels or None). The same seed gives the same images.
+    """
+    if count <= 0:
+        raise ConfigError(f"number of images must be positive, got {count}")
+    check_label(run, label)
+    labels = None
+    if run.conditional:
+        labels = torch.full((count,), label) if label is not None else torch.arange(count) % NUM_CLASSES
+    generator = torch.Generator().manual_seed(seed)
+    chunks = []
+    for start in range(0, count, batch_size):
+        size = min(batch_size, count - start)
+        chunk_labels = labels[start : start + size] if labels is not None else None
+        chunks.append(run.generate(size, chunk_labels, generator, **options))
+    return torch.cat(chunks), labels
+
+
+def write_sample_grid(run: Generator, path: str | Path, seed: int = 0, count: int | None = None,
+                      label: int | None = None, class_names: tuple[str, ...] | None = None,
+                      **options: Any) -> torch.Tensor:
+    """Save a PNG grid. Conditional runs without a label: 10 x 10, one row per class, names on the rows."""
+    names = class_names or tuple(str(c) for c in range(NUM_CLASSES))
+    if run.conditional and label is None:
+        per_class = max(1, (count or 100) // NUM_CLASSES)
+        labels_in_rows = torch.arange(NUM_CLASSES).repeat_interleave(per_class)
+        generator = torch.Generator().manual_seed(seed)
+        images = run.generate(len(labels_in_rows), labels_in_rows, generator, **options)
+        save_grid(images, path, f"{run.model_type}: {per_class} samples per class (seed {seed})",
+                  columns=per_class, row_labels=list(names))
+        return images
+    images, _ = draw(run, count or 64, label, seed, **options)
+    what = f"class {names[label]}" if label is not None else "samples"
+    save_grid(images, path, f"{run.model_type}: {len(images)} {what} (seed {seed})")
+    return images

@@ -24,8 +24,9 @@ def make_train_scheduler(config: DiffusionConfig) -> DDPMScheduler:
         num_train_timesteps=config.num_train_timesteps,
         beta_schedule=config.beta_schedule,
         prediction_type=config.prediction_type,
-        # The seed's sampler clips predicted x_0 to [-1, 1] (diffusers' default); keep that for its preset.
-        clip_sample=True,
+        # Pixel models clip predicted x_0 to [-1, 1] (diffusers' default, which the seed used); latents
+        # are unbounded and must not be clipped.
+        clip_sample=config.bounded,
         clip_sample_range=1.0,
         timestep_spacing="trailing",
     )
@@ -37,6 +38,7 @@ def to_model_range(images: torch.Tensor, config: DiffusionConfig) -> torch.Tenso
 
 
 def from_model_range(samples: torch.Tensor, config: DiffusionConfig) -> torch.Tensor:
+    """Inverse of to_model_range, clamped to [0, 1] (pixel models only)."""
     images = (samples + 1) / 2 if config.data_range == "minus_one_one" else samples
     return images.clamp(0, 1)
 

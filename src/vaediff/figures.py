@@ -21,7 +21,7 @@ def tile(images: torch.Tensor, columns: int, padding: int = 2) -> np.ndarray:
         raise ValueError(f"expected images of shape (N, 1, H, W), got {tuple(images.shape)}")
     count, _, height, width = images.shape
     rows = max(1, -(-count // columns))
-    canvas = np.ones((rows * (height + padding) + padding, columns * (width + padding) + padding), np.float32)
+    canvas = np.full((rows * (height + padding) + padding, columns * (width + padding) + padding), 0.15, np.float32)
     pixels = images.detach().float().clamp(0, 1).cpu().numpy()[:, 0]
     for index in range(count):
         r, c = divmod(index, columns)
@@ -37,7 +37,7 @@ def save_grid(images: torch.Tensor, path: str | Path, title: str, columns: int |
     columns = columns or max(1, int(np.ceil(np.sqrt(count))))
     canvas = tile(images, columns)
     rows = -(-count // columns)
-    scale = 0.42  # inches per 28-pixel cell: legible digits without huge files
+    scale = 0.5  # inches per 28-pixel cell: legible digits without huge files
     figure, axis = plt.subplots(figsize=(max(3.0, columns * scale + (1.4 if row_labels else 0.3)),
                                          max(2.0, rows * scale + 0.8)))
     axis.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
@@ -52,7 +52,7 @@ def save_grid(images: torch.Tensor, path: str | Path, title: str, columns: int |
     axis.tick_params(length=0)
     for spine in axis.spines.values():
         spine.set_visible(False)
-    atomic_savefig(figure, path, dpi=110, bbox_inches="tight", pad_inches=0.08)
+    atomic_savefig(figure, path, dpi=120, bbox_inches="tight", pad_inches=0.08)
     plt.close(figure)
 
 

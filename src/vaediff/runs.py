@@ -170,6 +170,8 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_jsonable(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return config_to_dict(value)
     return value
 
 
@@ -216,6 +218,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return value
     if hint is Any:
         return value
+    if dataclasses.is_dataclass(hint):
+        return config_from_dict(hint, value, where)
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {value!r}")

@@ -259,7 +259,7 @@ class _Setup:
     rows: slice
 
 
-def _setup(module: nn.Module, dataset: Dataset, config: TrainConfig, ema_factory) -> _Setup:
+def _setup(build_model: Callable[[], nn.Module], dataset: Dataset, config: TrainConfig, ema_factory) -> _Setup:
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
 
@@ -274,7 +274,8 @@ def _setup(module: nn.Module, dataset: Dataset, config: TrainConfig, ema_factory
     if micro_batch % world:
         raise ConfigError(f"batch size {config.batch_size} / grad-accum {config.grad_accum} = {micro_batch} "
                           f"images per micro-batch cannot be split evenly between {world} processes")
-    torch.manual_seed(config.seed)  # only initialisation draws from the global generator
+    torch.manual_seed(config.seed)  # the initial weights are the only draws from the global generator
+    module = build_model()
     loader = batch_loader(dataset.train, micro_batch, seed=config.seed, shuffle=True, drop_last=True)
     sampler = loader.batch_sampler
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay,
@@ -335,10 +336,12 @@ def _csv_value(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def train(objective: Objective, module: nn.Module, dataset: Dataset, config: TrainConfig, run_dir: str | Path,
+def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: Dataset, config: TrainConfig,
+          run_dir: str | Path,
           resume: bool = False, ema_factory: Callable[[nn.Module], object] | None = None,
           title: str = "training", plot_every_s: float = 10.0, progress: bool = True) -> TrainState:
-    """Train `module` on `dataset.train` with `objective`, writing loss.csv/png and checkpoints into run_dir.
+    """Train the model `build_model()` makes on `dataset.train` with `objective`, writing loss.csv/png and
+    checkpoints into run_dir. The model is built after seeding, so its initial weights follow the seed.
 
     Returns the final TrainState. The objective's `export` writes the weights at every checkpoint and
     at the end (from the EMA weights when `config.ema_decay` is set).
@@ -347,10 +350,11 @@ def train(objective: Objective, module: nn.Module, dataset: Dataset, config: Tra
     from vaediff.figures import save_loss_curves
 
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / CHECKPOINT_FILE
     if ema_factory is None:
         ema_factory = _default_ema(config)
-    setup = _setup(module, dataset, config, ema_factory)
+    setup = _setup(build_model, dataset, config, ema_factory)
     accel, is_main = setup.accelerator, setup.accelerator.is_main_process
     unwrapped = accel.unwrap_model(setup.module)
     state = TrainState()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vaediff.errors import ConfigError, RunError
-from vaediff.families import diffusion, vae
+from vaediff.families import diffusion, latent, vae
 from vaediff.runs import (
     config_from_dict,
     config_to_dict,
@@ -39,6 +39,8 @@ FAMILIES: dict[str, Family] = {
     "cvae": Family(vae.VAEConfig, vae.build_model_config, vae.default_train_options, vae.train_vae, vae.VAERun.load),
     "diffusion": Family(diffusion.DiffusionConfig, diffusion.build_model_config, diffusion.default_train_options,
                         diffusion.train_diffusion, diffusion.DiffusionRun.load),
+    "latent-diffusion": Family(latent.LatentDiffusionConfig, latent.build_model_config, latent.default_train_options,
+                               latent.train_latent_diffusion, latent.LatentDiffusionRun.load),
 }
 
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -52,14 +53,15 @@ class DiffusionObjective:
 
     def losses(self, module: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                draw: BatchRandom) -> dict[str, torch.Tensor]:
-        x0 = self.encode(images)
+        x0 = self.encode(images, draw)
         noise = draw.normal(*x0.shape[1:])
         timesteps = draw.integers(0, self.config.num_train_timesteps)
         drop_label = draw.uniform() < self.config.label_dropout
         return diffusion_loss(module, self.scheduler, self.config, x0, labels, noise, timesteps, drop_label)
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] -> what the model diffuses (pixels in the model's range, here)."""
+    def encode(self, images: torch.Tensor, draw: BatchRandom) -> torch.Tensor:
+        """Images in [0, 1] -> what the model diffuses (here pixels in the model's range; latents in
+        latent diffusion, which overrides this)."""
         return to_model_range(images, self.config)
 
     def export(self, module: nn.Module, run_dir: Path) -> None:
@@ -143,7 +145,11 @@ class DiffusionRun:
         samples = sample_loop(self.model, scheduler, noise, labels, settings["guidance"], null, generator,
                               trajectory, record_at)
         if trajectory is not None:
-            trajectory[:] = [from_model_range(x, self.model_config) for x in trajectory]
+            trajectory[:] = [self.to_images(x) for x in trajectory]
+        return self.to_images(samples)
+
+    def to_images(self, samples: torch.Tensor) -> torch.Tensor:
+        """What the sampler returns -> images in [0, 1]."""
         return from_model_range(samples, self.model_config)
 
 
@@ -168,10 +174,12 @@ def check_sampler_settings(settings: dict, config: DiffusionConfig) -> dict:
 
 
 def build_model_config(model_type: str, options: dict) -> DiffusionConfig:
+    """The preset's config, with `options["model"]` (a dict of DiffusionConfig fields) overriding it."""
     preset = options.get("preset") or "fast"
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in (options.get("model") or {}).items()}
     try:
-        return preset_config(preset)
-    except ValueError as exc:
+        return preset_config(preset, **overrides)
+    except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
 
 
@@ -202,9 +210,8 @@ def train_diffusion(run_dir: Path, dataset: Dataset, model_config: DiffusionConf
                     options: dict, progress: bool = True):
     from vaediff.train import train
 
-    model = ClassConditionalUNet(model_config)
     objective = DiffusionObjective(model_config)
-    state = train(objective, model, dataset, train_config, run_dir, resume=resume,
+    state = train(objective, partial(ClassConditionalUNet, model_config), dataset, train_config, run_dir, resume=resume,
                   title=f"diffusion ({model_config.preset}) on {dataset.name}", progress=progress)
     run = DiffusionRun.load(run_dir, {"model": config_to_dict(model_config)})
     write_run_figures(run, dataset.class_names, train_config.seed)

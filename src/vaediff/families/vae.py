@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -176,9 +177,8 @@ def train_vae(run_dir: Path, dataset: Dataset, model_config: VAEConfig, train_co
               options: dict, progress: bool = True):
     from vaediff.train import train
 
-    model = VAE(model_config)
     objective = VAEObjective(model_config, binarize=bool(options.get("binarize")))
-    state = train(objective, model, dataset, train_config, run_dir, resume=resume,
+    state = train(objective, partial(VAE, model_config), dataset, train_config, run_dir, resume=resume,
                   title=f"{model_config.model_type} on {dataset.name}", progress=progress)
     run = VAERun.load(run_dir, {"model": _model_dict(model_config)})
     write_vae_figures(run, dataset, seed=train_config.seed, tsne=bool(options.get("tsne")))

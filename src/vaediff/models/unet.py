@@ -38,7 +38,7 @@ class DiffusionConfig:
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = "v_prediction"
-    data_range: Literal["zero_one", "minus_one_one"] = "minus_one_one"
+    data_range: Literal["zero_one", "minus_one_one", "unbounded"] = "minus_one_one"  # unbounded: latents
     label_dropout: float = 0.1                            # P(label -> null class) in training (CFG)
     min_snr_gamma: float | None = 5.0                     # Min-SNR loss weighting; None: plain MSE
     # sampling defaults ------------------------------------------------------------------------------------
@@ -57,6 +57,11 @@ class DiffusionConfig:
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
         if self.sampling_steps <= 0:
             raise ValueError(f"sampling_steps must be positive, got {self.sampling_steps}")
+
+    @property
+    def bounded(self) -> bool:
+        """Pixels are bounded (samplers may clip predicted x_0); latents are not."""
+        return self.data_range != "unbounded"
 
     @property
     def has_null_class(self) -> bool:
@@ -135,6 +140,20 @@ PRESETS: dict[str, DiffusionConfig] = {
         guidance=1.0,
     ),
     "fast": DiffusionConfig(),
+    # The denoiser of latent diffusion: one 7x7 level (a 7x7 map cannot be halved and doubled back).
+    "latent": DiffusionConfig(
+        preset="latent",
+        sample_size=7,
+        channels=4,
+        block_out_channels=(128,),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D",),
+        up_block_types=("UpBlock2D",),
+        mid_block_attention=True,
+        norm_num_groups=32,
+        attention_head_dim=32,
+        data_range="unbounded",
+    ),
 }
 
 

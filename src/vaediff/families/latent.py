@@ -1,0 +1,262 @@
+"""Latent diffusion (Rombach et al. 2022): a convolutional VAE compresses 28x28 images to 4x7x7 latents,
+and a class-conditional diffusion model learns the latents' distribution.
+
+Stage one trains the autoencoder into RUN/autoencoder/ (diffusers' AutoencoderKL layout, with its
+`scaling_factor` set so that scaled latents have unit variance); stage two trains the denoiser with the
+same code as pixel diffusion (objective, class embedding with null class, guidance, EMA, samplers) and
+saves it as RUN/unet/ and RUN/scheduler/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vaediff.data import Dataset
+from vaediff.errors import ConfigError, RunError
+from vaediff.families.diffusion import (
+    DiffusionObjective,
+    DiffusionRun,
+    _save_pretrained_atomically,
+    load_denoiser,
+    write_run_figures,
+)
+from vaediff.likelihood import bernoulli_nll, gaussian_kl
+from vaediff.models.autoencoder import AutoencoderConfig, LatentAutoencoder
+from vaediff.models.unet import ClassConditionalUNet, DiffusionConfig, preset_config
+from vaediff.runs import (
+    atomic_write_json,
+    config_from_dict,
+    config_to_dict,
+    load_safetensors,
+    load_state_strict,
+    read_json,
+)
+from vaediff.train import CHECKPOINT_FILE, BatchRandom, TrainConfig
+
+AUTOENCODER_DIR = "autoencoder"
+AUTOENCODER_WEIGHTS = "diffusion_pytorch_model.safetensors"
+STAGE_ONE_DONE = "done.json"
+
+
+@dataclass(frozen=True)
+class LatentDiffusionConfig:
+    autoencoder: AutoencoderConfig = AutoencoderConfig()
+    denoiser: DiffusionConfig = dataclasses.field(default_factory=lambda: preset_config("latent"))
+    autoencoder_share: float = 0.3  # share of a --minutes budget spent on the autoencoder
+
+    def __post_init__(self) -> None:
+        if self.denoiser.channels != self.autoencoder.latent_channels or self.denoiser.sample_size != 7:
+            raise ValueError("the denoiser must work on the autoencoder's latent (channels x 7 x 7)")
+        if not 0 < self.autoencoder_share < 1:
+            raise ValueError(f"autoencoder_share must be in (0, 1), got {self.autoencoder_share}")
+
+
+class AutoencoderObjective:
+    """-ELBO with a weighted KL term: Bernoulli reconstruction (nats) + kl_weight * KL, per image."""
+
+    loss_names = ("loss", "recon", "kl")
+
+    def __init__(self, config: AutoencoderConfig):
+        self.config = config
+
+    def losses(self, module: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+               draw: BatchRandom) -> dict[str, torch.Tensor]:
+        noise = draw.normal(self.config.latent_channels, 7, 7)
+        logits, mean, logvar = module(images, noise)
+        recon = bernoulli_nll(logits, images)
+        kl = gaussian_kl(mean.flatten(1), logvar.flatten(1))
+        return {"loss": (recon + self.config.kl_weight * kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
+
+    def export(self, module: nn.Module, run_dir: Path) -> None:
+        _save_pretrained_atomically(module.vae, Path(run_dir))
+
+
+class LatentDiffusionObjective(DiffusionObjective):
+    """The pixel model's objective, on scaled latents of a frozen autoencoder (a posterior sample)."""
+
+    def __init__(self, config: DiffusionConfig, autoencoder: LatentAutoencoder, scaling_factor: float):
+        super().__init__(config)
+        self.autoencoder, self.scaling_factor = autoencoder.eval().requires_grad_(False), scaling_factor
+
+    def encode(self, images: torch.Tensor, draw: BatchRandom) -> torch.Tensor:
+        with torch.no_grad():
+            self.autoencoder.to(images.device)
+            mean, logvar = self.autoencoder.encode(images)
+            latents = mean + torch.exp(0.5 * logvar) * draw.normal(*mean.shape[1:])
+        return latents * self.scaling_factor
+
+
+def load_autoencoder(config: AutoencoderConfig, directory: Path) -> tuple[LatentAutoencoder, float]:
+    """The stage-one autoencoder and its scaling factor, loaded strictly."""
+    module = LatentAutoencoder(config)
+    weights = directory / AUTOENCODER_WEIGHTS
+    load_state_strict(module.vae, load_safetensors(weights), weights)
+    done = directory / STAGE_ONE_DONE
+    if not done.is_file():
+        raise RunError(f"{directory}: the autoencoder stage has not finished (no {STAGE_ONE_DONE})")
+    scaling_factor = read_json(done).get("scaling_factor")
+    if not isinstance(scaling_factor, int | float) or not math.isfinite(scaling_factor) or scaling_factor <= 0:
+        raise RunError(f"{done}: invalid scaling_factor {scaling_factor!r}")
+    return module.eval(), float(scaling_factor)
+
+
+@dataclass
+class LatentDiffusionRun(DiffusionRun):
+    """A trained latent-diffusion model: denoiser + autoencoder, sampled like a pixel model."""
+
+    autoencoder: LatentAutoencoder | None = None
+    scaling_factor: float = 1.0
+    full_config: LatentDiffusionConfig | None = None
+    model_type: str = "latent-diffusion"
+
+    @classmethod
+    def load(cls, run_dir: str | Path, config: dict) -> LatentDiffusionRun:
+        run_dir = Path(run_dir)
+        full = config_from_dict(LatentDiffusionConfig, config.get("model"), f"{run_dir}/config.json 'model'")
+        autoencoder, scale = load_autoencoder(full.autoencoder, run_dir / AUTOENCODER_DIR)
+        denoiser = load_denoiser(full.denoiser, run_dir)
+        return cls(run_dir, config, full.denoiser, denoiser, autoencoder=autoencoder, scaling_factor=scale,
+                   full_config=full)
+
+    def to_images(self, samples: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.autoencoder.decode(samples / self.scaling_factor)
+
+    @torch.inference_mode()
+    def reconstruct(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """Decoded posterior means: the best the autoencoder can do, an upper bound on sample quality."""
+        out = []
+        for start in range(0, len(images), batch_size):
+            mean, _ = self.autoencoder.encode(images[start : start + batch_size])
+            out.append(self.autoencoder.decode(mean))
+        return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training
+
+
+def build_model_config(model_type: str, options: dict) -> LatentDiffusionConfig:
+    overrides = options.get("model") or {}
+    try:
+        if options.get("autoencoder"):  # reusing one: its architecture comes from its run
+            autoencoder = _reused_autoencoder_config(Path(options["autoencoder"]))
+        else:
+            autoencoder = AutoencoderConfig(**_tuples(overrides.get("autoencoder", {})))
+        denoiser = preset_config("latent", channels=autoencoder.latent_channels,
+                                 **_tuples(overrides.get("denoiser", {})))
+        return LatentDiffusionConfig(autoencoder, denoiser, overrides.get("autoencoder_share", 0.3))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _tuples(values: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def default_train_options(model_config: LatentDiffusionConfig, options: dict) -> dict:
+    return {"batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "warmup_steps": 100, "grad_clip": 1.0,
+            "ema_decay": 0.999, "minutes": 10.0, "eval_images": 500}
+
+
+def autoencoder_train_config(config: TrainConfig, share: float) -> TrainConfig:
+    """Stage one's limits: its share of a --minutes budget, or the same epochs/steps as stage two."""
+    return dataclasses.replace(
+        config,
+        minutes=config.minutes * share if config.minutes is not None else None,
+        lr=1e-3, lr_schedule="constant", warmup_steps=0, ema_decay=None, grad_clip=1.0,
+    )
+
+
+@torch.no_grad()
+def fit_scaling_factor(autoencoder: LatentAutoencoder, dataset: Dataset, limit: int = 10000) -> float:
+    """1 / std of the training latents (posterior means), so the denoiser sees unit-variance data
+    (Rombach et al. 2022, sec. 4.3.2: "rescale the latent ... to unit standard deviation")."""
+    images = dataset.train.images[:limit]
+    means = torch.cat([autoencoder.encode(images[s : s + 500])[0] for s in range(0, len(images), 500)])
+    return float(1.0 / means.std())
+
+
+def _stage_one(run_dir: Path, dataset: Dataset, config: LatentDiffusionConfig, train_config: TrainConfig,
+               resume: bool, progress: bool) -> tuple[LatentAutoencoder, float]:
+    from vaediff.train import train
+
+    directory = run_dir / AUTOENCODER_DIR
+    if (directory / STAGE_ONE_DONE).is_file():
+        return load_autoencoder(config.autoencoder, directory)
+    stage_config = autoencoder_train_config(train_config, config.autoencoder_share)
+    resume_stage = resume and (directory / CHECKPOINT_FILE).is_file()
+    train(AutoencoderObjective(config.autoencoder), partial(LatentAutoencoder, config.autoencoder), dataset,
+          stage_config, directory, resume=resume_stage, title=f"latent diffusion 1/2: autoencoder on {dataset.name}",
+          progress=progress)
+    autoencoder = LatentAutoencoder(config.autoencoder)
+    weights = directory / AUTOENCODER_WEIGHTS
+    load_state_strict(autoencoder.vae, load_safetensors(weights), weights)
+    autoencoder.eval()
+    scale = fit_scaling_factor(autoencoder, dataset)
+    autoencoder.vae.register_to_config(scaling_factor=scale)  # stock diffusers reads it from config.json
+    _save_pretrained_atomically(autoencoder.vae, directory)
+    atomic_write_json(directory / STAGE_ONE_DONE, {"scaling_factor": scale})
+    return autoencoder, scale
+
+
+def train_latent_diffusion(run_dir: Path, dataset: Dataset, model_config: LatentDiffusionConfig,
+                           train_config: TrainConfig, resume: bool, options: dict, progress: bool = True):
+    from vaediff.train import train
+
+    reuse = options.get("autoencoder")
+    if reuse:
+        autoencoder, scale = load_autoencoder(model_config.autoencoder, _autoencoder_dir(Path(reuse)))
+        denoiser_config = train_config
+    else:
+        if progress and train_config.minutes is not None:
+            share = model_config.autoencoder_share
+            print(f"--minutes {train_config.minutes:g}: {share * train_config.minutes:.2f} min for the autoencoder, "
+                  f"{(1 - share) * train_config.minutes:.2f} min for the denoiser")
+        autoencoder, scale = _stage_one(run_dir, dataset, model_config, train_config, resume, progress)
+        denoiser_config = train_config
+        if train_config.minutes is not None:
+            denoiser_config = dataclasses.replace(train_config,
+                                                  minutes=train_config.minutes * (1 - model_config.autoencoder_share))
+    objective = LatentDiffusionObjective(model_config.denoiser, autoencoder, scale)
+    state = train(objective, partial(ClassConditionalUNet, model_config.denoiser), dataset, denoiser_config, run_dir,
+                  resume=resume and (run_dir / CHECKPOINT_FILE).is_file(),
+                  title=f"latent diffusion 2/2: denoiser on {dataset.name}", progress=progress)
+    if reuse:  # the run must stand alone: copy the reused autoencoder in
+        _copy_autoencoder(_autoencoder_dir(Path(reuse)), run_dir / AUTOENCODER_DIR)
+    run = LatentDiffusionRun.load(run_dir, {"model": config_to_dict(model_config)})
+    write_run_figures(run, dataset.class_names, train_config.seed)
+    return state
+
+
+def _reused_autoencoder_config(path: Path) -> AutoencoderConfig:
+    directory = _autoencoder_dir(path)
+    run_config = read_json(directory.parent / "config.json")
+    if run_config.get("model_type") != "latent-diffusion":
+        raise RunError(f"--autoencoder {path}: not part of a latent-diffusion run")
+    return config_from_dict(AutoencoderConfig, run_config["model"]["autoencoder"], f"{directory.parent}/config.json")
+
+
+def _autoencoder_dir(path: Path) -> Path:
+    """--autoencoder accepts a latent-diffusion run or its autoencoder/ directory."""
+    if (path / AUTOENCODER_DIR / AUTOENCODER_WEIGHTS).is_file():
+        return path / AUTOENCODER_DIR
+    if (path / AUTOENCODER_WEIGHTS).is_file():
+        return path
+    raise RunError(f"--autoencoder {path}: no trained autoencoder there (expected a latent-diffusion run "
+                   f"with {AUTOENCODER_DIR}/{AUTOENCODER_WEIGHTS})")
+
+
+def _copy_autoencoder(source: Path, target: Path) -> None:
+    from vaediff.runs import atomic_write_bytes
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (AUTOENCODER_WEIGHTS, "config.json", STAGE_ONE_DONE):
+        atomic_write_bytes(target / name, (source / name).read_bytes())

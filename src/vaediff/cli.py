@@ -10,6 +10,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from vaediff import __version__
 from vaediff.constants import DATASETS, MODEL_TYPES, PRESETS, SAMPLERS
@@ -23,6 +24,16 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class CommandListFormatter(argparse.HelpFormatter):
+    """argparse measures sub-command names without their extra indent (2 columns), so a long name like
+    `evaluator` wraps its help onto the next line; widen the column to fit."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if getattr(action, "_choices_actions", None):
+            self._action_max_length += 2
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -174,13 +185,57 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {args.run}/metrics.json")
 
 
+def cmd_evaluator(args: argparse.Namespace) -> None:
+    from vaediff.data import load_dataset
+    from vaediff.evaluator import load_or_train_evaluator
+
+    dataset = load_dataset(args.dataset, args.data_dir)
+    evaluator = load_or_train_evaluator(dataset, args.cache_dir, retrain=args.retrain)
+    print(f"evaluator for {dataset.name}: test accuracy {evaluator.accuracy:.4f} ({evaluator.path})")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from vaediff.report import compare, headlines, summarize_runs
+    from vaediff.runs import prepare_output_dir, write_run_config
+
+    summarize_runs([Path(r) for r in args.runs])  # fail on a bad run before touching --out
+    out = prepare_output_dir(args.out, overwrite=args.overwrite)
+    write_run_config(out, "compare", {"runs": args.runs, "lang": args.lang, "seed": args.seed,
+                                      "curve_samples": args.curve_samples, "curves": not args.no_curves})
+    report = compare(args.runs, out, lang=args.lang, seed=args.seed, curve_samples=args.curve_samples,
+                     curves=not args.no_curves, with_ddpm_1000=not args.no_ddpm_1000)
+    for line in headlines(summarize_runs([Path(r) for r in args.runs]), args.lang):
+        print(line.replace("**", ""))
+    print(f"wrote {report} and {report.with_suffix('.html')}")
+
+
+def cmd_quickstart(args: argparse.Namespace) -> None:
+    from vaediff.quickstart import quickstart
+    from vaediff.report import headlines, summarize_runs
+
+    report = quickstart(args.out, args.dataset, args.minutes, args.data_dir, overwrite=args.overwrite,
+                        resume=args.resume, seed=args.seed)
+    runs = [report.parent.parent / name for name in ("vae", "cvae", "diffusion", "latent-diffusion")]
+    print(f"\nreport: {report} (and {report.with_suffix('.html')})")
+    for line in headlines(summarize_runs(runs)):
+        print(line.replace("**", ""))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from vaediff.serve import Limits, serve
+
+    serve(args.runs, args.host, args.port, Limits(max_images=args.max_images, max_steps=args.max_steps,
+                                                 concurrency=args.concurrency))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Train, sample, evaluate and compare VAEs and "
-                           "class-conditional diffusion models of small images.")
+                           "class-conditional diffusion models of small images.",
+                           formatter_class=CommandListFormatter)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True,
                                      parser_class=OneLineParser)
@@ -253,6 +308,55 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: ~/.cache/vaediff)")
     add_sampler_flags(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    evaluator = commands.add_parser("evaluator", help="train (once) the classifier whose features score samples",
+                                    description="Train the evaluator CNN of a data set and cache it; later "
+                                    "evaluations reuse it.")
+    add_dataset_flags(evaluator)
+    evaluator.add_argument("--cache-dir", metavar="DIR", help="cache directory (default: ~/.cache/vaediff)")
+    evaluator.add_argument("--retrain", action="store_true", help="train again even if a cached one exists")
+    evaluator.set_defaults(handler=cmd_evaluator)
+
+    compare = commands.add_parser("compare", help="compare evaluated runs in a Markdown and HTML report",
+                                  description="Write DIR/report.md and DIR/report.html with tables, sample "
+                                  "grids, loss curves, and for diffusion runs quality-vs-steps and guidance "
+                                  "curves.")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="evaluated run directories")
+    add_output_flags(compare, "report directory (refused if not empty, unless --overwrite)")
+    compare.add_argument("--lang", choices=("en", "zh"), default="en", help="report language (default: en)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the sample grids and curves")
+    compare.add_argument("--curve-samples", type=positive_int, default=200,
+                         help="samples per point of the steps and guidance curves (default: 200)")
+    compare.add_argument("--no-curves", action="store_true", help="skip the steps and guidance curves")
+    compare.add_argument("--no-ddpm-1000", action="store_true",
+                         help="skip the seed's 1000-step DDPM point of the steps curve (the slowest point)")
+    compare.set_defaults(handler=cmd_compare)
+
+    quick = commands.add_parser("quickstart", help="the whole study in one command: EDA, 4 models, report",
+                                description="EDA, then vae, cvae, diffusion (fast) and latent-diffusion trained "
+                                "within --minutes, evaluated and compared in a report. Offline.")
+    add_dataset_flags(quick)
+    quick.add_argument("--out", default="runs/quickstart", metavar="DIR", help="output directory "
+                       "(default: runs/quickstart)")
+    quick.add_argument("--minutes", type=positive_float, default=15.0,
+                       help="wall-clock budget of the whole study (default: 15)")
+    quick.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    quick.add_argument("--resume", action="store_true", help="continue an interrupted quickstart")
+    quick.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    quick.set_defaults(handler=cmd_quickstart)
+
+    serve = commands.add_parser("serve", help="web demo: draw images from runs in a browser",
+                                description="A Gradio page to draw images from the given runs and explore VAE "
+                                "latent spaces. Binds to 127.0.0.1 unless --host says otherwise.")
+    serve.add_argument("runs", nargs="+", metavar="RUN", help="run directories to offer")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=positive_int, default=7860, help="port (default: 7860)")
+    serve.add_argument("--max-images", type=positive_int, default=64, help="images per request (default: 64)")
+    serve.add_argument("--max-steps", type=positive_int, default=200, help="sampling steps per request "
+                       "(default: 200)")
+    serve.add_argument("--concurrency", type=positive_int, default=1,
+                       help="generations running at once; others wait in a queue (default: 1)")
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 

@@ -8,6 +8,7 @@ hand-made cases in tests/test_metrics.py).
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -42,7 +43,9 @@ def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, 
     from torchmetrics.image.kid import KernelInceptionDistance
 
     size = min(subset_size, len(real), len(fake))
-    metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size)
+    with warnings.catch_warnings():  # its note that it keeps all features in memory: we know, they are small
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size)
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     state = torch.random.get_rng_state()

@@ -57,9 +57,12 @@ class VAE(nn.Module):
             return inputs
         if labels is None:
             raise ValueError("a conditional VAE needs class labels")
-        if labels.shape != (inputs.shape[0],):
+        if labels.ndim == 2 and labels.shape == (inputs.shape[0], self.config.num_classes):
+            one_hot = labels.to(inputs.dtype)  # soft labels: blends of classes (interpolation between classes)
+        elif labels.shape == (inputs.shape[0],):
+            one_hot = F.one_hot(labels, self.config.num_classes).to(inputs.dtype)
+        else:
             raise ValueError(f"expected labels of shape ({inputs.shape[0]},), got {tuple(labels.shape)}")
-        one_hot = F.one_hot(labels, self.config.num_classes).to(inputs.dtype)
         return torch.cat([inputs, one_hot], dim=1)
 
     def encode(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

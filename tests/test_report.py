@@ -1,0 +1,73 @@
+import json
+import math
+
+import pytest
+
+from vaediff.evaluate import evaluate_run
+from vaediff.families import train_run
+from vaediff.report import compare, findings, headlines, summarize_runs
+
+TINY_DIFFUSION = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "attention_head_dim": 8}
+REQUIRED = ("fid", "fid_real", "kid", "precision", "recall", "density", "coverage", "is", "samples_per_second",
+            "memorisation", "evaluator_accuracy")
+
+
+@pytest.fixture(scope="module")
+def evaluated_runs(tmp_path_factory, evaluator_cache):
+    root = tmp_path_factory.mktemp("runs")
+    vae = train_run("cvae", root / "cvae", train_options={"max_steps": 120}, progress=False)
+    diffusion = train_run("diffusion", root / "diffusion", options={"model": TINY_DIFFUSION},
+                          train_options={"max_steps": 8, "batch_size": 32, "eval_images": 64}, progress=False)
+    for run in (vae, diffusion):
+        evaluate_run(run, n_samples=100, iw_samples=10, sampler_options={"steps": 4} if run == diffusion else None,
+                     progress=False)
+    return [vae, diffusion]
+
+
+def test_metrics_json_has_every_key_with_finite_values(evaluated_runs):
+    vae, diffusion = (json.loads((run / "metrics.json").read_text()) for run in evaluated_runs)
+    for metrics in (vae, diffusion):
+        for key in REQUIRED:
+            value = metrics[key]
+            assert math.isfinite(value["mean"] if key == "kid" else value), key
+        assert set(metrics["kid"]) == {"mean", "std"} and metrics["class_accuracy"] >= 0
+        assert metrics["fid_real"] < metrics["fid"]
+        assert metrics["device"] and metrics["threads"] >= 1
+    assert vae["nll_nats"] <= vae["elbo_nats"] and "nll_nats" not in diffusion
+    assert diffusion["sampler"] == {"sampler": "dpm", "steps": 4, "guidance": 2.0}
+    assert (evaluated_runs[1] / "confusion.png").is_file()
+
+
+def test_same_seed_same_metrics(evaluated_runs):
+    first = json.loads((evaluated_runs[0] / "metrics.json").read_text())
+    again = evaluate_run(evaluated_runs[0], n_samples=100, iw_samples=10, progress=False, write=False)
+    for key in ("fid", "kid", "precision", "recall", "class_accuracy", "nll_nats", "elbo_nats", "memorisation"):
+        assert again[key] == first[key], key
+
+
+def test_report_states_the_numbers_of_the_runs(evaluated_runs, tmp_path):
+    report = compare(evaluated_runs, tmp_path, curve_samples=20, with_ddpm_1000=False, progress=False)
+    text = report.read_text()
+    summaries = summarize_runs(evaluated_runs)
+    for summary in summaries:
+        assert f"{summary.value('fid'):.3g}" in text and summary.name in text
+    assert all(line in text for line in findings(summaries, "en"))
+    assert headlines(summaries)[0] in text
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<table>" in html
+    for name in ("samples.png", "losses.png", "steps.png", "guidance.png"):
+        assert (tmp_path / name).is_file(), name
+    steps = json.loads((tmp_path / "curves.json").read_text())["diffusion"]["steps"]
+    assert [p["steps"] for p in steps] == [5, 10, 20, 50, 100]
+
+
+def test_report_in_chinese(evaluated_runs, tmp_path):
+    compare(evaluated_runs, tmp_path, lang="zh", curves=False, progress=False)
+    text = (tmp_path / "report.md").read_text()
+    assert "模型比较" in text and "数据说明了什么" in text
+
+
+def test_compare_refuses_unevaluated_runs(tmp_path, cli):
+    run = train_run("vae", tmp_path / "vae", train_options={"max_steps": 5}, progress=False)
+    code, _, err = cli("compare", run, "--out", tmp_path / "report")
+    assert code == 2 and "vaediff evaluate" in err

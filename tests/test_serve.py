@@ -1,0 +1,147 @@
+"""The web demo: handlers refuse bad input with a message; a real browser generates images; the server
+answers 50 concurrent requests, bad ones among them, and stays up."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from vaediff.families import train_run
+from vaediff.serve import Demo, Limits
+
+CHROMIUM = Path("/usr/bin/chromium")
+TINY = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "attention_head_dim": 8, "sampling_steps": 4}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    diffusion = train_run("diffusion", root / "digits", options={"model": TINY},
+                          train_options={"max_steps": 4, "batch_size": 32, "eval_images": 64}, progress=False)
+    vae = train_run("cvae", root / "cvae", train_options={"max_steps": 30}, progress=False)
+    return [diffusion, vae]
+
+
+def test_handlers_answer_bad_input_with_a_message(runs):
+    demo = Demo(runs, Limits(max_images=8, max_steps=10))
+    picture, status = demo.generate("digits", "3: 3", "4", "dpm", "4", "2", "0")
+    assert picture.shape == (3 * 30, 3 * (4 * 29 + 1), 3) and "4 class 3" in status
+    bad = [
+        (("digits", "3", "100", "dpm", "4", "2", "0"), "between 1 and 8"),
+        (("digits", "12", "4", "dpm", "4", "2", "0"), "class must be between 0 and 9"),
+        (("digits", "3", "4", "dpm", "0", "2", "0"), "steps must be between 1 and 10"),
+        (("digits", "3", "4", "dpm", "4", "nan", "0"), "guidance"),
+        (("digits", "3", "four", "dpm", "4", "2", "0"), "whole number"),
+        (("digits", "3", "4", "euler", "4", "2", "0"), "sampler"),
+        (("../../etc", "3", "4", "dpm", "4", "2", "0"), "unknown run"),
+    ]
+    for args, message in bad:
+        picture, status = demo.generate(*args)
+        assert picture is None and message in status, (args, status)
+    picture, status = demo.explore("cvae", 1.0, -0.5, "7: 7")
+    assert picture is not None and "direction 1" in status
+    picture, status = demo.interpolate("cvae", "1: 1", "7: 7")
+    assert picture.shape[1] > picture.shape[0] and "1 → 7" in status
+    assert demo.explore("digits", 0, 0, "1")[0] is None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(runs, tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("log") / "serve.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    process = subprocess.Popen([sys.executable, "-m", "vaediff", "serve", *map(str, runs), "--port", str(port),
+                                "--max-images", "16", "--max-steps", "10"],
+                               stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"server exited: {log.read_text()}")
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"server did not start: {log.read_text()}")
+    yield url, process
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def _fill(page, elem_id: str, value: str) -> None:
+    box = page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+    box.fill(value)
+
+
+def test_browser_generates_images_and_survives_bad_input(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), "Debian's chromium is needed (.ci/run installs it)"
+    url, process = server
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"])
+        page = browser.new_page(viewport={"width": 1200, "height": 1000})
+        page.goto(url, wait_until="networkidle")
+        _fill(page, "label", "7: 7")
+        page.keyboard.press("Enter")
+        _fill(page, "count", "4")
+        page.click("#generate")
+        page.wait_for_function("document.querySelector('#status') && "
+                               "document.querySelector('#status').innerText.includes('images/s')", timeout=60000)
+        assert "4 class 7" in page.inner_text("#status")
+        image = page.locator("#picture img").first
+        image.wait_for(timeout=30000)
+        size = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        assert size == [3 * (4 * 29 + 1), 3 * 30]  # 4 images of 28 px in a row, 1 px gutters, 3x zoom
+        page.screenshot(path=str(tmp_path / "generated.png"))
+
+        _fill(page, "count", "500")
+        page.click("#generate")
+        page.wait_for_function("document.querySelector('#status').innerText.includes('between 1 and 16')",
+                               timeout=60000)
+        _fill(page, "count", "2")
+        page.click("#generate")
+        page.wait_for_function("document.querySelector('#status').innerText.includes('2 class 7')", timeout=60000)
+        page.screenshot(path=str(tmp_path / "after_bad_input.png"))
+        browser.close()
+    assert process.poll() is None
+    assert (tmp_path / "generated.png").stat().st_size > 10000
+
+
+def test_fifty_concurrent_requests_all_answered(server):
+    from gradio_client import Client
+
+    url, process = server
+    client = Client(url, verbose=False)
+    requests = []
+    for i in range(50):
+        count = "3" if i % 3 else "999"  # every third request is over the limit
+        steps = "2" if i % 5 else "0"     # every fifth has zero steps
+        requests.append(("digits", f"{i % 10}", count, "ddim", steps, "1.5", str(i)))
+    with ThreadPoolExecutor(max_workers=25) as pool:
+        answers = list(pool.map(lambda args: client.predict(*args, api_name="/generate"), requests))
+    assert len(answers) == 50
+    for args, (picture, status) in zip(requests, answers, strict=True):
+        valid = args[2] == "3" and args[4] == "2"
+        assert (picture is not None) == valid, status
+        assert ("images/s" in status) if valid else status.startswith("⚠️")
+    assert process.poll() is None
+    assert client.predict("digits", "1", "1", "dpm", "2", "1", "0", api_name="/generate")[0] is not None

@@ -46,7 +46,7 @@ def test_read_idx_broken_gzip(tmp_path):
 
 def test_idx_dataset_flat_gz_and_torchvision_layout(tmp_path):
     flat = write_idx_dataset(tmp_path / "flat", gz=True)
-    nested = write_idx_dataset(tmp_path / "nested" / "MNIST" / "raw")
+    write_idx_dataset(tmp_path / "nested" / "MNIST" / "raw")
     for root in (flat, tmp_path / "nested"):
         ds = load_dataset("mnist", root, download=False)
         assert ds.train.images.shape == (60, 1, 28, 28) and ds.test.images.shape == (20, 1, 28, 28)

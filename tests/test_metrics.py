@@ -50,10 +50,10 @@ def test_dropping_classes_lowers_recall_and_coverage(evaluator, mnist5k):
 
 def test_copying_the_training_set_scores_high_memorisation(mnist5k):
     copies = mnist5k.train.images[:300]
-    fresh = mnist5k.test.images[:300]
+    fresh, _ = _held_out(mnist5k, 300)  # a random share of the very images that set the threshold
     assert m.memorisation(copies, mnist5k.train.images, mnist5k.test.images)["share_closer_than_test_p05"] == 1.0
     share = m.memorisation(fresh, mnist5k.train.images, mnist5k.test.images)["share_closer_than_test_p05"]
-    assert share < 0.15
+    assert share < 0.12  # about 0.05 by construction
 
 
 def test_precision_recall_density_coverage_on_hand_made_sets():
@@ -77,6 +77,7 @@ def test_frechet_distance_of_shifted_gaussians():
 
 def test_inception_score_bounds():
     confident = torch.eye(10).repeat(50, 1)
-    assert m.inception_score(confident)[0] == pytest.approx(10.0, rel=1e-3)
+    assert m.inception_score(confident, splits=1)[0] == pytest.approx(10.0, rel=1e-6)
+    assert 9 < m.inception_score(confident)[0] < 10  # random splits are not exactly balanced
     assert m.inception_score(torch.full((500, 10), 0.1))[0] == pytest.approx(1.0, rel=1e-6)
     assert math.isfinite(m.inception_score(torch.softmax(torch.randn(100, 10), 1))[1])

@@ -84,6 +84,18 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
+def json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object like '{\"latent\": 32}'")
+    return value
+
+
 def class_label(text: str) -> int:
     try:
         value = int(text)
@@ -139,12 +151,15 @@ def cmd_eda(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from vaediff.families import train_run
+    from vaediff.train import is_main_process
 
     options = {"binarize": args.binarize, "tsne": args.tsne} if args.model_type in ("vae", "cvae") else {}
     if args.model_type == "diffusion":
         options = {"preset": args.preset or "fast"}
     if args.model_type == "latent-diffusion":
         options = {"autoencoder": args.autoencoder}
+    if args.model_config is not None:
+        options["model"] = args.model_config
     train_options = {
         "epochs": args.epochs, "minutes": args.minutes, "max_steps": args.max_steps,
         "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
@@ -153,7 +168,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     }
     run_dir = train_run(args.model_type, args.out, args.dataset, args.data_dir, options, train_options,
                         resume=args.resume, overwrite=args.overwrite)
-    print(f"trained {args.model_type}: {run_dir} (loss.csv, loss.png, samples.png, weights, config.json)")
+    if is_main_process():
+        print(f"trained {args.model_type}: {run_dir} (loss.csv, loss.png, samples.png, weights, config.json)")
 
 
 def _sampler_options(args: argparse.Namespace) -> dict:
@@ -265,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=positive_float, help="peak learning rate (default: the model's recipe)")
     train.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same run")
     train.add_argument("--resume", action="store_true", help="continue a stopped run from its checkpoint")
+    train.add_argument("--model-config", type=json_object, metavar="JSON",
+                       help='override fields of the model\'s config, e.g. \'{"block_out_channels": [16, 32, 64]}\' '
+                       '(vae: hidden, latent; latent-diffusion: {"autoencoder": {...}, "denoiser": {...}})')
     train.add_argument("--checkpoint-every", type=nonnegative_int, default=0, metavar="STEPS",
                        help="checkpoint every STEPS optimizer steps (default 0: every minute)")
     train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no",

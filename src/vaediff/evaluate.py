@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
+from vaediff import metrics as m
 from vaediff.data import Dataset, ImageSplit
 from vaediff.evaluator import Evaluator
 from vaediff.likelihood import bits_per_dim, elbo_and_iw_nll, log_importance_weights
-from vaediff import metrics as m
 
 
 @torch.no_grad()

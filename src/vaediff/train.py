@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -243,6 +244,30 @@ class StopSignals:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Processes: under `accelerate launch` or `torchrun` every process runs the same code; only one writes.
+
+
+def _force_cpu() -> bool:
+    """Several processes (torchrun, accelerate launch) on a machine without a GPU: Accelerate must be
+    told `cpu=True` to join them over gloo; otherwise each process would train alone."""
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _process_state():
+    from accelerate import PartialState
+
+    return PartialState(cpu=_force_cpu())
+
+
+def is_main_process() -> bool:
+    return _process_state().is_main_process
+
+
+def wait_for_everyone() -> None:
+    _process_state().wait_for_everyone()
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The loop
 
 
@@ -264,6 +289,7 @@ def _setup(build_model: Callable[[], nn.Module], dataset: Dataset, config: Train
     from accelerate.utils import DataLoaderConfiguration
 
     accelerator = Accelerator(
+        cpu=_force_cpu(),
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.grad_accum,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
@@ -337,8 +363,7 @@ def _csv_value(value) -> str:
 
 
 def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: Dataset, config: TrainConfig,
-          run_dir: str | Path,
-          resume: bool = False, ema_factory: Callable[[nn.Module], object] | None = None,
+          run_dir: str | Path, resume: bool = False, ema_factory: Callable[[nn.Module], object] | None = None,
           title: str = "training", plot_every_s: float = 10.0, progress: bool = True) -> TrainState:
     """Train the model `build_model()` makes on `dataset.train` with `objective`, writing loss.csv/png and
     checkpoints into run_dir. The model is built after seeding, so its initial weights follow the seed.
@@ -346,160 +371,207 @@ def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: D
     Returns the final TrainState. The objective's `export` writes the weights at every checkpoint and
     at the end (from the EMA weights when `config.ema_decay` is set).
     """
-    from vaediff.console import progress_bar
-    from vaediff.figures import save_loss_curves
+    trainer = Trainer(objective, build_model, dataset, config, Path(run_dir), resume,
+                      ema_factory or _default_ema(config), title, plot_every_s, progress)
+    return trainer.run()
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = run_dir / CHECKPOINT_FILE
-    if ema_factory is None:
-        ema_factory = _default_ema(config)
-    setup = _setup(build_model, dataset, config, ema_factory)
-    accel, is_main = setup.accelerator, setup.accelerator.is_main_process
-    unwrapped = accel.unwrap_model(setup.module)
-    state = TrainState()
-    if resume:
-        if not checkpoint_path.is_file():
-            raise RunError(f"nothing to resume in {run_dir}: no {CHECKPOINT_FILE}")
-        state = load_checkpoint(checkpoint_path, unwrapped, setup.optimizer, setup.scheduler, setup.ema)
-        state.finished = False
-    count_plan = _plan_from_counts(dataset, config)
-    if state.planned_steps is None or config.minutes is None:
-        state.planned_steps = count_plan
-    setup.schedule.total = state.planned_steps
-    if state.planned_steps is not None and state.step >= state.planned_steps:
-        raise RunError(f"{run_dir} already finished {state.step} steps; ask for more --epochs/--max-steps "
-                       f"or --minutes to continue it")
-    budget_s = config.minutes * 60 if config.minutes is not None else math.inf
-    steps_per_epoch = _steps_per_epoch(dataset, config)
-    eval_interval_s = max(30.0, min(300.0, budget_s / 10)) if math.isfinite(budget_s) else math.inf
-    device = accel.device
 
-    bar = progress_bar(total=state.planned_steps, initial=state.step, desc=title, unit="step",
-                       enabled=is_main and progress)
-    session_start = time.perf_counter()
-    elapsed_at_start = state.elapsed_s
-    probe: tuple[int, float] | None = None
-    last_checkpoint = (state.step, time.perf_counter())
-    last_plot = -math.inf
-    last_eval = time.perf_counter()
-    eval_cost = 0.0  # seconds the last test-loss evaluation took
+class Trainer:
+    """One training session, split into setup (__init__), the step, and checkpoint/evaluate."""
 
-    def elapsed() -> float:
-        return elapsed_at_start + time.perf_counter() - session_start
+    def __init__(self, objective: Objective, build_model: Callable[[], nn.Module], dataset: Dataset,
+                 config: TrainConfig, run_dir: Path, resume: bool, ema_factory, title: str, plot_every_s: float,
+                 progress: bool):
+        from vaediff.console import progress_bar
 
-    def record_row(write_plot: bool) -> None:
-        nonlocal last_plot, last_eval, eval_cost
-        began = time.perf_counter()
-        row: dict = {"epoch": round(state.step / max(1, steps_per_epoch), 3), "step": state.step,
-                     "images_seen": state.step * config.batch_size, "elapsed_s": round(elapsed(), 2)}
+        self.objective, self.dataset, self.config, self.run_dir = objective, dataset, config, run_dir
+        self.title, self.plot_every_s = title, plot_every_s
+        self.checkpoint_path = run_dir / CHECKPOINT_FILE
+        if is_main_process():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in run_dir.glob(".*.tmp"):  # half-written files of a killed run: never read, now removed
+                stale.unlink(missing_ok=True)
+        wait_for_everyone()
+        self.setup = _setup(build_model, dataset, config, ema_factory)
+        self.accel = self.setup.accelerator
+        self.is_main = self.accel.is_main_process
+        self.unwrapped = self.accel.unwrap_model(self.setup.module)
+        self.state = self._initial_state(resume)
+        self.budget_s = config.minutes * 60 if config.minutes is not None else math.inf
+        self.steps_per_epoch = _steps_per_epoch(dataset, config)
+        # Without epochs short enough to log each, a row every tenth of the budget (30 s to 5 min apart).
+        self.eval_interval_s = max(30.0, min(300.0, self.budget_s / 10)) if config.minutes else math.inf
+        self.bar = progress_bar(total=self.state.planned_steps, initial=self.state.step, desc=title, unit="step",
+                                enabled=self.is_main and progress)
+        self.session_start, self.elapsed_at_start = time.perf_counter(), self.state.elapsed_s
+        self.probe: tuple[int, float] | None = None
+        self.last_checkpoint = (self.state.step, time.perf_counter())
+        self.last_plot, self.last_eval, self.eval_cost = -math.inf, time.perf_counter(), 0.0
+
+    def _initial_state(self, resume: bool) -> TrainState:
+        state = TrainState()
+        if resume:
+            if not self.checkpoint_path.is_file():
+                raise RunError(f"nothing to resume in {self.run_dir}: no {CHECKPOINT_FILE}")
+            setup = self.setup
+            state = load_checkpoint(self.checkpoint_path, self.unwrapped, setup.optimizer, setup.scheduler, setup.ema)
+            state.finished = False
+        self.count_plan = _plan_from_counts(self.dataset, self.config)
+        if state.planned_steps is None or self.config.minutes is None:
+            state.planned_steps = self.count_plan
+        self.setup.schedule.total = state.planned_steps
+        if state.planned_steps is not None and state.step >= state.planned_steps:
+            raise RunError(f"{self.run_dir} already finished {state.step} steps; ask for more --epochs, "
+                           f"--max-steps or --minutes to continue it")
+        if self.config.minutes is not None and state.elapsed_s >= self.config.minutes * 60:
+            raise RunError(f"{self.run_dir} already used its {self.config.minutes:g} minutes; ask for more "
+                           f"--minutes to continue it")
+        return state
+
+    def elapsed(self) -> float:
+        return self.elapsed_at_start + time.perf_counter() - self.session_start
+
+    # -- the loop ---------------------------------------------------------------------------------------
+
+    def run(self) -> TrainState:
+        self.setup.module.train()
+        with StopSignals() as signals:
+            stop = None
+            while stop is None:
+                stop = self._epoch(signals)
+            self.bar.close()
+            if stop == "signal":
+                self.checkpoint()
+                name = signal.Signals(signals.received).name
+                raise Interrupted(f"{name} at step {self.state.step}: checkpoint saved in {self.checkpoint_path}; "
+                                  f"continue with the same command plus --resume", signals.received)
+            self.state.finished = True
+            self.record_row(write_plot=True)
+            self.checkpoint()
+        return self.state
+
+    def _epoch(self, signals: StopSignals) -> str | None:
+        """One pass (or the rest of one) over the training split; returns why training stops, if it does."""
+        state, setup = self.state, self.setup
+        setup.loader.set_epoch(state.epoch)  # Accelerate's counter and our sampler agree on the epoch
+        setup.sampler.set_epoch(state.epoch)
+        setup.sampler.start_at(state.batch_in_epoch)
+        for images, labels in setup.loader:
+            flags, loss = self._step(images, labels, signals)
+            if not self.accel.sync_gradients:
+                continue  # a micro-batch of gradient accumulation: no optimizer step yet
+            self._after_optimizer_step(loss)
+            stop = "signal" if flags[1] else "time" if flags[2] else None
+            if stop is None and state.planned_steps is not None and state.step >= state.planned_steps:
+                stop = "done"
+            if stop:
+                return stop
+            if time.perf_counter() - self.last_eval >= self.eval_interval_s:
+                self.record_row(write_plot=False)
+            if self._checkpoint_due():
+                self.checkpoint()
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        # A row per epoch, unless epochs are so short that evaluating each would cost over 5% of the
+        # training time (tiny data sets with big models); then rows come less often.
+        if self.eval_cost <= 0.05 * (time.perf_counter() - self.last_eval):
+            self.record_row(write_plot=False)
+        return None
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor, signals: StopSignals):
+        """Forward, backward and (on the last micro-batch) the optimizer step; returns the agreed flags
+        (not finite, signalled, out of time) and the loss."""
+        accel, setup, state, config = self.accel, self.setup, self.state, self.config
+        with accel.accumulate(setup.module):
+            draw = BatchRandom(config.seed, state.micro_step, len(images) * accel.num_processes, setup.rows,
+                               accel.device)
+            terms = self.objective.losses(setup.module, images, labels, draw)
+            loss = terms["loss"]
+            bad = not bool(torch.isfinite(loss.detach()))
+            # Backward even when the loss is bad: in multi-process runs every process must join the
+            # gradient all-reduce. A bad step is never applied (we raise below, before the update).
+            accel.backward(loss)
+            flags = _agree(accel, bad, signals.received is not None,
+                           self.elapsed() >= self.budget_s and accel.sync_gradients)
+            if flags[0]:
+                raise _diverged(state, terms, self.checkpoint_path)
+            if accel.sync_gradients and config.grad_clip:
+                accel.clip_grad_norm_(setup.module.parameters(), config.grad_clip)
+            setup.optimizer.step()
+            setup.optimizer.zero_grad(set_to_none=True)
+        state.micro_step += 1
+        state.batch_in_epoch += 1
+        for name, value in terms.items():
+            state.running[name] = state.running.get(name, 0.0) + float(value.detach())
+        state.running_count += 1
+        return flags, loss
+
+    def _after_optimizer_step(self, loss: torch.Tensor) -> None:
+        setup, state = self.setup, self.state
+        setup.scheduler.step()
+        if setup.ema is not None:
+            setup.ema.step(self.unwrapped.parameters())
+        state.step += 1
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{float(loss.detach()):.4g}", epoch=state.epoch + 1, refresh=False)
+        self._fix_horizon()
+
+    def _fix_horizon(self) -> None:
+        """With --minutes, the cosine schedule needs a length: measure 15 steps (after 5 warm-up steps)
+        and plan as many as fit in the budget. Done once; the plan is kept in the checkpoint."""
+        state = self.state
+        if self.config.minutes is None or state.planned_steps != self.count_plan:
+            return
+        if self.probe is None:
+            if state.step >= 5:
+                self.probe = (state.step, self.elapsed())
+            return
+        if state.step == self.probe[0] + 15:
+            seconds_per_step = (self.elapsed() - self.probe[1]) / 15
+            time_plan = state.step + int(0.95 * (self.budget_s - self.elapsed()) / seconds_per_step)
+            state.planned_steps = min(time_plan, self.count_plan) if self.count_plan else time_plan
+            self.setup.schedule.total = state.planned_steps
+            self.bar.total = state.planned_steps
+            self.bar.refresh()
+
+    # -- evaluate and checkpoint ------------------------------------------------------------------------
+
+    def record_row(self, write_plot: bool) -> None:
+        """Append train (running mean) and test losses to the history; rewrite loss.csv (and loss.png)."""
+        from vaediff.figures import save_loss_curves
+
+        began, state, config = time.perf_counter(), self.state, self.config
+        row: dict = {"epoch": round(state.step / max(1, self.steps_per_epoch), 3), "step": state.step,
+                     "images_seen": state.step * config.batch_size, "elapsed_s": round(self.elapsed(), 2)}
         if state.running_count:
             row.update({f"train_{k}": v / state.running_count for k, v in state.running.items()})
-        row.update({f"test_{k}": v for k, v in
-                    evaluate_losses(objective, unwrapped, dataset.test, config, device).items()})
+        test = evaluate_losses(self.objective, self.unwrapped, self.dataset.test, config, self.accel.device)
+        row.update({f"test_{k}": v for k, v in test.items()})
         state.history.append(row)
         state.running, state.running_count = {}, 0
-        last_eval = time.perf_counter()
-        eval_cost = last_eval - began
-        if is_main:
-            _write_history(run_dir, state, objective.loss_names)
-            if write_plot or time.perf_counter() - last_plot > plot_every_s:
-                save_loss_curves(state.history, run_dir / "loss.png", title, objective.loss_names)
-                last_plot = time.perf_counter()
+        self.last_eval = time.perf_counter()
+        self.eval_cost = self.last_eval - began
+        if self.is_main:
+            _write_history(self.run_dir, state, self.objective.loss_names)
+            if write_plot or time.perf_counter() - self.last_plot > self.plot_every_s:
+                save_loss_curves(state.history, self.run_dir / "loss.png", self.title, self.objective.loss_names)
+                self.last_plot = time.perf_counter()
 
-    def checkpoint() -> None:
-        nonlocal last_checkpoint
-        state.elapsed_s = elapsed()
-        if is_main:
-            save_checkpoint(checkpoint_path, unwrapped, setup.optimizer, setup.scheduler, setup.ema, state)
-            export_weights(objective, unwrapped, setup.ema, run_dir)
-        accel.wait_for_everyone()
-        last_checkpoint = (state.step, time.perf_counter())
+    def checkpoint(self) -> None:
+        """Resume state and exported weights, both atomic, written by the main process only."""
+        self.state.elapsed_s = self.elapsed()
+        if self.is_main:
+            setup = self.setup
+            save_checkpoint(self.checkpoint_path, self.unwrapped, setup.optimizer, setup.scheduler, setup.ema,
+                            self.state)
+            export_weights(self.objective, self.unwrapped, setup.ema, self.run_dir)
+        self.accel.wait_for_everyone()
+        self.last_checkpoint = (self.state.step, time.perf_counter())
 
-    def checkpoint_due() -> bool:
-        if config.checkpoint_every:
-            return state.step - last_checkpoint[0] >= config.checkpoint_every
-        return time.perf_counter() - last_checkpoint[1] >= config.checkpoint_minutes * 60
-
-    setup.module.train()
-    with StopSignals() as signals:
-        while True:
-            setup.loader.set_epoch(state.epoch)  # Accelerate's counter and our sampler agree on the epoch
-            setup.sampler.set_epoch(state.epoch)
-            setup.sampler.start_at(state.batch_in_epoch)
-            stop_reason = None
-            for images, labels in setup.loader:
-                with accel.accumulate(setup.module):
-                    draw = BatchRandom(config.seed, state.micro_step, len(images) * accel.num_processes,
-                                       setup.rows, device)
-                    terms = objective.losses(setup.module, images, labels, draw)
-                    loss = terms["loss"]
-                    bad = not bool(torch.isfinite(loss.detach()))
-                    # Backward even when the loss is bad: in multi-process runs every process must
-                    # join the gradient all-reduce. A bad step is never applied (we raise below).
-                    accel.backward(loss)
-                    flags = _agree(accel, bad, signals.received is not None,
-                                   elapsed() >= budget_s and accel.sync_gradients)
-                    if flags[0]:
-                        raise _diverged(state, terms, checkpoint_path)
-                    if accel.sync_gradients and config.grad_clip:
-                        accel.clip_grad_norm_(setup.module.parameters(), config.grad_clip)
-                    setup.optimizer.step()
-                    setup.optimizer.zero_grad(set_to_none=True)
-                state.micro_step += 1
-                state.batch_in_epoch += 1
-                for name, value in terms.items():
-                    state.running[name] = state.running.get(name, 0.0) + float(value.detach())
-                state.running_count += 1
-                if not accel.sync_gradients:
-                    continue
-                setup.scheduler.step()
-                if setup.ema is not None:
-                    setup.ema.step(unwrapped.parameters())
-                state.step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.4g}", epoch=state.epoch + 1, refresh=False)
-                if probe is None and config.minutes is not None and state.step >= 5:
-                    probe = (state.step, elapsed())
-                elif probe is not None and state.step == probe[0] + 15 and state.planned_steps == count_plan:
-                    # Fix the LR schedule's horizon from the measured speed, once (kept on resume).
-                    seconds_per_step = (elapsed() - probe[1]) / 15
-                    time_plan = state.step + int(0.95 * (budget_s - elapsed()) / seconds_per_step)
-                    state.planned_steps = min(time_plan, count_plan) if count_plan else time_plan
-                    setup.schedule.total = state.planned_steps
-                    bar.total = state.planned_steps
-                    bar.refresh()
-                if flags[1]:
-                    stop_reason = "signal"
-                elif flags[2]:
-                    stop_reason = "time"
-                elif state.planned_steps is not None and state.step >= state.planned_steps:
-                    stop_reason = "done"
-                if stop_reason:
-                    break
-                if time.perf_counter() - last_eval >= eval_interval_s:
-                    record_row(write_plot=False)
-                if checkpoint_due():
-                    checkpoint()
-            else:
-                state.epoch += 1
-                state.batch_in_epoch = 0
-                # A row per epoch, unless epochs are so short that evaluating each would cost over 5%
-                # of the training time (tiny data sets with big models); then rows come less often.
-                if eval_cost <= 0.05 * (time.perf_counter() - last_eval):
-                    record_row(write_plot=False)
-                continue
-            break
-        bar.close()
-        if stop_reason == "signal":
-            checkpoint()
-            name = signal.Signals(signals.received).name
-            raise Interrupted(f"{name} at step {state.step}: checkpoint saved in {checkpoint_path}; continue "
-                              f"with the same command plus --resume", signals.received)
-        state.finished = True
-        record_row(write_plot=True)
-        checkpoint()
-    return state
+    def _checkpoint_due(self) -> bool:
+        if self.config.checkpoint_every:
+            return self.state.step - self.last_checkpoint[0] >= self.config.checkpoint_every
+        return time.perf_counter() - self.last_checkpoint[1] >= self.config.checkpoint_minutes * 60
 
 
 def _agree(accel, bad: bool, signalled: bool, out_of_time: bool) -> tuple[bool, bool, bool]:

@@ -20,7 +20,7 @@ from vaediff.runs import (
     read_run_config,
     write_run_config,
 )
-from vaediff.train import TrainConfig
+from vaediff.train import TrainConfig, is_main_process, wait_for_everyone
 
 LIMIT_KEYS = ("epochs", "minutes", "max_steps")
 
@@ -95,8 +95,11 @@ def train_run(model_type: str, out: str | Path, dataset: str = "mnist-5k", data_
         train_config = TrainConfig(**{**defaults, **overrides})
         settings = {"dataset": dataset, "data_dir": data_dir, **options}
         data = load_dataset(dataset, data_dir)  # before touching the output directory
-        prepare_output_dir(run_dir, overwrite=overwrite)
-    write_run_config(run_dir, "train", settings, model_type=model_type, model=config_to_dict(model_config),
-                     train=config_to_dict(train_config))
+        if is_main_process():
+            prepare_output_dir(run_dir, overwrite=overwrite)
+        wait_for_everyone()
+    if is_main_process():
+        write_run_config(run_dir, "train", settings, model_type=model_type, model=config_to_dict(model_config),
+                         train=config_to_dict(train_config))
     family.train(run_dir, data, model_config, train_config, resume, settings, progress=progress)
     return run_dir

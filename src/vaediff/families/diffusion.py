@@ -28,7 +28,7 @@ from vaediff.diffusion import (
 )
 from vaediff.errors import ConfigError, RunError
 from vaediff.figures import save_grid
-from vaediff.models.unet import ClassConditionalUNet, DiffusionConfig, preset_config
+from vaediff.models.unet import PRESETS, ClassConditionalUNet, DiffusionConfig
 from vaediff.runs import (
     atomic_save_safetensors,
     config_from_dict,
@@ -36,7 +36,7 @@ from vaediff.runs import (
     load_safetensors,
     load_state_strict,
 )
-from vaediff.train import BatchRandom
+from vaediff.train import BatchRandom, is_main_process
 
 UNET_DIR, SCHEDULER_DIR, CLASS_EMBEDDING_FILE = "unet", "scheduler", "class_embedding.safetensors"
 UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -175,12 +175,17 @@ def check_sampler_settings(settings: dict, config: DiffusionConfig) -> dict:
 
 def build_model_config(model_type: str, options: dict) -> DiffusionConfig:
     """The preset's config, with `options["model"]` (a dict of DiffusionConfig fields) overriding it."""
-    preset = options.get("preset") or "fast"
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in (options.get("model") or {}).items()}
+    return preset_with_overrides(options.get("preset") or "fast", options.get("model") or {})
+
+
+def preset_with_overrides(preset: str, overrides: dict) -> DiffusionConfig:
+    """A preset's config with some fields replaced, every field checked by name and type."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     try:
-        return preset_config(preset, **overrides)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc)) from None
+        return config_from_dict(DiffusionConfig, {**config_to_dict(PRESETS[preset]), **overrides}, "--model-config")
+    except ValueError as exc:
+        raise ConfigError(f"--model-config: {exc}") from None
 
 
 def default_train_options(model_config: DiffusionConfig, options: dict) -> dict:
@@ -213,8 +218,9 @@ def train_diffusion(run_dir: Path, dataset: Dataset, model_config: DiffusionConf
     objective = DiffusionObjective(model_config)
     state = train(objective, partial(ClassConditionalUNet, model_config), dataset, train_config, run_dir, resume=resume,
                   title=f"diffusion ({model_config.preset}) on {dataset.name}", progress=progress)
-    run = DiffusionRun.load(run_dir, {"model": config_to_dict(model_config)})
-    write_run_figures(run, dataset.class_names, train_config.seed)
+    if is_main_process():
+        run = DiffusionRun.load(run_dir, {"model": config_to_dict(model_config)})
+        write_run_figures(run, dataset.class_names, train_config.seed)
     return state
 
 

@@ -25,6 +25,7 @@ from vaediff.families.diffusion import (
     DiffusionRun,
     _save_pretrained_atomically,
     load_denoiser,
+    preset_with_overrides,
     write_run_figures,
 )
 from vaediff.likelihood import bernoulli_nll, gaussian_kl
@@ -38,7 +39,7 @@ from vaediff.runs import (
     load_state_strict,
     read_json,
 )
-from vaediff.train import CHECKPOINT_FILE, BatchRandom, TrainConfig
+from vaediff.train import CHECKPOINT_FILE, BatchRandom, TrainConfig, is_main_process, wait_for_everyone
 
 AUTOENCODER_DIR = "autoencoder"
 AUTOENCODER_WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -144,21 +145,21 @@ class LatentDiffusionRun(DiffusionRun):
 
 
 def build_model_config(model_type: str, options: dict) -> LatentDiffusionConfig:
-    overrides = options.get("model") or {}
+    overrides = dict(options.get("model") or {})
+    unknown = sorted(set(overrides) - {"autoencoder", "denoiser", "autoencoder_share"})
+    if unknown:
+        raise ConfigError(f"--model-config: unknown key {unknown[0]!r} for latent-diffusion")
     try:
         if options.get("autoencoder"):  # reusing one: its architecture comes from its run
             autoencoder = _reused_autoencoder_config(Path(options["autoencoder"]))
         else:
-            autoencoder = AutoencoderConfig(**_tuples(overrides.get("autoencoder", {})))
-        denoiser = preset_config("latent", channels=autoencoder.latent_channels,
-                                 **_tuples(overrides.get("denoiser", {})))
+            autoencoder = config_from_dict(AutoencoderConfig, overrides.get("autoencoder", {}),
+                                           "--model-config 'autoencoder'")
+        denoiser = preset_with_overrides("latent", {"channels": autoencoder.latent_channels,
+                                                    **overrides.get("denoiser", {})})
         return LatentDiffusionConfig(autoencoder, denoiser, overrides.get("autoencoder_share", 0.3))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _tuples(values: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    except ValueError as exc:
+        raise ConfigError(f"--model-config: {exc}") from None
 
 
 def default_train_options(model_config: LatentDiffusionConfig, options: dict) -> dict:
@@ -201,9 +202,11 @@ def _stage_one(run_dir: Path, dataset: Dataset, config: LatentDiffusionConfig, t
     load_state_strict(autoencoder.vae, load_safetensors(weights), weights)
     autoencoder.eval()
     scale = fit_scaling_factor(autoencoder, dataset)
-    autoencoder.vae.register_to_config(scaling_factor=scale)  # stock diffusers reads it from config.json
-    _save_pretrained_atomically(autoencoder.vae, directory)
-    atomic_write_json(directory / STAGE_ONE_DONE, {"scaling_factor": scale})
+    if is_main_process():
+        autoencoder.vae.register_to_config(scaling_factor=scale)  # stock diffusers reads it from config.json
+        _save_pretrained_atomically(autoencoder.vae, directory)
+        atomic_write_json(directory / STAGE_ONE_DONE, {"scaling_factor": scale})
+    wait_for_everyone()
     return autoencoder, scale
 
 
@@ -229,10 +232,11 @@ def train_latent_diffusion(run_dir: Path, dataset: Dataset, model_config: Latent
     state = train(objective, partial(ClassConditionalUNet, model_config.denoiser), dataset, denoiser_config, run_dir,
                   resume=resume and (run_dir / CHECKPOINT_FILE).is_file(),
                   title=f"latent diffusion 2/2: denoiser on {dataset.name}", progress=progress)
-    if reuse:  # the run must stand alone: copy the reused autoencoder in
-        _copy_autoencoder(_autoencoder_dir(Path(reuse)), run_dir / AUTOENCODER_DIR)
-    run = LatentDiffusionRun.load(run_dir, {"model": config_to_dict(model_config)})
-    write_run_figures(run, dataset.class_names, train_config.seed)
+    if is_main_process():
+        if reuse:  # the run must stand alone: copy the reused autoencoder in
+            _copy_autoencoder(_autoencoder_dir(Path(reuse)), run_dir / AUTOENCODER_DIR)
+        run = LatentDiffusionRun.load(run_dir, {"model": config_to_dict(model_config)})
+        write_run_figures(run, dataset.class_names, train_config.seed)
     return state
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from vaediff.data import Dataset
+from vaediff.errors import ConfigError
 from vaediff.figures import plt, save_grid
 from vaediff.likelihood import negative_elbo
 from vaediff.models.vae import VAE, VAEConfig
@@ -20,7 +21,7 @@ from vaediff.runs import (
     load_safetensors,
     load_state_strict,
 )
-from vaediff.train import BatchRandom
+from vaediff.train import BatchRandom, is_main_process
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -164,8 +165,14 @@ def plot_latent_space(model: VAE, dataset: Dataset, path: Path, tsne: bool = Fal
 
 
 def build_model_config(model_type: str, options: dict) -> VAEConfig:
-    sizes = {k: options[k] for k in ("hidden", "latent") if options.get(k) is not None}
-    return VAEConfig(conditional=model_type == "cvae", **sizes)
+    """The seed's sizes unless `options["model"]` overrides fields (hidden, latent)."""
+    overrides = dict(options.get("model") or {})
+    overrides.update({k: options[k] for k in ("hidden", "latent") if options.get(k) is not None})
+    overrides.pop("conditional", None)
+    try:
+        return config_from_dict(VAEConfig, {**overrides, "conditional": model_type == "cvae"}, "--model-config")
+    except ValueError as exc:
+        raise ConfigError(f"--model-config: {exc}") from None
 
 
 def default_train_options(model_config: VAEConfig, options: dict) -> dict:
@@ -180,8 +187,9 @@ def train_vae(run_dir: Path, dataset: Dataset, model_config: VAEConfig, train_co
     objective = VAEObjective(model_config, binarize=bool(options.get("binarize")))
     state = train(objective, partial(VAE, model_config), dataset, train_config, run_dir, resume=resume,
                   title=f"{model_config.model_type} on {dataset.name}", progress=progress)
-    run = VAERun.load(run_dir, {"model": _model_dict(model_config)})
-    write_vae_figures(run, dataset, seed=train_config.seed, tsne=bool(options.get("tsne")))
+    if is_main_process():
+        run = VAERun.load(run_dir, {"model": _model_dict(model_config)})
+        write_vae_figures(run, dataset, seed=train_config.seed, tsne=bool(options.get("tsne")))
     return state
 
 

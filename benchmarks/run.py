@@ -1,0 +1,464 @@
+"""vaediff's benchmark suite: speed and quality on this machine, the seed's configuration measured in the
+same run as the baseline, ratios rather than bare seconds.
+
+    uv run python benchmarks/run.py --quick     # < 10 minutes on a 2-core CPU: what closing notes quote
+    uv run python benchmarks/run.py             # the full suite (about an hour on a 2-core CPU)
+
+Writes benchmarks/results/<date>-<host>.json and .md and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gzip
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from vaediff.data import Dataset, load_dataset
+
+RESULTS = Path(__file__).parent / "results"
+SECTIONS = ("peak", "data", "throughput", "quality", "sampling", "vae", "memory", "latent")
+QUICK_SECTIONS = ("peak", "data", "throughput", "quality", "sampling", "vae", "memory")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Peak and data
+
+
+def matmul_peak() -> dict:
+    """Best fp32 GFLOP/s of a 2048^3 matmul: the ceiling the training steps are measured against."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(10):
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * 2048**3 / (time.perf_counter() - start) / 1e9)
+    return {"matmul_peak_gflops": round(best, 1)}
+
+
+def _write_idx_copy(dataset: Dataset, root: Path) -> Path:
+    """The training split as torchvision's MNIST/raw/ IDX files, so its own class can read them."""
+    import numpy as np
+
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = (dataset.train.images[:, 0] * 255).round().to(torch.uint8).numpy()
+    labels = dataset.train.labels.to(torch.uint8).numpy()
+    for name, array, magic in (("train-images-idx3-ubyte", images, 0x803), ("train-labels-idx1-ubyte", labels, 0x801)):
+        header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+        (raw / name).write_bytes(header + np.ascontiguousarray(array).tobytes())
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):  # torchvision checks all four exist
+        shutil.copy(raw / name.replace("t10k", "train"), raw / name)
+    return root
+
+
+def _batches_per_second(loader, count: int) -> float:
+    iterator = iter(loader)
+    next(iterator)  # worker start-up and first-batch costs are not throughput
+    start = time.perf_counter()
+    done = 0
+    while done < count:
+        try:
+            next(iterator)
+            done += 1
+        except StopIteration:
+            iterator = iter(loader)
+    return count / (time.perf_counter() - start)
+
+
+def data_speed(dataset: Dataset, batches: int) -> dict:
+    """vaediff's in-memory batches against the seed's loader: torchvision's MNIST class with ToTensor and a
+    DataLoader with 4 workers (the seed's get_loader), on the same images."""
+    import torchvision
+    from torch.utils.data import DataLoader
+
+    from vaediff.data import batch_loader
+
+    ours = _batches_per_second(batch_loader(dataset.train, 64, seed=0), batches)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = _write_idx_copy(dataset, Path(scratch))
+        seed_set = torchvision.datasets.MNIST(str(root), train=True, download=False,
+                                              transform=torchvision.transforms.ToTensor())
+        results = {}
+        for workers in (0, 4):
+            loader = DataLoader(seed_set, batch_size=64, shuffle=True, num_workers=workers)
+            results[workers] = _batches_per_second(loader, batches)
+    return {"data_batches_per_second": {"vaediff": round(ours, 1), "torchvision_seed_4_workers": round(results[4], 1),
+                                        "torchvision_0_workers": round(results[0], 1)},
+            "data_loader_speedup": round(ours / results[4], 1)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training throughput
+
+
+def _models() -> dict:
+    """name -> (objective, model factory, batch transform) for every model and preset."""
+    from vaediff.families.diffusion import DiffusionObjective
+    from vaediff.families.latent import AutoencoderObjective, LatentDiffusionObjective
+    from vaediff.families.vae import VAEObjective
+    from vaediff.models.autoencoder import AutoencoderConfig, LatentAutoencoder
+    from vaediff.models.unet import ClassConditionalUNet, preset_config
+    from vaediff.models.vae import VAE, VAEConfig
+
+    vae, cvae = VAEConfig(), VAEConfig(conditional=True)
+    seed, fast, latent = preset_config("seed"), preset_config("fast"), preset_config("latent")
+    autoencoder = AutoencoderConfig()
+    frozen = LatentAutoencoder(autoencoder)
+    return {
+        "vae": (VAEObjective(vae), lambda: VAE(vae)),
+        "cvae": (VAEObjective(cvae), lambda: VAE(cvae)),
+        "diffusion-seed": (DiffusionObjective(seed), lambda: ClassConditionalUNet(seed)),
+        "diffusion-fast": (DiffusionObjective(fast), lambda: ClassConditionalUNet(fast)),
+        "latent-autoencoder": (AutoencoderObjective(autoencoder), lambda: LatentAutoencoder(autoencoder)),
+        "latent-denoiser": (LatentDiffusionObjective(latent, frozen, 1.0), lambda: ClassConditionalUNet(latent)),
+    }
+
+
+def _step(objective, model, optimizer, images, labels, step: int) -> None:
+    from vaediff.train import BatchRandom
+
+    draw = BatchRandom(0, step, len(images), slice(None), torch.device("cpu"))
+    loss = objective.losses(model, images, labels, draw)["loss"]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def training_throughput(dataset: Dataset, peak: float, seconds: float) -> dict:
+    """Images per second and achieved GFLOP/s of a batch-64 training step (forward, backward, Adam)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    images, labels = dataset.train.images[:64], dataset.train.labels[:64]
+    out = {"train_images_per_second": {}, "train_gflops": {}, "train_gflop_per_step": {},
+           "train_percent_of_peak": {}}
+    for name, (objective, build) in _models().items():
+        torch.manual_seed(0)
+        model = build()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+        with FlopCounterMode(display=False) as counter:
+            _step(objective, model, optimizer, images, labels, 0)
+        flops = counter.get_total_flops()
+        _step(objective, model, optimizer, images, labels, 1)
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or steps < 3:
+            _step(objective, model, optimizer, images, labels, steps + 2)
+            steps += 1
+        per_step = (time.perf_counter() - start) / steps
+        gflops = flops / per_step / 1e9
+        out["train_images_per_second"][name] = round(64 / per_step, 1)
+        out["train_gflop_per_step"][name] = round(flops / 1e9, 2)
+        out["train_gflops"][name] = round(gflops, 1)
+        out["train_percent_of_peak"][name] = round(100 * gflops / peak, 1)
+        log(f"throughput {name}: {64 / per_step:.0f} images/s, {gflops:.0f} GFLOP/s")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Quality: train for a budget, evaluate with vaediff's evaluator
+
+
+def _train(model_type: str, out: Path, dataset_name: str, minutes: float, options: dict) -> Path:
+    from vaediff.families import train_run
+
+    return train_run(model_type, out, dataset_name, options=options, train_options={"minutes": minutes},
+                     overwrite=True, progress=False)
+
+
+def _quality(run, evaluator, dataset, count: int, options: dict) -> dict:
+    from vaediff.evaluate import quality_metrics, timed_samples
+
+    images, labels, seconds = timed_samples(run, count, 0, options, progress=False)
+    metrics = quality_metrics(evaluator, images, labels, dataset)
+    return {"class_accuracy": round(metrics["class_accuracy"], 4), "fid": round(metrics["fid"], 3),
+            "kid": round(metrics["kid"]["mean"], 4), "precision": round(metrics["precision"], 3),
+            "recall": round(metrics["recall"], 3), "images_per_second": round(count / seconds, 2),
+            "num_samples": count, **options}
+
+
+def time_to_quality(dataset: Dataset, budgets: list[float], samples: int, work: Path) -> tuple[dict, dict]:
+    """fast and seed presets trained for each budget; class accuracy and FID of DPM-Solver++ (20 steps)
+    samples, each preset with its own guidance (the seed has no null class, so none)."""
+    from vaediff.evaluator import load_or_train_evaluator
+    from vaediff.families import load_run
+
+    evaluator = load_or_train_evaluator(dataset, progress=False)
+    table, runs = [], {}
+    for minutes in budgets:
+        for preset in ("fast", "seed"):
+            log(f"training diffusion {preset} for {minutes} min")
+            run_dir = _train("diffusion", work / f"{preset}-{minutes:g}", dataset.name, minutes, {"preset": preset})
+            run = load_run(run_dir)
+            guidance = run.model_config.guidance if run.model_config.has_null_class else 1.0
+            row = {"preset": preset, "minutes": minutes, "steps_trained": _steps_trained(run_dir),
+                   **_quality(run, evaluator, dataset, samples, {"sampler": "dpm", "steps": 20, "guidance": guidance})}
+            table.append(row)
+            runs[(preset, minutes)] = run
+            log(f"  {preset} {minutes} min: accuracy {row['class_accuracy']:.3f}, FID {row['fid']:.2f}")
+    final = max(budgets)
+    fast = next(r for r in table if r["preset"] == "fast" and r["minutes"] == final)
+    seed = next(r for r in table if r["preset"] == "seed" and r["minutes"] == final)
+    passing = [r["minutes"] for r in table if r["preset"] == "fast" and r["class_accuracy"] >= 0.90]
+    summary = {"time_to_quality": table, "budget_minutes": final, "fast_class_accuracy": fast["class_accuracy"],
+               "seed_class_accuracy": seed["class_accuracy"], "fast_fid": fast["fid"], "seed_fid": seed["fid"],
+               "fast_vs_seed_fid_ratio": round(fast["fid"] / seed["fid"], 4),
+               "fast_minutes_to_0.90": min(passing) if passing else None, "evaluator_accuracy": evaluator.accuracy}
+    return summary, {"fast": runs[("fast", final)], "seed": runs[("seed", final)], "evaluator": evaluator}
+
+
+def _steps_trained(run_dir: Path) -> int:
+    import csv
+
+    with (run_dir / "loss.csv").open() as handle:
+        return int(list(csv.DictReader(handle))[-1]["step"])
+
+
+def _images_per_second(run, options: dict, count: int) -> float:
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(count) % 10
+    start = time.perf_counter()
+    run.generate(count, labels, generator, **options)
+    return count / (time.perf_counter() - start)
+
+
+def sampling(runs: dict, dataset: Dataset, samples: int, quick: bool) -> dict:
+    """Speed (and quality) of each sampler on both presets; the default sampler against the seed's."""
+    evaluator = runs["evaluator"]
+    plan = [("ddpm", 1000), ("ddim", 100), ("ddim", 50), ("dpm", 20), ("dpm", 10)]
+    table = []
+    for preset in ("fast", "seed"):
+        run = runs[preset]
+        guidance = run.model_config.guidance if run.model_config.has_null_class else 1.0
+        for sampler, steps in plan:
+            options = {"sampler": sampler, "steps": steps, "guidance": guidance}
+            speed_batch = 20 if steps >= 1000 else 100
+            row = {"preset": preset, **options, "images_per_second": round(_images_per_second(run, options, speed_batch), 3)}
+            measure_quality = preset == "fast" and steps < 1000 or (not quick and steps < 1000)
+            if measure_quality:
+                row.update(_quality(run, evaluator, dataset, samples, options))
+            table.append(row)
+            log(f"sampling {preset} {sampler}-{steps}: {row['images_per_second']:.2f} images/s"
+                + (f", FID {row['fid']:.2f}, accuracy {row['class_accuracy']:.3f}" if "fid" in row else ""))
+    pick = {(r["preset"], r["sampler"], r["steps"]): r for r in table}
+    default = pick[("fast", runs["fast"].model_config.sampler, runs["fast"].model_config.sampling_steps)]
+    seed_ddpm = pick[("seed", "ddpm", 1000)]
+    return {"sampling": table, "sampler_speedup": round(default["images_per_second"] / seed_ddpm["images_per_second"], 1),
+            "sampler_fid_ratio": round(default["fid"] / pick[("fast", "ddim", 100)]["fid"], 4),
+            "default_sampler": {k: default[k] for k in ("sampler", "steps", "guidance")}}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# VAE, memory, latent diffusion
+
+
+def vae_section(dataset: Dataset, budgets: list[float], work: Path, iw_samples: int) -> dict:
+    from vaediff.evaluate import vae_likelihood
+    from vaediff.families import load_run
+
+    nll = {}
+    for minutes in budgets:
+        run = load_run(_train("vae", work / f"vae-{minutes:g}", dataset.name, minutes, {}))
+        nll[f"{minutes:g}"] = round(vae_likelihood(run, dataset.test, iw_samples, progress=False)["nll_nats"], 2)
+        log(f"vae {minutes} min: NLL {nll[f'{minutes:g}']} nats")
+    generator = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    run.generate(10000, None, generator)
+    return {"vae_nll_nats": nll, "vae_iw_samples": iw_samples,
+            "vae_sample_images_per_second": round(10000 / (time.perf_counter() - start), 0)}
+
+
+MEMORY_PROBE = r"""
+import json, resource, sys, torch
+from vaediff.data import load_dataset
+name, model, dataset_name = sys.argv[1], sys.argv[2], sys.argv[3]
+def peak_mb(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def rss_mb(): return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+before = rss_mb(); dataset = load_dataset(dataset_name); data_mb = rss_mb() - before
+sys.path.insert(0, sys.argv[4]); from run import _models, _step
+objective, build = _models()[model]
+net = build()
+labels = torch.arange(500) % 10
+with torch.inference_mode():  # sampling first: its peak is what inference costs
+    if model.startswith("diffusion") or model == "latent-denoiser":
+        from vaediff.families.diffusion import DiffusionRun
+        cfg = objective.config
+        run = DiffusionRun(None, {}, cfg, net.eval())
+        if model == "latent-denoiser":
+            from vaediff.families.latent import LatentDiffusionRun
+            run = LatentDiffusionRun(None, {}, cfg, net.eval(), autoencoder=objective.autoencoder, scaling_factor=1.0)
+        run.generate(500, labels, torch.Generator(), steps=2)
+    elif model in ("vae", "cvae"):
+        net.decode(torch.randn(500, net.config.latent), labels if net.config.conditional else None)
+    else:
+        net.decode(torch.randn(500, 4, 7, 7))
+sample_peak = peak_mb()
+net.train(); optimizer = torch.optim.AdamW(net.parameters(), foreach=True)
+for step in range(3):
+    _step(objective, net, optimizer, dataset.train.images[:64], dataset.train.labels[:64], step)
+print(json.dumps({"sample": sample_peak, "train": peak_mb(), "data_mb": data_mb}))
+"""
+
+
+def memory(dataset_name: str) -> dict:
+    """Peak resident memory of sampling 500 images and of training (batch 64), each model in its own
+    process (a process's peak only grows, so sampling is measured first, then training)."""
+    peaks, data_mb = {}, None
+    for name in _models():
+        result = subprocess.run([sys.executable, "-c", MEMORY_PROBE, name, name, dataset_name, str(Path(__file__).parent)],
+                                capture_output=True, text=True, check=True)
+        probe = json.loads(result.stdout.strip().splitlines()[-1])
+        peaks[f"sample:{name}"] = round(probe["sample"])
+        peaks[f"train:{name}"] = round(probe["train"])
+        data_mb = probe["data_mb"]
+        log(f"memory {name}: sampling {probe['sample']:.0f} MB, training {probe['train']:.0f} MB")
+    quickstart = RESULTS / "quickstart-latest.json"
+    if quickstart.is_file():
+        peaks["quickstart"] = json.loads(quickstart.read_text())["peak_rss_mb"]
+    return {"peak_rss_mb": peaks, "dataset_in_memory_mb": round(data_mb, 1)}
+
+
+def latent(dataset: Dataset, minutes: float, samples: int, work: Path, fast_run=None) -> dict:
+    """Latent diffusion within the same budget, against the pixel fast preset (trained here if needed)."""
+    from vaediff.evaluator import load_or_train_evaluator
+    from vaediff.families import load_run
+
+    evaluator = load_or_train_evaluator(dataset, progress=False)
+    log(f"training latent diffusion for {minutes} min")
+    run = load_run(_train("latent-diffusion", work / f"latent-{minutes:g}", dataset.name, minutes, {}))
+    options = run.sampler_settings()
+    result = _quality(run, evaluator, dataset, samples, options)
+    recon = run.reconstruct(dataset.test.images[:samples])
+    from vaediff.evaluate import quality_metrics
+
+    recon_fid = quality_metrics(evaluator, recon, dataset.test.labels[:samples], dataset)["fid"]
+    if fast_run is None:
+        log(f"training diffusion fast for {minutes} min (the pixel-space reference)")
+        fast_run = load_run(_train("diffusion", work / f"fast-{minutes:g}", dataset.name, minutes, {"preset": "fast"}))
+    fast = _quality(fast_run, evaluator, dataset, samples, fast_run.sampler_settings())
+    log(f"latent: accuracy {result['class_accuracy']:.3f}, FID {result['fid']:.2f}, "
+        f"{result['images_per_second']:.1f} images/s; pixel fast FID {fast['fid']:.2f}")
+    return {"latent": {**result, "minutes": minutes, "autoencoder_reconstruction_fid": round(recon_fid, 3),
+                       "pixel_fast_same_budget": fast},
+            "latent_class_accuracy": result["class_accuracy"],
+            "latent_vs_fast_fid_ratio": round(result["fid"] / fast["fid"], 4),
+            "latent_images_per_second": result["images_per_second"]}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Output
+
+
+def markdown(results: dict) -> str:
+    rows = [("matmul peak (GFLOP/s)", results.get("matmul_peak_gflops")),
+            ("data loader speedup vs the seed's torchvision loader", results.get("data_loader_speedup")),
+            ("training: % of matmul peak", results.get("train_percent_of_peak")),
+            ("training: images/s", results.get("train_images_per_second")),
+            ("budget (minutes)", results.get("budget_minutes")),
+            ("fast preset class accuracy", results.get("fast_class_accuracy")),
+            ("seed preset class accuracy", results.get("seed_class_accuracy")),
+            ("fast / seed Fréchet distance", results.get("fast_vs_seed_fid_ratio")),
+            ("minutes for fast to reach 0.90 accuracy", results.get("fast_minutes_to_0.90")),
+            ("default sampler speedup vs seed's DDPM-1000", results.get("sampler_speedup")),
+            ("default sampler FID / DDIM-100 FID", results.get("sampler_fid_ratio")),
+            ("VAE NLL (nats) by training minutes", results.get("vae_nll_nats")),
+            ("latent diffusion class accuracy", results.get("latent_class_accuracy")),
+            ("latent / fast Fréchet distance", results.get("latent_vs_fast_fid_ratio")),
+            ("latent diffusion images/s (with guidance)", results.get("latent_images_per_second")),
+            ("peak RSS (MB)", results.get("peak_rss_mb")),
+            ("70,000 images in memory (MB)", results.get("dataset_in_memory_mb"))]
+    lines = [f"# vaediff benchmark, {results['date']} on {results['host']} ({results['device']}, "
+             f"{results['threads']} threads, torch {results['torch']}, commit {results['commit']})", "",
+             f"`{results['command']}` on {results['dataset']}", "", "| measure | value |", "|---|---|"]
+    for label, value in rows:
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items())
+        lines.append(f"| {label} | {value} |")
+    for key, title in (("time_to_quality", "Time to quality"), ("sampling", "Samplers")):
+        if results.get(key):
+            columns = list(dict.fromkeys(k for row in results[key] for k in row))
+            lines += ["", f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in results[key]]
+    return "\n".join(lines) + "\n"
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3-minute trainings, fewer samples: under 10 minutes")
+    parser.add_argument("--dataset", default="fashion-mnist", help="data set (default: fashion-mnist)")
+    parser.add_argument("--sections", default=None, help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--samples", type=int, default=None, help="samples per quality measurement")
+    args = parser.parse_args(argv)
+    sections = args.sections.split(",") if args.sections else list(QUICK_SECTIONS if args.quick else SECTIONS)
+    samples = args.samples or (500 if args.quick else 1000)
+    budgets = [3.0] if args.quick else [2.0, 5.0, 10.0]
+    dataset = load_dataset(args.dataset)
+    results: dict = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(),
+                     "device": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                     "torch": torch.__version__, "commit": _commit(), "dataset": dataset.name, "quick": args.quick,
+                     "command": "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="vaediff-bench-"))
+    trained: dict = {}
+    try:
+        if "peak" in sections or "throughput" in sections:
+            results.update(matmul_peak())
+        if "data" in sections:
+            results.update(data_speed(dataset, 100 if args.quick else 300))
+        if "throughput" in sections:
+            results.update(training_throughput(dataset, results["matmul_peak_gflops"], 4 if args.quick else 10))
+        if "quality" in sections or "sampling" in sections:
+            summary, trained = time_to_quality(dataset, budgets, samples, work)
+            results.update(summary)
+        if "sampling" in sections:
+            results.update(sampling(trained, dataset, 200 if args.quick else samples, args.quick))
+        if "vae" in sections:
+            results.update(vae_section(dataset, [1.0] if args.quick else [1.0, 5.0], work, 100 if args.quick else 1000))
+        if "memory" in sections:
+            results.update(memory(args.dataset))
+        if "latent" in sections:
+            fast = trained.get("fast") if trained and max(budgets) == 10.0 else None
+            results.update(latent(dataset, 10.0, samples, work, fast))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / f"{results['date']}-{results['host']}{'-quick' if args.quick else ''}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    stem.with_suffix(".md").write_text(table)
+    print(json.dumps({k: v for k, v in results.items() if not isinstance(v, list)}, indent=2))
+    print(table)
+    log(f"wrote {stem}.json and {stem}.md in {results['wall_seconds'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, write_idx, write_idx_dataset
+from conftest import assert_one_line_error, write_idx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -390,7 +391,10 @@ class Trainer:
         if is_main_process():
             run_dir.mkdir(parents=True, exist_ok=True)
             for stale in run_dir.glob(".*.tmp"):  # half-written files of a killed run: never read, now removed
-                stale.unlink(missing_ok=True)
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
         wait_for_everyone()
         self.setup = _setup(build_model, dataset, config, ema_factory)
         self.accel = self.setup.accelerator

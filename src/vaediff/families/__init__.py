@@ -34,9 +34,11 @@ class Family:
     load: Callable[[Path, dict], Any]
 
 
+_VAE_FAMILY = Family(vae.VAEConfig, vae.build_model_config, vae.default_train_options, vae.train_vae,
+                     vae.VAERun.load)
 FAMILIES: dict[str, Family] = {
-    "vae": Family(vae.VAEConfig, vae.build_model_config, vae.default_train_options, vae.train_vae, vae.VAERun.load),
-    "cvae": Family(vae.VAEConfig, vae.build_model_config, vae.default_train_options, vae.train_vae, vae.VAERun.load),
+    "vae": _VAE_FAMILY,
+    "cvae": _VAE_FAMILY,  # the same family; the model type sets VAEConfig.conditional
     "diffusion": Family(diffusion.DiffusionConfig, diffusion.build_model_config, diffusion.default_train_options,
                         diffusion.train_diffusion, diffusion.DiffusionRun.load),
     "latent-diffusion": Family(latent.LatentDiffusionConfig, latent.build_model_config, latent.default_train_options,

@@ -50,7 +50,9 @@ STAGE_ONE_DONE = "done.json"
 class LatentDiffusionConfig:
     autoencoder: AutoencoderConfig = AutoencoderConfig()
     denoiser: DiffusionConfig = dataclasses.field(default_factory=lambda: preset_config("latent"))
-    autoencoder_share: float = 0.3  # share of a --minutes budget spent on the autoencoder
+    autoencoder_share: float = 0.4  # share of a --minutes budget spent on the autoencoder
+    autoencoder_lr: float = 2e-3    # stage one's recipe: constant learning rate, small batches (more steps)
+    autoencoder_batch_size: int = 32
 
     def __post_init__(self) -> None:
         if self.denoiser.channels != self.autoencoder.latent_channels or self.denoiser.sample_size != 7:
@@ -146,7 +148,7 @@ class LatentDiffusionRun(DiffusionRun):
 
 def build_model_config(model_type: str, options: dict) -> LatentDiffusionConfig:
     overrides = dict(options.get("model") or {})
-    unknown = sorted(set(overrides) - {"autoencoder", "denoiser", "autoencoder_share"})
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(LatentDiffusionConfig)})
     if unknown:
         raise ConfigError(f"--model-config: unknown key {unknown[0]!r} for latent-diffusion")
     try:
@@ -157,7 +159,9 @@ def build_model_config(model_type: str, options: dict) -> LatentDiffusionConfig:
                                            "--model-config 'autoencoder'")
         denoiser = preset_with_overrides("latent", {"channels": autoencoder.latent_channels,
                                                     **overrides.get("denoiser", {})})
-        return LatentDiffusionConfig(autoencoder, denoiser, overrides.get("autoencoder_share", 0.3))
+        stage_one = {k: overrides[k] for k in ("autoencoder_share", "autoencoder_lr", "autoencoder_batch_size")
+                     if k in overrides}
+        return LatentDiffusionConfig(autoencoder, denoiser, **stage_one)
     except ValueError as exc:
         raise ConfigError(f"--model-config: {exc}") from None
 
@@ -167,12 +171,13 @@ def default_train_options(model_config: LatentDiffusionConfig, options: dict) ->
             "ema_decay": 0.999, "minutes": 10.0, "eval_images": 500}
 
 
-def autoencoder_train_config(config: TrainConfig, share: float) -> TrainConfig:
+def autoencoder_train_config(config: TrainConfig, model: LatentDiffusionConfig) -> TrainConfig:
     """Stage one's limits: its share of a --minutes budget, or the same epochs/steps as stage two."""
     return dataclasses.replace(
         config,
-        minutes=config.minutes * share if config.minutes is not None else None,
-        lr=1e-3, lr_schedule="constant", warmup_steps=0, ema_decay=None, grad_clip=1.0,
+        minutes=config.minutes * model.autoencoder_share if config.minutes is not None else None,
+        lr=model.autoencoder_lr, batch_size=model.autoencoder_batch_size, grad_accum=1, lr_schedule="constant",
+        warmup_steps=0, ema_decay=None, grad_clip=1.0,
     )
 
 
@@ -192,7 +197,7 @@ def _stage_one(run_dir: Path, dataset: Dataset, config: LatentDiffusionConfig, t
     directory = run_dir / AUTOENCODER_DIR
     if (directory / STAGE_ONE_DONE).is_file():
         return load_autoencoder(config.autoencoder, directory)
-    stage_config = autoencoder_train_config(train_config, config.autoencoder_share)
+    stage_config = autoencoder_train_config(train_config, config)
     resume_stage = resume and (directory / CHECKPOINT_FILE).is_file()
     train(AutoencoderObjective(config.autoencoder), partial(LatentAutoencoder, config.autoencoder), dataset,
           stage_config, directory, resume=resume_stage, title=f"latent diffusion 1/2: autoencoder on {dataset.name}",

@@ -16,9 +16,9 @@ from torch import nn
 @dataclass(frozen=True)
 class AutoencoderConfig:
     latent_channels: int = 4                          # latent is latent_channels x 7 x 7
-    block_out_channels: tuple[int, ...] = (32, 64, 64)  # 28 -> 14 -> 7: three blocks, two downsamplings
+    block_out_channels: tuple[int, ...] = (16, 32, 64)  # 28 -> 14 -> 7: three blocks, two downsamplings
     layers_per_block: int = 1
-    norm_num_groups: int = 16
+    norm_num_groups: int = 8
     mid_block_attention: bool = False                 # attention at 7x7 buys little for digits
     kl_weight: float = 1e-3                           # beta of the KL term (1 would be a plain VAE)
 

@@ -24,11 +24,11 @@ class DiffusionConfig:
     # network ------------------------------------------------------------------------------------------
     sample_size: int = 28
     channels: int = 1                                     # image (or latent) channels
-    block_out_channels: tuple[int, ...] = (32, 64, 128)
+    block_out_channels: tuple[int, ...] = (16, 32, 64)    # 28x28, 14x14, 7x7: few channels where pixels are many
     layers_per_block: int = 1
     down_block_types: tuple[str, ...] = ("DownBlock2D", "DownBlock2D", "DownBlock2D")
     up_block_types: tuple[str, ...] = ("UpBlock2D", "UpBlock2D", "UpBlock2D")
-    mid_block_attention: bool = True                      # self-attention at the lowest resolution
+    mid_block_attention: bool = False                     # self-attention at the lowest resolution
     norm_num_groups: int = 8
     attention_head_dim: int = 32
     conditioning: Literal["class_embedding", "concat"] = "class_embedding"
@@ -145,7 +145,7 @@ PRESETS: dict[str, DiffusionConfig] = {
         preset="latent",
         sample_size=7,
         channels=4,
-        block_out_channels=(128,),
+        block_out_channels=(64,),
         layers_per_block=2,
         down_block_types=("DownBlock2D",),
         up_block_types=("UpBlock2D",),

@@ -191,9 +191,16 @@ def _quality(run, evaluator, dataset, count: int, options: dict) -> dict:
             "num_samples": count, **options}
 
 
+def _comparison_settings(run) -> dict:
+    """fast: its own default sampler; seed: DPM-Solver++ 20 steps without guidance (it has no null class,
+    and its own default, DDPM-1000, would take hours for a quality measurement)."""
+    if run.model_config.has_null_class:
+        return run.sampler_settings()
+    return run.sampler_settings("dpm", 20, 1.0)
+
+
 def time_to_quality(dataset: Dataset, budgets: list[float], samples: int, work: Path) -> tuple[dict, dict]:
-    """fast and seed presets trained for each budget; class accuracy and FID of DPM-Solver++ (20 steps)
-    samples, each preset with its own guidance (the seed has no null class, so none)."""
+    """fast and seed presets trained for each budget; class accuracy and FID of `samples` samples each."""
     from vaediff.evaluator import load_or_train_evaluator
     from vaediff.families import load_run
 
@@ -204,21 +211,19 @@ def time_to_quality(dataset: Dataset, budgets: list[float], samples: int, work: 
             log(f"training diffusion {preset} for {minutes} min")
             run_dir = _train("diffusion", work / f"{preset}-{minutes:g}", dataset.name, minutes, {"preset": preset})
             run = load_run(run_dir)
-            guidance = run.model_config.guidance if run.model_config.has_null_class else 1.0
             row = {"preset": preset, "minutes": minutes, "steps_trained": _steps_trained(run_dir),
-                   **_quality(run, evaluator, dataset, samples, {"sampler": "dpm", "steps": 20, "guidance": guidance})}
+                   **_quality(run, evaluator, dataset, samples, _comparison_settings(run))}
             table.append(row)
-            runs[(preset, minutes)] = run
+            runs[(preset, minutes)] = (run, row)
             log(f"  {preset} {minutes} min: accuracy {row['class_accuracy']:.3f}, FID {row['fid']:.2f}")
     final = max(budgets)
-    fast = next(r for r in table if r["preset"] == "fast" and r["minutes"] == final)
-    seed = next(r for r in table if r["preset"] == "seed" and r["minutes"] == final)
+    (fast_run, fast), (seed_run, seed) = runs[("fast", final)], runs[("seed", final)]
     passing = [r["minutes"] for r in table if r["preset"] == "fast" and r["class_accuracy"] >= 0.90]
     summary = {"time_to_quality": table, "budget_minutes": final, "fast_class_accuracy": fast["class_accuracy"],
                "seed_class_accuracy": seed["class_accuracy"], "fast_fid": fast["fid"], "seed_fid": seed["fid"],
                "fast_vs_seed_fid_ratio": round(fast["fid"] / seed["fid"], 4),
                "fast_minutes_to_0.90": min(passing) if passing else None, "evaluator_accuracy": evaluator.accuracy}
-    return summary, {"fast": runs[("fast", final)], "seed": runs[("seed", final)], "evaluator": evaluator}
+    return summary, {"fast": fast_run, "seed": seed_run, "fast_default_row": fast, "evaluator": evaluator}
 
 
 def _steps_trained(run_dir: Path) -> int:
@@ -228,38 +233,49 @@ def _steps_trained(run_dir: Path) -> int:
         return int(list(csv.DictReader(handle))[-1]["step"])
 
 
-def _images_per_second(run, options: dict, count: int) -> float:
+def _images_per_second(run, options: dict, count: int, timed_steps: int) -> float:
+    """Images per second of `options`, timing `timed_steps` of its steps: every step of DDPM costs one
+    network evaluation (two with guidance), so 100 timed steps of 1000 scale exactly by 1/10."""
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(count) % 10
     start = time.perf_counter()
-    run.generate(count, labels, generator, **options)
-    return count / (time.perf_counter() - start)
+    run.generate(count, labels, generator, **{**options, "steps": timed_steps})
+    return count / (time.perf_counter() - start) * timed_steps / options["steps"]
+
+
+SAMPLER_PLAN = [("ddpm", 1000), ("ddim", 100), ("ddim", 50), ("dpm", 20), ("dpm", 10)]
+SPEED_BATCH = 20  # the same small batch for every sampler and preset, as the issue times the seed's DDPM
 
 
 def sampling(runs: dict, dataset: Dataset, samples: int, quick: bool) -> dict:
-    """Speed (and quality) of each sampler on both presets; the default sampler against the seed's."""
-    evaluator = runs["evaluator"]
-    plan = [("ddpm", 1000), ("ddim", 100), ("ddim", 50), ("dpm", 20), ("dpm", 10)]
+    """Speed of each sampler on both presets (a batch of 20), quality on the fast preset; the default
+    sampler against the seed's DDPM-1000 on the seed network, and against DDIM-100 on the same model."""
+    evaluator, default_row = runs["evaluator"], runs["fast_default_row"]
     table = []
     for preset in ("fast", "seed"):
         run = runs[preset]
         guidance = run.model_config.guidance if run.model_config.has_null_class else 1.0
-        for sampler, steps in plan:
+        for sampler, steps in SAMPLER_PLAN:
+            if quick and preset == "seed" and (sampler, steps) not in (("ddpm", 1000), ("dpm", 20)):
+                continue
             options = {"sampler": sampler, "steps": steps, "guidance": guidance}
-            speed_batch = 20 if steps >= 1000 else 100
-            row = {"preset": preset, **options, "images_per_second": round(_images_per_second(run, options, speed_batch), 3)}
-            measure_quality = preset == "fast" and steps < 1000 or (not quick and steps < 1000)
-            if measure_quality:
-                row.update(_quality(run, evaluator, dataset, samples, options))
+            timed = 100 if quick and steps == 1000 else steps
+            row = {"preset": preset, **options, "timed_steps": timed,
+                   "images_per_second": round(_images_per_second(run, options, SPEED_BATCH, timed), 3)}
+            if preset == "fast" and steps < 1000 and (not quick or steps in (100, 20, 10)):
+                reuse = all(default_row.get(k) == v for k, v in options.items()) and default_row["num_samples"] == samples
+                quality = default_row if reuse else _quality(run, evaluator, dataset, samples, options)
+                row.update({k: quality[k] for k in ("class_accuracy", "fid", "kid", "precision", "recall", "num_samples")})
             table.append(row)
-            log(f"sampling {preset} {sampler}-{steps}: {row['images_per_second']:.2f} images/s"
+            log(f"sampling {preset} {sampler}-{steps}: {row['images_per_second']:.3f} images/s"
                 + (f", FID {row['fid']:.2f}, accuracy {row['class_accuracy']:.3f}" if "fid" in row else ""))
     pick = {(r["preset"], r["sampler"], r["steps"]): r for r in table}
-    default = pick[("fast", runs["fast"].model_config.sampler, runs["fast"].model_config.sampling_steps)]
+    settings = runs["fast"].sampler_settings()
+    default = pick[("fast", settings["sampler"], settings["steps"])]
     seed_ddpm = pick[("seed", "ddpm", 1000)]
     return {"sampling": table, "sampler_speedup": round(default["images_per_second"] / seed_ddpm["images_per_second"], 1),
             "sampler_fid_ratio": round(default["fid"] / pick[("fast", "ddim", 100)]["fid"], 4),
-            "default_sampler": {k: default[k] for k in ("sampler", "steps", "guidance")}}
+            "default_sampler": settings, "sampler_speed_batch": SPEED_BATCH}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -416,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="training budgets of the quality section (default: 3 with --quick, else 2 5 10)")
     args = parser.parse_args(argv)
     sections = args.sections.split(",") if args.sections else list(QUICK_SECTIONS if args.quick else SECTIONS)
-    samples = args.samples or (500 if args.quick else 1000)
+    samples = args.samples or (200 if args.quick else 1000)
     budgets = args.minutes or ([3.0] if args.quick else [2.0, 5.0, 10.0])
     dataset = load_dataset(args.dataset)
     results: dict = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(),
@@ -430,14 +446,14 @@ def main(argv: list[str] | None = None) -> int:
         if "peak" in sections or "throughput" in sections:
             results.update(matmul_peak())
         if "data" in sections:
-            results.update(data_speed(dataset, 100 if args.quick else 300))
+            results.update(data_speed(dataset, 50 if args.quick else 300))
         if "throughput" in sections:
-            results.update(training_throughput(dataset, results["matmul_peak_gflops"], 4 if args.quick else 10))
+            results.update(training_throughput(dataset, results["matmul_peak_gflops"], 2 if args.quick else 10))
         if "quality" in sections or "sampling" in sections:
             summary, trained = time_to_quality(dataset, budgets, samples, work)
             results.update(summary)
         if "sampling" in sections:
-            results.update(sampling(trained, dataset, 200 if args.quick else samples, args.quick))
+            results.update(sampling(trained, dataset, samples, args.quick))
         if "vae" in sections:
             results.update(vae_section(dataset, [1.0] if args.quick else [1.0, 5.0], work, 100 if args.quick else 1000))
         if "memory" in sections:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 from pathlib import Path
 
@@ -68,8 +69,18 @@ def cli(capsys):
     return run
 
 
+PROGRESS_LINE = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")  # tqdm's "42%|####  | 42/100 [00:01<00:02"
+
+
+def visible_lines(err: str) -> list[str]:
+    """stderr as a terminal shows it (each line's text after its last carriage return), without the
+    progress bars: what is left is what the program said."""
+    lines = (line.rsplit("\r", 1)[-1] for line in err.split("\n"))
+    return [line for line in lines if line.strip() and not PROGRESS_LINE.search(line)]
+
+
 def assert_one_line_error(code: int, err: str, *fragments: str, expected_code: int = 2) -> None:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
+    lines = visible_lines(err)
     assert code == expected_code, f"exit code {code}, stderr: {err}"
     assert len(lines) == 1, f"expected one line on stderr, got: {err!r}"
     assert "Traceback" not in err

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 from vaediff.cli import main
 from vaediff.families import load_run
 from vaediff.runs import load_safetensors
@@ -20,8 +18,8 @@ HELPER = Path(__file__).parent / "helpers" / "multiprocess_session.py"
 
 def test_two_processes_train_resume_and_match_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_port", "0", str(HELPER), str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(HELPER), str(tmp_path)],
                             capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     for model_type in ("vae", "cvae", "diffusion", "latent-diffusion"):
@@ -38,7 +36,13 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path):
     assert main(["train", "vae", "--out", str(tmp_path / "single"), "--max-steps", "1", "--batch-size", "32"]) == 0
     two = load_safetensors(tmp_path / "first-step" / "model.safetensors")
     one = load_safetensors(tmp_path / "single" / "model.safetensors")
-    assert all(torch.allclose(two[k], one[k], atol=1e-5) for k in one)
+    # Adam's first step moves each weight by about lr * g / (|g| + eps): where a gradient is near eps, a
+    # rounding-level difference in g (two partial sums instead of one) moves it by a visible fraction of lr.
+    # So: every weight within a tenth of one step (lr = 1e-3), and the typical one within rounding.
+    for name in one:
+        difference = (two[name] - one[name]).abs()
+        assert difference.max() < 1e-4, name
+        assert difference.mean() < 1e-7, name
 
 
 def _checkpoint_state(path: Path) -> str:

@@ -111,7 +111,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tiny, tmp_path, monkeypatch):
 
     config = VAEConfig(hidden=32, latent=4)
     train_config = TrainConfig(max_steps=30, batch_size=32, checkpoint_every=10, eval_images=64)
-    real_fdopen, writes = os.fdopen, {"count": 0}
+    real_fdopen = os.fdopen
 
     class FullDisk:
         def __init__(self, handle):
@@ -127,9 +127,11 @@ def test_full_disk_keeps_the_previous_checkpoint(tiny, tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
 
     def fdopen(fd, *args, **kwargs):
+        # the disk fills up when the second checkpoint is written (the first one exists by then)
         handle = real_fdopen(fd, *args, **kwargs)
-        writes["count"] += 1
-        return FullDisk(handle) if writes["count"] > 12 else handle
+        writing = Path(os.readlink(f"/proc/self/fd/{fd}")).name
+        full = writing.startswith(f".{CHECKPOINT_FILE}.") and (tmp_path / CHECKPOINT_FILE).exists()
+        return FullDisk(handle) if full else handle
 
     monkeypatch.setattr(runs.os, "fdopen", fdopen)
     with pytest.raises(RunError, match="no space left on device; the previous version of the file is intact"):
@@ -190,7 +192,7 @@ def broken_runs(tmp_path_factory, valid_run):
     (["train", "vae", "--out", "{tmp}/o", "--resume"], "no such run directory"),
     (["train", "gan", "--out", "{tmp}/o"], "gan"),
     (["train", "vae", "--out", "{tmp}/o", "--model-config", "{{"], "not valid JSON"),
-    (["train", "vae", "--out", "{tmp}/o", "--model-config", '{"depth": 3}'], "depth"),
+    (["train", "vae", "--out", "{tmp}/o", "--model-config", '{{"depth": 3}}'], "depth"),
     (["sample", "{valid}", "--out", "{tmp}/g.png", "--label", "10"], "0..9"),
     (["sample", "{valid}", "--out", "{tmp}/g.png", "--label", "-1"], "0..9"),
     (["sample", "{valid}", "--out", "{tmp}/g.png", "--n", "0"], "--n"),
@@ -208,11 +210,12 @@ def broken_runs(tmp_path_factory, valid_run):
     (["sample", "{broken}/wrong_type", "--out", "{tmp}/g.png"], "'latent'"),
     (["evaluate", "{broken}/half"], "weights file not found"),
     (["evaluate", "{valid}", "--n-samples", "-5"], "--n-samples"),
+    (["evaluate", "{valid}", "--n-samples", "3"], "at least 10"),
     (["train", "diffusion", "--out", "{valid}", "--resume"], "is a cvae run"),
     (["compare", "{broken}/empty", "--out", "{tmp}/r"], "empty directory"),
     (["serve", "{broken}/eda"], "not a training run"),
 ])
-def test_bad_input_gives_one_line_and_exit_2(cli, tmp_path, valid_run, broken_runs, args, fragment):
+def test_bad_input_gives_one_line_and_exit_2(cli, tmp_path, valid_run, broken_runs, evaluator_cache, args, fragment):
     filled = [a.format(tmp=tmp_path, valid=valid_run, broken=broken_runs) for a in args]
     code, _, err = cli(*filled)
     assert_one_line_error(code, err, fragment)
@@ -269,10 +272,11 @@ TOKENS = ["0", "-1", "3", "9", "10", "nan", "inf", "-inf", "1e9", "abc", "", "2.
                                                  "--minutes", "--batch-size", "--lr", "--n-samples",
                                                  "--iw-samples", "--sampler", "--dataset", "--bogus"]),
                                 st.sampled_from(TOKENS)), max_size=4))
-def test_fuzz_cli_answers_with_exit_0_or_one_line(cli, tmp_path, valid_run, broken_runs, command, run, flags):
+def test_fuzz_cli_answers_with_exit_0_or_one_line(cli, tmp_path, valid_run, broken_runs, evaluator_cache, command, run,
+                                                  flags):
     run_dir = {"valid": valid_run, "missing": tmp_path / "missing"}.get(run, broken_runs / run)
     args = {"sample": ["sample", run_dir, "--out", tmp_path / "f.png"],
-            "evaluate": ["evaluate", run_dir, "--n-samples", "1", "--iw-samples", "1"],
+            "evaluate": ["evaluate", run_dir, "--n-samples", "10", "--iw-samples", "1"],
             "train": ["train", "vae", "--out", broken_runs / "eda", "--max-steps", "1"],  # refused: not empty
             "eda": ["eda", "--out", broken_runs / "eda"],  # refused: not empty
             "compare": ["compare", run_dir, "--out", broken_runs / "eda"]}[command]

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vaediff import __version__
+from vaediff.console import clear_progress_bars
 from vaediff.constants import DATASETS, MODEL_TYPES, PRESETS, SAMPLERS
 from vaediff.errors import ConfigError, VaediffError
 
@@ -386,9 +387,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler(args)
     except VaediffError as exc:
+        clear_progress_bars()
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        clear_progress_bars()
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     return 0

@@ -13,3 +13,12 @@ def progress_bar(iterable=None, *, enabled: bool = True, **kwargs):
     kwargs.setdefault("mininterval", 0.5 if interactive else 30.0)
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, disable=not enabled, **kwargs)
+
+
+def clear_progress_bars() -> None:
+    """Erase the bars an error interrupted, so that the error is printed on a line of its own."""
+    from tqdm import tqdm as base
+
+    for bar in list(getattr(base, "_instances", ())):
+        bar.leave = False
+        bar.close()

@@ -141,23 +141,28 @@ def device_description() -> dict:
     return {"device": "cpu", "threads": torch.get_num_threads()}
 
 
+MIN_SAMPLES = 10  # PRDC's k-th neighbours (k <= 5) and a covariance need a few samples
+
+
 def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binarize: bool | None = None,
                  seed: int = 0, cache_dir=None, sampler_options: dict | None = None,
                  progress: bool = True, write: bool = True) -> dict:
     """Measure a run and write RUN/metrics.json (and RUN/confusion.png for conditional runs)."""
     from vaediff import __version__
     from vaediff.data import load_dataset
+    from vaediff.errors import ConfigError
     from vaediff.evaluator import load_or_train_evaluator
     from vaediff.families import load_run
     from vaediff.runs import atomic_write_json
 
+    if n_samples < MIN_SAMPLES:
+        raise ConfigError(f"--n-samples must be at least {MIN_SAMPLES} (precision and recall need neighbours, "
+                          f"the Fréchet distance a covariance), got {n_samples}")
     run = load_run(run_dir)
     settings = run.config["settings"]
     dataset = load_dataset(settings["dataset"], settings.get("data_dir"))
     sampler_options = dict(sampler_options or {})
     if run.model_type in ("vae", "cvae") and sampler_options:
-        from vaediff.errors import ConfigError
-
         raise ConfigError(f"{run.model_type} runs take no --sampler, --steps or --guidance")
     if hasattr(run, "sampler_settings"):
         sampler_options = run.sampler_settings(**sampler_options)

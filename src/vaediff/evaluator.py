@@ -19,7 +19,7 @@ from vaediff.data import Dataset, ImageSplit
 from vaediff.errors import RunError
 from vaediff.runs import atomic_save_safetensors, atomic_write_json, load_safetensors, load_state_strict
 
-RECIPE_VERSION = 1  # bump when the architecture or training recipe changes: old caches are then ignored
+RECIPE_VERSION = 2  # bump when the architecture or training recipe changes: old caches are then ignored
 FEATURES = 128
 
 

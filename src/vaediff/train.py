@@ -588,7 +588,7 @@ def _agree(accel, bad: bool, signalled: bool, out_of_time: bool) -> tuple[bool, 
 
 
 def _diverged(state: TrainState, terms: dict[str, torch.Tensor], checkpoint_path: Path) -> TrainingDiverged:
-    values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+    values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
     kept = (f"the last good checkpoint {checkpoint_path} is kept" if checkpoint_path.is_file()
             else "no checkpoint had been written yet")
     return TrainingDiverged(f"loss is not finite at step {state.step + 1} (epoch {state.epoch + 1}; {values}); "

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -95,9 +96,11 @@ def data_speed(dataset: Dataset, batches: int) -> dict:
         seed_set = torchvision.datasets.MNIST(str(root), train=True, download=False,
                                               transform=torchvision.transforms.ToTensor())
         results = {}
-        for workers in (0, 4):
-            loader = DataLoader(seed_set, batch_size=64, shuffle=True, num_workers=workers)
-            results[workers] = _batches_per_second(loader, batches)
+        with warnings.catch_warnings():  # "4 workers on 2 cores": the seed's setting, measured as it is
+            warnings.simplefilter("ignore", UserWarning)
+            for workers in (0, 4):
+                loader = DataLoader(seed_set, batch_size=64, shuffle=True, num_workers=workers)
+                results[workers] = _batches_per_second(loader, batches)
     return {"data_batches_per_second": {"vaediff": round(ours, 1), "torchvision_seed_4_workers": round(results[4], 1),
                                         "torchvision_0_workers": round(results[0], 1)},
             "data_loader_speedup": round(ours / results[4], 1)}
@@ -192,11 +195,14 @@ def _quality(run, evaluator, dataset, count: int, options: dict) -> dict:
 
 
 def _comparison_settings(run) -> dict:
-    """fast: its own default sampler; seed: DPM-Solver++ 20 steps without guidance (it has no null class,
-    and its own default, DDPM-1000, would take hours for a quality measurement)."""
+    """Both presets sample with the fast preset's default sampler and steps; the seed without guidance (it
+    has no null class; its own DDPM-1000 would take an hour per quality measurement)."""
+    from vaediff.models.unet import preset_config
+
     if run.model_config.has_null_class:
         return run.sampler_settings()
-    return run.sampler_settings("dpm", 20, 1.0)
+    fast = preset_config("fast")
+    return run.sampler_settings(fast.sampler, fast.sampling_steps, 1.0)
 
 
 def time_to_quality(dataset: Dataset, budgets: list[float], samples: int, work: Path) -> tuple[dict, dict]:
@@ -235,7 +241,7 @@ def _steps_trained(run_dir: Path) -> int:
 
 def _images_per_second(run, options: dict, count: int, timed_steps: int) -> float:
     """Images per second of `options`, timing `timed_steps` of its steps: every step of DDPM costs one
-    network evaluation (two with guidance), so 100 timed steps of 1000 scale exactly by 1/10."""
+    network evaluation (two with guidance), so 50 timed steps of 1000 scale exactly by 1/20."""
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(count) % 10
     start = time.perf_counter()
@@ -259,10 +265,11 @@ def sampling(runs: dict, dataset: Dataset, samples: int, quick: bool) -> dict:
             if quick and preset == "seed" and (sampler, steps) not in (("ddpm", 1000), ("dpm", 20)):
                 continue
             options = {"sampler": sampler, "steps": steps, "guidance": guidance}
-            timed = 100 if quick and steps == 1000 else steps
+            timed = 50 if quick and steps == 1000 else steps
             row = {"preset": preset, **options, "timed_steps": timed,
                    "images_per_second": round(_images_per_second(run, options, SPEED_BATCH, timed), 3)}
-            if preset == "fast" and steps < 1000 and (not quick or steps in (100, 20, 10)):
+            default = (sampler, steps) == (runs["fast"].model_config.sampler, runs["fast"].model_config.sampling_steps)
+            if preset == "fast" and steps < 1000 and (not quick or steps == 100 or default):
                 reuse = all(default_row.get(k) == v for k, v in options.items()) and default_row["num_samples"] == samples
                 quality = default_row if reuse else _quality(run, evaluator, dataset, samples, options)
                 row.update({k: quality[k] for k in ("class_accuracy", "fid", "kid", "precision", "recall", "num_samples")})
@@ -299,10 +306,11 @@ def vae_section(dataset: Dataset, budgets: list[float], work: Path, iw_samples: 
 
 
 MEMORY_PROBE = r"""
-import json, resource, sys, torch
+import json, sys, torch
 from vaediff.data import load_dataset
 name, model, dataset_name = sys.argv[1], sys.argv[2], sys.argv[3]
-def peak_mb(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, the peak of this process's own memory: ru_maxrss would include the parent's peak from before exec
+def peak_mb(): return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
 def rss_mb(): return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
 before = rss_mb(); dataset = load_dataset(dataset_name); data_mb = rss_mb() - before
 sys.path.insert(0, sys.argv[4]); from run import _models, _step
@@ -332,12 +340,20 @@ print(json.dumps({"sample": sample_peak, "train": peak_mb(), "data_mb": data_mb}
 
 def memory(dataset_name: str) -> dict:
     """Peak resident memory of sampling 500 images and of training (batch 64), each model in its own
-    process (a process's peak only grows, so sampling is measured first, then training)."""
+    process (a process's peak only grows, so sampling is measured first, then training). The probes run
+    at once, one thread each: memory does not depend on speed."""
+    import os
+
     peaks, data_mb = {}, None
-    for name in _models():
-        result = subprocess.run([sys.executable, "-c", MEMORY_PROBE, name, name, dataset_name, str(Path(__file__).parent)],
-                                capture_output=True, text=True, check=True)
-        probe = json.loads(result.stdout.strip().splitlines()[-1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    probes = {name: subprocess.Popen([sys.executable, "-c", MEMORY_PROBE, name, name, dataset_name,
+                                      str(Path(__file__).parent)], stdout=subprocess.PIPE, text=True, env=env)
+              for name in _models()}
+    for name, process in probes.items():
+        stdout, _ = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"memory probe {name} failed with exit code {process.returncode}")
+        probe = json.loads(stdout.strip().splitlines()[-1])
         peaks[f"sample:{name}"] = round(probe["sample"])
         peaks[f"train:{name}"] = round(probe["train"])
         data_mb = probe["data_mb"]
@@ -424,7 +440,7 @@ def _commit() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3-minute trainings, fewer samples: under 10 minutes")
+    parser.add_argument("--quick", action="store_true", help="3-minute trainings, fewer samples: about 10 minutes")
     parser.add_argument("--dataset", default="fashion-mnist", help="data set (default: fashion-mnist)")
     parser.add_argument("--sections", default=None, help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--samples", type=int, default=None, help="samples per quality measurement")
@@ -455,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         if "sampling" in sections:
             results.update(sampling(trained, dataset, samples, args.quick))
         if "vae" in sections:
-            results.update(vae_section(dataset, [1.0] if args.quick else [1.0, 5.0], work, 100 if args.quick else 1000))
+            results.update(vae_section(dataset, [0.5] if args.quick else [1.0, 5.0], work, 100 if args.quick else 1000))
         if "memory" in sections:
             results.update(memory(args.dataset))
         if "latent" in sections:

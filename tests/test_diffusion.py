@@ -10,6 +10,7 @@ from vaediff.diffusion import (
     make_sampling_scheduler,
     make_train_scheduler,
     min_snr_weight,
+    sample_loop,
 )
 from vaediff.errors import ConfigError
 from vaediff.families import load_run, train_run
@@ -151,3 +152,28 @@ def test_seed_preset_refuses_guidance(tmp_path):
         run.generate(2, torch.tensor([1, 2]), torch.Generator(), sampler="dpm", steps=2, guidance=2.0)
     images = run.generate(2, torch.tensor([1, 2]), torch.Generator(), sampler="ddpm", steps=3)
     assert images.shape == (2, 1, 28, 28)
+
+
+def test_ddim_stays_on_the_path_of_a_clipped_prediction():
+    """For data that is one point x0, deterministic DDIM keeps x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps with the
+    starting eps. When the predicted x0 lies outside [-1, 1] (as guidance makes it), it is clipped, and eps
+    must follow the clipped x0; with the unclipped eps (diffusers' default) the path leaves this line."""
+    config = preset_config("fast")
+    scheduler = make_sampling_scheduler("ddim", make_train_scheduler(config), 20, config)
+    alphas = scheduler.alphas_cumprod
+    target = 1.5  # beyond the clipping range: the clipped point is 1.0
+
+    def oracle(x, t, labels):  # the v-prediction of a model whose data is the constant image `target`
+        a = alphas[t].view(-1, 1, 1, 1)
+        eps = (x - a.sqrt() * target) / (1 - a).sqrt()
+        return a.sqrt() * eps - (1 - a).sqrt() * target
+
+    noise = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    trajectory: list[torch.Tensor] = []
+    sample_loop(oracle, scheduler, noise, torch.zeros(4, dtype=torch.long), 1.0, None, trajectory=trajectory)
+    for x, t in zip(trajectory[:-1], scheduler.timesteps[1:], strict=True):  # x_t after each step but the last
+        a = alphas[t]
+        implied_eps = (x - a.sqrt() * 1.0) / (1 - a).sqrt()
+        start_eps = (noise - alphas[scheduler.timesteps[0]].sqrt()) / (1 - alphas[scheduler.timesteps[0]]).sqrt()
+        assert torch.allclose(implied_eps, start_eps, atol=1e-3), int(t)
+    assert torch.allclose(trajectory[-1], torch.ones_like(noise))

@@ -173,10 +173,15 @@ def sample_loop(denoiser: Denoiser, scheduler, noise: torch.Tensor, labels: torc
     `trajectory` is given, x_t after the steps whose index is in `record_at` is appended to it.
     """
     sample = noise * scheduler.init_noise_sigma
+    # DDIM (eq. 12 of Song et al. 2021) moves x_t along x_0 and eps. When x_0 is clipped, eps must be
+    # re-derived from the clipped x_0 (as GLIDE does); diffusers' default keeps the unclipped eps, and with
+    # guidance the two disagree: measured on a fast-preset model, DDIM-100 at guidance 2 fell from class
+    # accuracy 0.945 to 0.195 (FID 1.80 -> 42). DDPM and DPM-Solver++ step from x_0 alone and need nothing.
+    extra = {"use_clipped_model_output": True} if isinstance(scheduler, DDIMScheduler) else {}
     for index, t in enumerate(scheduler.timesteps):
         model_input = scheduler.scale_model_input(sample, t)
         prediction = guided_prediction(denoiser, model_input, t.to(sample.device), labels, guidance, null_label)
-        sample = scheduler.step(prediction, t, sample, generator=generator).prev_sample
+        sample = scheduler.step(prediction, t, sample, generator=generator, **extra).prev_sample
         if trajectory is not None and (record_at is None or index in record_at):
             trajectory.append(sample.clone())
     return sample

@@ -64,6 +64,23 @@ def _reference_subset(split: ImageSplit, size: int, seed: int) -> torch.Tensor:
     return split.images[index]
 
 
+# What quality_metrics computes from real images alone (reference features, test-to-train distances) is
+# the same for every model and every point of the report's curves: computed once per evaluator and data.
+_REAL_CACHE: dict[tuple, tuple[object, object, torch.Tensor]] = {}
+
+
+def _cached(key: tuple, evaluator: Evaluator, dataset: Dataset, compute) -> torch.Tensor:
+    entry = _REAL_CACHE.get(key)
+    # identity, not equality: the entry keeps its evaluator and images alive, so `is` cannot be fooled
+    if entry is not None and entry[0] is evaluator and entry[1] is dataset.train.images:
+        return entry[2]
+    if len(_REAL_CACHE) > 8:
+        _REAL_CACHE.clear()
+    value = compute()
+    _REAL_CACHE[key] = (evaluator, dataset.train.images, value)
+    return value
+
+
 def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.Tensor | None, dataset: Dataset,
                     seed: int = 0, reference_size: int = 10000) -> dict:
     """Every sample-quality number for `samples` (N, 1, 28, 28) in [0, 1].
@@ -72,8 +89,9 @@ def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.T
     KID against all of it, precision/recall/density/coverage against as many real images as samples
     (the papers' protocol). `labels` are the classes the samples were drawn for, if any.
     """
-    reference = _reference_subset(dataset.train, min(len(dataset.train), reference_size), seed)
-    real_features, _ = evaluator.features_and_probabilities(reference)
+    reference_count = min(len(dataset.train), reference_size)
+    real_features = _cached(("features", seed, reference_count), evaluator, dataset, lambda: (
+        evaluator.features_and_probabilities(_reference_subset(dataset.train, reference_count, seed))[0]))
     features, probabilities = evaluator.features_and_probabilities(samples)
     matched = real_features[: min(len(real_features), len(features))]
     kid_mean, kid_std = m.kernel_distance(real_features, features, seed=seed)
@@ -90,14 +108,16 @@ def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.T
         "is": inception,
         "is_std": inception_std,
         "num_samples": len(samples),
-        "reference_images": len(reference),
+        "reference_images": reference_count,
     }
     predicted = probabilities.argmax(dim=1)
     if labels is not None:
         result["class_accuracy"] = float((predicted == labels).float().mean())
         result["confusion"] = m.confusion_matrix(labels, predicted).tolist()
     result["predicted_class_share"] = (torch.bincount(predicted, minlength=10).float() / len(predicted)).tolist()
-    detail = m.memorisation(samples, dataset.train.images, dataset.test.images)
+    test_distances = _cached(("test_distances",), evaluator, dataset,
+                             lambda: m.nearest_distances(dataset.test.images, dataset.train.images))
+    detail = m.memorisation(samples, dataset.train.images, test_distances=test_distances)
     result["memorisation"] = detail["share_closer_than_test_p05"]
     result["memorisation_detail"] = detail
     return result

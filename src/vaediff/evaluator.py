@@ -102,11 +102,19 @@ def accuracy(net: EvaluatorNet, split: ImageSplit) -> float:
     return correct / len(split)
 
 
-def train_evaluator(dataset: Dataset, seed: int = 0, image_passes: int = 240_000, batch_size: int = 128,
+def default_image_passes(train_size: int) -> int:
+    """4 epochs of 60,000 images; 20 of a small set (mnist-5k: 80,000 passes, 0.987 test accuracy in about
+    a minute here; 240,000 gave 0.992 in three)."""
+    return min(240_000, 20 * train_size)
+
+
+def train_evaluator(dataset: Dataset, seed: int = 0, image_passes: int | None = None, batch_size: int = 128,
                     progress: bool = True) -> tuple[EvaluatorNet, float]:
-    """Train on the training split for about `image_passes` images (4 epochs of 60,000; 60 of 4,000)."""
+    """Train on the training split for `image_passes` images (default: `default_image_passes`)."""
     from vaediff.console import progress_bar
 
+    if image_passes is None:
+        image_passes = default_image_passes(len(dataset.train))
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     net = EvaluatorNet()

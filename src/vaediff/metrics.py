@@ -129,12 +129,16 @@ def nearest_distances(queries: torch.Tensor, references: torch.Tensor, chunk: in
     return torch.cat(out)
 
 
-def memorisation(samples: torch.Tensor, train_images: torch.Tensor, test_images: torch.Tensor,
-                 quantile: float = 0.05) -> dict:
+def memorisation(samples: torch.Tensor, train_images: torch.Tensor, test_images: torch.Tensor | None = None,
+                 quantile: float = 0.05, test_distances: torch.Tensor | None = None) -> dict:
     """Share of samples closer to a training image than the `quantile` of held-out test images' distances
-    to the training set. A model that does not copy its training set scores about `quantile`."""
+    to the training set. A model that does not copy its training set scores about `quantile`.
+    `test_distances` (nearest_distances(test_images, train_images)) may be given instead of the images."""
     sample_distances = nearest_distances(samples, train_images)
-    test_distances = nearest_distances(test_images, train_images)
+    if test_distances is None:
+        if test_images is None:
+            raise ValueError("memorisation needs test_images or test_distances")
+        test_distances = nearest_distances(test_images, train_images)
     threshold = float(torch.quantile(test_distances, quantile))
     return {
         "share_closer_than_test_p05": float((sample_distances < threshold).float().mean()),

@@ -7,7 +7,7 @@ from the last finished stage (and an interrupted training from its checkpoint).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from vaediff.runs import atomic_write_json, prepare_output_dir, read_json, write_run_config
@@ -29,6 +29,9 @@ class QuickstartPlan:
     iw_samples: int = 200         # importance samples for the VAEs' NLL bound
     curve_samples: int = 50       # samples per point of the report's steps and guidance curves
     seed: int = 0
+    # per model type, extra options for its training run (e.g. {"diffusion": {"model": {...}}}): tiny
+    # networks in the tests, other presets for users who want them
+    model_options: dict = field(default_factory=dict)
 
     def train_minutes(self, model_type: str) -> float:
         return self.minutes * TRAIN_FRACTION * SHARES[model_type]
@@ -61,6 +64,7 @@ def _run_stage(name: str, plan: QuickstartPlan, out: Path, data_dir: str | None,
         load_or_train_evaluator(load_dataset(plan.dataset, data_dir))
     elif kind == "train":
         options = {"preset": "fast"} if model_type == "diffusion" else {}
+        options.update(plan.model_options.get(model_type, {}))
         can_resume = resume and (run_dir / "config.json").is_file()
         train_run(model_type, run_dir, plan.dataset, data_dir, options,
                   {"minutes": plan.train_minutes(model_type), "seed": plan.seed}, resume=can_resume,
@@ -75,23 +79,25 @@ def _run_stage(name: str, plan: QuickstartPlan, out: Path, data_dir: str | None,
 
 
 def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", minutes: float = 15.0,
-               data_dir: str | None = None, overwrite: bool = False, resume: bool = False, seed: int = 0) -> Path:
-    """Run (or resume) the study into `out`; returns the report's path."""
+               data_dir: str | None = None, overwrite: bool = False, resume: bool = False, seed: int = 0,
+               plan: QuickstartPlan | None = None) -> Path:
+    """Run (or resume) the study into `out`; returns the report's path. `plan`, when given, replaces
+    `dataset`, `minutes` and `seed` (and sets sample counts and model options too)."""
     from vaediff.data import load_dataset
 
-    plan = QuickstartPlan(dataset=dataset, minutes=minutes, seed=seed)
+    plan = plan or QuickstartPlan(dataset=dataset, minutes=minutes, seed=seed)
     out = Path(out)
-    load_dataset(dataset, data_dir)  # a bad data set fails here, before anything is written
     done: list[str] = []
     if resume and (out / STATE_FILE).is_file():
         done = list(read_json(out / STATE_FILE).get("done", []))
         settings = read_json(out / "config.json").get("settings", {})
-        plan = QuickstartPlan(dataset=settings.get("dataset", dataset), minutes=settings.get("minutes", minutes),
-                              seed=settings.get("seed", seed))
+        data_dir = settings.get("data_dir", data_dir)
+        plan = QuickstartPlan(**{f.name: settings[f.name] for f in fields(QuickstartPlan) if f.name in settings})
+        load_dataset(plan.dataset, data_dir)
     else:
+        load_dataset(plan.dataset, data_dir)  # a bad data set fails here, before anything is written
         prepare_output_dir(out, overwrite=overwrite)
-        write_run_config(out, "quickstart", {"dataset": dataset, "data_dir": data_dir, "minutes": minutes,
-                                             "seed": seed})
+        write_run_config(out, "quickstart", {**asdict(plan), "data_dir": data_dir})
     stages = _stages(plan)
     started = time.perf_counter()
     for index, (name, description) in enumerate(stages, start=1):

@@ -403,8 +403,9 @@ class Trainer:
         self.state = self._initial_state(resume)
         self.budget_s = config.minutes * 60 if config.minutes is not None else math.inf
         self.steps_per_epoch = _steps_per_epoch(dataset, config)
-        # Without epochs short enough to log each, a row every tenth of the budget (30 s to 5 min apart).
-        self.eval_interval_s = max(30.0, min(300.0, self.budget_s / 10)) if config.minutes else math.inf
+        # Without epochs short enough to log each, a row every fifth of the budget (1 to 5 minutes apart):
+        # a curve of five points, and the seed network's test loss costs under 3% of its training time.
+        self.eval_interval_s = max(60.0, min(300.0, self.budget_s / 5)) if config.minutes else math.inf
         self.bar = progress_bar(total=self.state.planned_steps, initial=self.state.step, desc=title, unit="step",
                                 enabled=self.is_main and progress)
         self.session_start, self.elapsed_at_start = time.perf_counter(), self.state.elapsed_s

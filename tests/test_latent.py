@@ -1,0 +1,68 @@
+"""Latent diffusion: two stages through the real command line, a latent scaled to unit variance, the
+denoiser loadable by stock diffusers, an autoencoder reused by a second run, every metric key."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from vaediff.families import load_run
+from vaediff.runs import load_safetensors
+
+TINY = {"autoencoder": {"block_out_channels": [8, 16, 16], "norm_num_groups": 4},
+        "denoiser": {"block_out_channels": [16], "norm_num_groups": 4, "attention_head_dim": 8, "sampling_steps": 4}}
+
+
+@pytest.fixture(scope="module")
+def latent_run(tmp_path_factory):
+    from vaediff.cli import main
+
+    run_dir = tmp_path_factory.mktemp("latent") / "run"
+    assert main(["train", "latent-diffusion", "--out", str(run_dir), "--max-steps", "12", "--batch-size", "32",
+                 "--model-config", json.dumps(TINY)]) == 0
+    return run_dir
+
+
+def test_two_stages_write_a_loadable_run_with_unit_variance_latents(latent_run, mnist5k):
+    from diffusers import UNet2DModel
+
+    for name in ("config.json", "loss.csv", "samples.png", "unet/config.json", "scheduler/scheduler_config.json",
+                 "autoencoder/done.json"):
+        assert (latent_run / name).is_file(), name
+    run = load_run(latent_run)
+    with torch.no_grad():
+        means, _ = run.autoencoder.encode(mnist5k.test.images[:500])
+    latents = means * run.scaling_factor
+    assert latents.shape[1:] == (4, 7, 7)
+    assert 0.8 < float(latents.std()) < 1.25  # the scale factor makes the denoiser's data unit-variance
+    stock = UNet2DModel.from_pretrained(latent_run / "unet").eval()
+    x, t, y = torch.randn(3, 4, 7, 7), torch.tensor([10, 500, 900]), torch.tensor([0, 5, 10])
+    with torch.no_grad():
+        assert torch.allclose(stock(x, t, class_labels=y).sample, run.model.unet(x, t, class_labels=y).sample)
+
+
+def test_sample_grid_and_every_metric(latent_run, cli, tmp_path, evaluator_cache):
+    code, _, err = cli("sample", latent_run, "--out", tmp_path / "grid.png", "--sampler", "ddim", "--steps", "3")
+    assert code == 0, err
+    assert Image.open(tmp_path / "grid.png").size[0] >= 10 * 28  # 10 x 10, one row per class
+    code, _, err = cli("evaluate", latent_run, "--n-samples", "40", "--steps", "3")
+    assert code == 0, err
+    metrics = json.loads((latent_run / "metrics.json").read_text())
+    for key in ("fid", "fid_real", "kid", "precision", "recall", "density", "coverage", "is", "class_accuracy",
+                "memorisation", "samples_per_second", "autoencoder_fid", "evaluator_accuracy"):
+        assert key in metrics, key
+    assert metrics["fid_real"] < metrics["fid"]
+
+
+def test_second_run_reuses_the_autoencoder(latent_run, cli, tmp_path):
+    second = tmp_path / "second"
+    code, _, err = cli("train", "latent-diffusion", "--out", second, "--autoencoder", latent_run, "--max-steps", "3",
+                       "--batch-size", "32", "--model-config", json.dumps({"denoiser": TINY["denoiser"]}))
+    assert code == 0, err
+    first_weights = load_safetensors(next((latent_run / "autoencoder").glob("*.safetensors")))
+    second_weights = load_safetensors(next((second / "autoencoder").glob("*.safetensors")))
+    assert all(torch.equal(first_weights[k], second_weights[k]) for k in first_weights)
+    assert load_run(second).scaling_factor == load_run(latent_run).scaling_factor
+    code, _, err = cli("train", "latent-diffusion", "--out", tmp_path / "third", "--autoencoder", tmp_path / "none")
+    assert code == 2 and "--autoencoder" in err

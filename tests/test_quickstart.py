@@ -1,0 +1,44 @@
+"""The whole study in one call, with tiny networks: every stage's output, the refusal to overwrite, and a
+resume that redoes only the stages that had not finished."""
+
+import json
+
+from vaediff.quickstart import STATE_FILE, QuickstartPlan, quickstart
+
+TINY_UNET = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "attention_head_dim": 8, "sampling_steps": 3}
+PLAN = QuickstartPlan(minutes=0.15, eval_samples=30, iw_samples=4, curve_samples=10, model_options={
+    "vae": {"model": {"hidden": 32, "latent": 4}},
+    "cvae": {"model": {"hidden": 32, "latent": 4}},
+    "diffusion": {"model": TINY_UNET},
+    "latent-diffusion": {"model": {"autoencoder": {"block_out_channels": [8, 16, 16], "norm_num_groups": 4},
+                                   "denoiser": {**TINY_UNET, "block_out_channels": [16]}}},
+})
+MODELS = ("vae", "cvae", "diffusion", "latent-diffusion")
+
+
+def test_quickstart_writes_everything_refuses_overwrite_and_resumes(tmp_path, cli, evaluator_cache):
+    out = tmp_path / "qs"
+    report = quickstart(out, plan=PLAN)
+    assert report.is_file() and report.with_suffix(".html").is_file()
+    assert len(list((out / "eda").glob("*.png"))) >= 2
+    for model in MODELS:
+        metrics = json.loads((out / model / "metrics.json").read_text())
+        assert metrics["model_type"] == model
+    text = report.read_text()
+    assert all(model in text for model in MODELS)
+    state = json.loads((out / STATE_FILE).read_text())
+    assert state["done"][-1] == "compare" and len(state["done"]) == 2 + 2 * len(MODELS) + 1
+
+    code, _, err = cli("quickstart", "--out", out)  # a second run into the same directory is refused
+    assert code == 2 and "--overwrite" in err
+
+    # interrupted after evaluating the pixel diffusion model: resume redoes only what follows
+    trained = (out / "vae" / "model.safetensors").stat().st_mtime_ns
+    cut = state["done"].index("evaluate:diffusion") + 1
+    (out / STATE_FILE).write_text(json.dumps({"done": state["done"][:cut]}))
+    (out / "latent-diffusion" / "metrics.json").unlink()
+    code, printed, err = cli("quickstart", "--out", out, "--resume")
+    assert code == 0, err
+    assert (out / "latent-diffusion" / "metrics.json").is_file()
+    assert (out / "vae" / "model.safetensors").stat().st_mtime_ns == trained  # not trained again
+    assert "report:" in printed and "Quality:" in printed and "Speed:" in printed and "Likelihood:" in printed

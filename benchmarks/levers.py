@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 
@@ -55,6 +56,7 @@ def evals_per_second(model, batch: int, repeats: int = 3, mode: str = "inference
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions (median reported)")
     args = parser.parse_args()
     dataset = load_dataset("fashion-mnist")
     images, labels = dataset.train.images[:64] * 2 - 1, dataset.train.labels[:64]
@@ -69,27 +71,40 @@ def main() -> int:
     def optimizer_for(model, **kwargs):
         return torch.optim.AdamW(model.parameters(), lr=1e-4, **kwargs)
 
-    model = fresh()
-    results["train_step_s"] = {"baseline (AdamW foreach)": step_seconds(model, objective, optimizer_for(model, foreach=True), images, labels)}
-    model = fresh()
-    results["train_step_s"]["AdamW for-loop"] = step_seconds(model, objective, optimizer_for(model, foreach=False), images, labels)
-    model = fresh()
-    results["train_step_s"]["AdamW fused"] = step_seconds(model, objective, optimizer_for(model, fused=True), images, labels)
-    model = fresh().to(memory_format=torch.channels_last)
-    results["train_step_s"]["channels-last"] = step_seconds(model, objective, optimizer_for(model, foreach=True), images,
-                                                             labels, memory_format=torch.channels_last)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    model = fresh()
-    results["train_step_s"]["1 thread"] = step_seconds(model, objective, optimizer_for(model, foreach=True), images, labels)
-    torch.set_num_threads(threads)
+    def with_threads(count: int):
+        def run(model, optimizer, memory_format=None):
+            previous = torch.get_num_threads()
+            torch.set_num_threads(count)
+            try:
+                return step_seconds(model, objective, optimizer, images, labels, memory_format=memory_format)
+            finally:
+                torch.set_num_threads(previous)
+        return run
+
     attention = preset_config("fast", mid_block_attention=True)
-    torch.manual_seed(0)
-    model = ClassConditionalUNet(attention)
-    results["train_step_s"]["with 7x7 mid-block attention"] = step_seconds(model, DiffusionObjective(attention),
-                                                                           optimizer_for(model, foreach=True), images, labels)
+    attention_objective = DiffusionObjective(attention)
+    levers = {  # name -> (model, optimizer, memory format, objective)
+        "baseline (AdamW foreach)": (fresh(), {"foreach": True}, None, objective),
+        "AdamW for-loop": (fresh(), {"foreach": False}, None, objective),
+        "AdamW fused": (fresh(), {"fused": True}, None, objective),
+        "channels-last": (fresh().to(memory_format=torch.channels_last), {"foreach": True}, torch.channels_last, objective),
+        "with 7x7 mid-block attention": (ClassConditionalUNet(attention), {"foreach": True}, None, attention_objective),
+    }
+    optimizers = {name: optimizer_for(model, **kwargs) for name, (model, kwargs, _, _) in levers.items()}
+    timings: dict[str, list[float]] = {name: [] for name in levers}
+    timings["1 thread"] = []
+    one_thread = fresh()
+    one_thread_optimizer = optimizer_for(one_thread, foreach=True)
+    # Rounds, each lever once per round, median over rounds: the CPU's clock and the allocator drift over
+    # minutes, and a lever measured once, first or last, would carry that drift.
+    for _ in range(args.rounds):
+        for name, (model, _, memory_format, lever_objective) in levers.items():
+            timings[name].append(step_seconds(model, lever_objective, optimizers[name], images, labels,
+                                              memory_format=memory_format))
+        timings["1 thread"].append(with_threads(1)(one_thread, one_thread_optimizer))
+    results["train_step_s"] = {name: statistics.median(values) for name, values in timings.items()}
     model = fresh().eval()
-    results["sampling_evals_per_second"] = {f"batch {b}": evals_per_second(model, b) for b in (20, 100, 500, 1000)}
+    results["sampling_evals_per_second"] = {f"batch {b}": evals_per_second(model, b) for b in (20, 100, 200, 500, 1000)}
     results["sampling_evals_per_second"]["batch 500, no_grad instead of inference_mode"] = evals_per_second(model, 500, mode="no_grad")
     cl = fresh().eval().to(memory_format=torch.channels_last)
     results["sampling_evals_per_second"]["batch 500, channels-last"] = evals_per_second(cl, 500)

@@ -92,10 +92,12 @@ class RunSummary:
     model_type: str
     metrics: dict
     history: list[dict] = field(default_factory=list)
+    stage_one_history: list[dict] = field(default_factory=list)  # latent diffusion's autoencoder, if trained here
 
     def value(self, key: str) -> float | None:
-        if key == "train_minutes":
-            return self.history[-1]["elapsed_s"] / 60 if self.history else None
+        if key == "train_minutes":  # both stages of latent diffusion (a reused autoencoder cost this run nothing)
+            seconds = [h[-1]["elapsed_s"] for h in (self.history, self.stage_one_history) if h]
+            return sum(seconds) / 60 if seconds else None
         value = self.metrics.get(key)
         if isinstance(value, dict):
             value = value.get("mean")
@@ -121,7 +123,7 @@ def summarize_runs(run_dirs: list[Path]) -> list[RunSummary]:
             raise RunError(f"{run_dir} has no metrics.json; run `vaediff evaluate {run_dir}` first")
         name = run_dir.name if run_dir.name not in {s.name for s in summaries} else str(run_dir)
         summaries.append(RunSummary(name, run_dir, config["model_type"], read_json(run_dir / "metrics.json"),
-                                    read_history(run_dir)))
+                                    read_history(run_dir), read_history(run_dir / "autoencoder")))
     datasets = {s.metrics.get("dataset") for s in summaries}
     if len(datasets) > 1:
         raise RunError(f"runs on different data sets cannot be compared: {', '.join(sorted(map(str, datasets)))}")

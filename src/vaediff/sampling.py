@@ -31,7 +31,7 @@ def check_label(run: Generator, label: int | None) -> None:
         raise ConfigError(f"class label must be in 0..{NUM_CLASSES - 1}, got {label}")
 
 
-def draw(run: Generator, count: int, label: int | None = None, seed: int = 0, batch_size: int = 500,
+def draw(run: Generator, count: int, label: int | None = None, seed: int = 0, batch_size: int = 100,
          **options: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`count` images; for a conditional run, all of class `label`, or classes 0..9 in turn when None.
 

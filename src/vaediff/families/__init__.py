@@ -63,8 +63,9 @@ def load_run(run_dir: str | Path):
 
 def train_run(model_type: str, out: str | Path, dataset: str = "mnist-5k", data_dir: str | None = None,
               options: dict | None = None, train_options: dict | None = None, resume: bool = False,
-              overwrite: bool = False, progress: bool = True) -> Path:
+              overwrite: bool = False, progress: bool = True, figures: bool = True) -> Path:
     """Train a model of `model_type` into the run directory `out` (or continue it with `resume`).
+    `figures=False` skips the sample grids drawn after training (sweeps and benchmarks).
 
     `options` are the family's settings (e.g. {"preset": "fast"}, {"binarize": True}); `train_options`
     override fields of TrainConfig (None values are ignored). On resume, the stored configuration is
@@ -103,5 +104,5 @@ def train_run(model_type: str, out: str | Path, dataset: str = "mnist-5k", data_
     if is_main_process():
         write_run_config(run_dir, "train", settings, model_type=model_type, model=config_to_dict(model_config),
                          train=config_to_dict(train_config))
-    family.train(run_dir, data, model_config, train_config, resume, settings, progress=progress)
+    family.train(run_dir, data, model_config, train_config, resume, settings, progress=progress, figures=figures)
     return run_dir

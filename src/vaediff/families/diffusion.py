@@ -215,13 +215,13 @@ def write_denoising_figure(run: DiffusionRun, path: Path, class_names: tuple[str
 
 
 def train_diffusion(run_dir: Path, dataset: Dataset, model_config: DiffusionConfig, train_config, resume: bool,
-                    options: dict, progress: bool = True):
+                    options: dict, progress: bool = True, figures: bool = True):
     from vaediff.train import train
 
     objective = DiffusionObjective(model_config)
     state = train(objective, partial(ClassConditionalUNet, model_config), dataset, train_config, run_dir, resume=resume,
                   title=f"diffusion ({model_config.preset}) on {dataset.name}", progress=progress)
-    if is_main_process():
+    if figures and is_main_process():
         run = DiffusionRun.load(run_dir, {"model": config_to_dict(model_config)})
         write_run_figures(run, dataset.class_names, train_config.seed)
     return state

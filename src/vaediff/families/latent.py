@@ -216,7 +216,8 @@ def _stage_one(run_dir: Path, dataset: Dataset, config: LatentDiffusionConfig, t
 
 
 def train_latent_diffusion(run_dir: Path, dataset: Dataset, model_config: LatentDiffusionConfig,
-                           train_config: TrainConfig, resume: bool, options: dict, progress: bool = True):
+                           train_config: TrainConfig, resume: bool, options: dict, progress: bool = True,
+                           figures: bool = True):
     from vaediff.train import train
 
     reuse = options.get("autoencoder")
@@ -240,8 +241,9 @@ def train_latent_diffusion(run_dir: Path, dataset: Dataset, model_config: Latent
     if is_main_process():
         if reuse:  # the run must stand alone: copy the reused autoencoder in
             _copy_autoencoder(_autoencoder_dir(Path(reuse)), run_dir / AUTOENCODER_DIR)
-        run = LatentDiffusionRun.load(run_dir, {"model": config_to_dict(model_config)})
-        write_run_figures(run, dataset.class_names, train_config.seed)
+        if figures:
+            run = LatentDiffusionRun.load(run_dir, {"model": config_to_dict(model_config)})
+            write_run_figures(run, dataset.class_names, train_config.seed)
     return state
 
 

@@ -181,13 +181,13 @@ def default_train_options(model_config: VAEConfig, options: dict) -> dict:
 
 
 def train_vae(run_dir: Path, dataset: Dataset, model_config: VAEConfig, train_config, resume: bool,
-              options: dict, progress: bool = True):
+              options: dict, progress: bool = True, figures: bool = True):
     from vaediff.train import train
 
     objective = VAEObjective(model_config, binarize=bool(options.get("binarize")))
     state = train(objective, partial(VAE, model_config), dataset, train_config, run_dir, resume=resume,
                   title=f"{model_config.model_type} on {dataset.name}", progress=progress)
-    if is_main_process():
+    if figures and is_main_process():
         run = VAERun.load(run_dir, {"model": _model_dict(model_config)})
         write_vae_figures(run, dataset, seed=train_config.seed, tsne=bool(options.get("tsne")))
     return state

@@ -159,8 +159,7 @@ def build_model_config(model_type: str, options: dict) -> LatentDiffusionConfig:
                                            "--model-config 'autoencoder'")
         denoiser = preset_with_overrides("latent", {"channels": autoencoder.latent_channels,
                                                     **overrides.get("denoiser", {})})
-        stage_one = {k: overrides[k] for k in ("autoencoder_share", "autoencoder_lr", "autoencoder_batch_size")
-                     if k in overrides}
+        stage_one = {k: v for k, v in overrides.items() if k not in ("autoencoder", "denoiser")}  # checked above
         return LatentDiffusionConfig(autoencoder, denoiser, **stage_one)
     except ValueError as exc:
         raise ConfigError(f"--model-config: {exc}") from None

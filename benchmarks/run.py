@@ -113,7 +113,7 @@ def data_speed(dataset: Dataset, batches: int) -> dict:
 def _models() -> dict:
     """name -> (objective, model factory, batch transform) for every model and preset."""
     from vaediff.families.diffusion import DiffusionObjective
-    from vaediff.families.latent import AutoencoderObjective, LatentDiffusionObjective
+    from vaediff.families.latent import AdversarialAutoencoder, AutoencoderObjective, LatentDiffusionObjective
     from vaediff.families.vae import VAEObjective
     from vaediff.models.autoencoder import AutoencoderConfig, LatentAutoencoder
     from vaediff.models.unet import ClassConditionalUNet, preset_config
@@ -128,7 +128,7 @@ def _models() -> dict:
         "cvae": (VAEObjective(cvae), lambda: VAE(cvae)),
         "diffusion-seed": (DiffusionObjective(seed), lambda: ClassConditionalUNet(seed)),
         "diffusion-fast": (DiffusionObjective(fast), lambda: ClassConditionalUNet(fast)),
-        "latent-autoencoder": (AutoencoderObjective(autoencoder), lambda: LatentAutoencoder(autoencoder)),
+        "latent-autoencoder": (AutoencoderObjective(autoencoder), lambda: AdversarialAutoencoder(autoencoder)),
         "latent-denoiser": (LatentDiffusionObjective(latent, frozen, 1.0), lambda: ClassConditionalUNet(latent)),
     }
 
@@ -136,7 +136,8 @@ def _models() -> dict:
 def _step(objective, model, optimizer, images, labels, step: int) -> None:
     from vaediff.train import BatchRandom
 
-    draw = BatchRandom(0, step, len(images), slice(None), torch.device("cpu"))
+    # progress 1: the last phase of training, every loss term on (the autoencoder's critic included)
+    draw = BatchRandom(0, step, len(images), slice(None), torch.device("cpu"), progress=1.0)
     loss = objective.losses(model, images, labels, draw)["loss"]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -66,3 +66,50 @@ def test_second_run_reuses_the_autoencoder(latent_run, cli, tmp_path):
     assert load_run(second).scaling_factor == load_run(latent_run).scaling_factor
     code, _, err = cli("train", "latent-diffusion", "--out", tmp_path / "third", "--autoencoder", tmp_path / "none")
     assert code == 2 and "--autoencoder" in err
+
+
+def test_stage_one_logs_the_adversarial_terms(latent_run):
+    header, *rows = (latent_run / "autoencoder" / "loss.csv").read_text().splitlines()
+    columns = header.split(",")
+    for name in ("train_recon", "train_kl", "train_critic", "train_adversarial", "test_recon"):
+        assert name in columns, name
+    last = dict(zip(columns, rows[-1].split(","), strict=True))
+    assert float(last["train_critic"]) > 0 and last["test_critic"] == ""  # the critic is trained, not evaluated
+
+
+def test_adaptive_weight_balances_the_two_gradients():
+    from vaediff.families.latent import adaptive_weight
+
+    weight = torch.ones(3, requires_grad=True)
+    reconstruction = (weight * torch.tensor([3.0, 0.0, 4.0])).sum()  # gradient norm 5
+    adversarial = (weight * torch.tensor([0.0, 0.5, 0.0])).sum()     # gradient norm 0.5
+    assert float(adaptive_weight(reconstruction, adversarial, weight)) == pytest.approx(5 / (0.5 + 1e-4))
+
+
+def _gradients(progress: float):
+    """Gradients of one step's loss at `progress`, for the autoencoder and the critic, and its terms."""
+    from vaediff.families.latent import AdversarialAutoencoder, AutoencoderObjective
+    from vaediff.models.autoencoder import AutoencoderConfig
+    from vaediff.train import BatchRandom
+
+    torch.manual_seed(0)
+    config = AutoencoderConfig(block_out_channels=(8, 16, 16), norm_num_groups=4, discriminator_channels=8)
+    module, objective = AdversarialAutoencoder(config), AutoencoderObjective(config)
+    images, labels = torch.rand(6, 1, 28, 28), torch.zeros(6, dtype=torch.long)
+    terms = objective.losses(module, images, labels, BatchRandom(0, 0, 6, slice(None), torch.device("cpu"), progress))
+    terms["loss"].backward()
+    grads = {name: p.grad.clone() for name, p in module.named_parameters()}
+    return grads, terms, config
+
+
+def test_each_player_learns_from_its_own_loss_from_its_start():
+    early, terms, config = _gradients(0.0)  # before discriminator_start: the plain -ELBO, critic idle
+    assert torch.allclose(terms["loss"], terms["recon"] + config.kl_weight * terms["kl"])
+    assert all(float(g.abs().max()) == 0 for name, g in early.items() if name.startswith("discriminator"))
+    critic_only, _, _ = _gradients(0.4)  # the critic learns; the decoder does not hear it yet
+    assert any(float(g.abs().max()) > 0 for name, g in critic_only.items() if name.startswith("discriminator"))
+    assert all(torch.equal(early[name], critic_only[name]) for name in early if name.startswith("autoencoder"))
+    both, terms, _ = _gradients(1.0)  # the adversarial term reaches the decoder, and not the critic
+    decoder = "autoencoder.vae.decoder.conv_out.weight"
+    assert not torch.allclose(both[decoder], early[decoder])
+    assert all(torch.equal(both[name], critic_only[name]) for name in both if name.startswith("discriminator"))

@@ -94,7 +94,9 @@ class BatchRandom:
     what lets a resumed or multi-process run reproduce a single unbroken run.
     """
 
-    def __init__(self, seed: int, step: int, global_batch: int, rows: slice, device: torch.device):
+    def __init__(self, seed: int, step: int, global_batch: int, rows: slice, device: torch.device,
+                 progress: float = 0.0):
+        self.progress = progress  # share of the planned optimizer steps done (0 while the plan is unknown)
         mixed = (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + 1) % (2**63 - 1)
         self.generator = torch.Generator(device=device).manual_seed(mixed)
         self.global_batch, self.rows, self.device = global_batch, rows, device
@@ -488,8 +490,9 @@ class Trainer:
         (not finite, signalled, out of time) and the loss."""
         accel, setup, state, config = self.accel, self.setup, self.state, self.config
         with accel.accumulate(setup.module):
+            progress = state.step / state.planned_steps if state.planned_steps else 0.0
             draw = BatchRandom(config.seed, state.micro_step, len(images) * accel.num_processes, setup.rows,
-                               accel.device)
+                               accel.device, progress)
             terms = self.objective.losses(setup.module, images, labels, draw)
             loss = terms["loss"]
             bad = not bool(torch.isfinite(loss.detach()))

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vaediff.data import Dataset
@@ -29,7 +30,7 @@ from vaediff.families.diffusion import (
     write_run_figures,
 )
 from vaediff.likelihood import bernoulli_nll, gaussian_kl
-from vaediff.models.autoencoder import AutoencoderConfig, LatentAutoencoder
+from vaediff.models.autoencoder import AutoencoderConfig, LatentAutoencoder, PatchDiscriminator
 from vaediff.models.unet import ClassConditionalUNet, DiffusionConfig, preset_config
 from vaediff.runs import (
     atomic_write_json,
@@ -61,24 +62,74 @@ class LatentDiffusionConfig:
             raise ValueError(f"autoencoder_share must be in (0, 1), got {self.autoencoder_share}")
 
 
-class AutoencoderObjective:
-    """-ELBO with a weighted KL term: Bernoulli reconstruction (nats) + kl_weight * KL, per image."""
+class AdversarialAutoencoder(nn.Module):
+    """Stage one's training module: the autoencoder and (when adversarial) its critic, in one forward pass
+    as DistributedDataParallel needs. Evaluation (eval mode) runs the autoencoder alone."""
 
-    loss_names = ("loss", "recon", "kl")
+    def __init__(self, config: AutoencoderConfig):
+        super().__init__()
+        self.autoencoder = LatentAutoencoder(config)
+        self.discriminator = PatchDiscriminator(config.discriminator_channels) if config.adversarial else None
+
+    def forward(self, images: torch.Tensor, noise: torch.Tensor):
+        """(logits, mean, logvar, critic_scores, generator_scores); the scores are None in eval mode.
+
+        critic_scores: the critic on real images, then on detached reconstructions (trains the critic only).
+        generator_scores: a critic with detached weights on the reconstructions (trains the autoencoder
+        only). So one backward pass trains both players, each on its own loss.
+        """
+        logits, mean, logvar = self.autoencoder(images, noise)
+        if self.discriminator is None or not self.training:
+            return logits, mean, logvar, None, None
+        fakes = torch.sigmoid(logits)
+        critic_scores = self.discriminator(torch.cat([images, fakes.detach()]))
+        frozen = {name: weight.detach() for name, weight in self.discriminator.named_parameters()}
+        generator_scores = torch.func.functional_call(self.discriminator, frozen, (fakes,))
+        return logits, mean, logvar, critic_scores, generator_scores
+
+
+def adaptive_weight(reconstruction: torch.Tensor, adversarial: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
+    """lambda = ||grad_L reconstruction|| / (||grad_L adversarial|| + 1e-4) at the decoder's last layer L
+    (Esser et al. 2021, eq. 7): the adversarial term pulls as hard as the likelihood, whatever their scales."""
+    (reconstruction_grad,) = torch.autograd.grad(reconstruction, last_layer, retain_graph=True)
+    (adversarial_grad,) = torch.autograd.grad(adversarial, last_layer, retain_graph=True)
+    return (reconstruction_grad.norm() / (adversarial_grad.norm() + 1e-4)).clamp(0, 1e4).detach()
+
+
+class AutoencoderObjective:
+    """-ELBO with a weighted KL term: Bernoulli reconstruction (nats) + kl_weight * KL, per image; when
+    adversarial, plus the critic's hinge loss and the decoder's adaptively weighted adversarial loss, each
+    entering at its share of training (the critic first, so that its first verdicts are not noise)."""
 
     def __init__(self, config: AutoencoderConfig):
         self.config = config
+        self.loss_names = ("loss", "recon", "kl") + (("critic", "adversarial") if config.adversarial else ())
 
     def losses(self, module: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                draw: BatchRandom) -> dict[str, torch.Tensor]:
-        noise = draw.normal(self.config.latent_channels, 7, 7)
-        logits, mean, logvar = module(images, noise)
-        recon = bernoulli_nll(logits, images)
-        kl = gaussian_kl(mean.flatten(1), logvar.flatten(1))
-        return {"loss": (recon + self.config.kl_weight * kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
+        config = self.config
+        noise = draw.normal(config.latent_channels, 7, 7)
+        logits, mean, logvar, critic_scores, generator_scores = module(images, noise)
+        recon = bernoulli_nll(logits, images).mean()
+        kl = gaussian_kl(mean.flatten(1), logvar.flatten(1)).mean()
+        terms = {"loss": recon + config.kl_weight * kl, "recon": recon, "kl": kl}
+        if critic_scores is None:
+            return terms
+        real_scores, fake_scores = critic_scores.chunk(2)
+        critic = F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()  # hinge loss
+        adversarial = -generator_scores.mean()
+        # Both terms are always in the graph (times 0 before their start), so that every parameter
+        # gets a gradient at every step, as DistributedDataParallel requires.
+        critic_factor = float(draw.progress >= config.discriminator_start)
+        weight = torch.zeros(())
+        if draw.progress >= config.adversarial_start:
+            last_layer = getattr(module, "module", module).autoencoder.vae.decoder.conv_out.weight
+            weight = config.adversarial_weight * adaptive_weight(recon, adversarial, last_layer)
+        terms["loss"] = terms["loss"] + critic_factor * critic + weight * adversarial
+        return {**terms, "critic": critic.detach(), "adversarial": adversarial.detach()}
 
     def export(self, module: nn.Module, run_dir: Path) -> None:
-        _save_pretrained_atomically(module.vae, Path(run_dir))
+        _save_pretrained_atomically(module.autoencoder.vae, Path(run_dir))
 
 
 class LatentDiffusionObjective(DiffusionObjective):
@@ -198,7 +249,7 @@ def _stage_one(run_dir: Path, dataset: Dataset, config: LatentDiffusionConfig, t
         return load_autoencoder(config.autoencoder, directory)
     stage_config = autoencoder_train_config(train_config, config)
     resume_stage = resume and (directory / CHECKPOINT_FILE).is_file()
-    train(AutoencoderObjective(config.autoencoder), partial(LatentAutoencoder, config.autoencoder), dataset,
+    train(AutoencoderObjective(config.autoencoder), partial(AdversarialAutoencoder, config.autoencoder), dataset,
           stage_config, directory, resume=resume_stage, title=f"latent diffusion 1/2: autoencoder on {dataset.name}",
           progress=progress)
     autoencoder = LatentAutoencoder(config.autoencoder)

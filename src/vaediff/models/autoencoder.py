@@ -1,8 +1,12 @@
-"""The convolutional VAE of latent diffusion: diffusers' AutoencoderKL, 28x28x1 -> 4x7x7, Bernoulli decoder.
+"""The convolutional VAE of latent diffusion: diffusers' AutoencoderKL, 28x28x1 -> 4x7x7, Bernoulli decoder,
+and the patch discriminator that trains it adversarially.
 
 It is a VAE (Kingma & Welling 2014) with a spatial latent and a small KL weight, as in Rombach et al.
-2022 (KL-regularised autoencoder, sec. 3 and appendix G): reconstructions stay sharp, the latent stays
-smooth enough to diffuse. Decoder outputs are Bernoulli logits, like the MLP VAE's.
+2022 (KL-regularised autoencoder, sec. 3 and appendix G): the latent stays smooth enough to diffuse.
+Decoder outputs are Bernoulli logits, like the MLP VAE's. A likelihood alone makes the decoder average
+what the latent leaves uncertain (blur); Rombach et al. add a patch-based adversarial loss (Esser et al.
+2021) so that reconstructions stay sharp. On Fashion-MNIST, 4 CPU-minutes, it takes the reconstructions'
+Frechet distance from 2.5 to 0.9 (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -21,12 +25,29 @@ class AutoencoderConfig:
     norm_num_groups: int = 8
     mid_block_attention: bool = False                 # attention at 7x7 buys little for digits
     kl_weight: float = 1e-3                           # beta of the KL term (1 would be a plain VAE)
+    # adversarial training (Esser et al. 2021, eq. 7, as Rombach et al. use it): 0 turns it off
+    adversarial_weight: float = 0.5                   # times the adaptive weight ||grad nll|| / ||grad adv||
+    discriminator_start: float = 0.3                  # share of training before the discriminator learns
+    adversarial_start: float = 0.5                    # ... and before its verdict enters the decoder's loss
+    discriminator_channels: int = 32
 
     def __post_init__(self) -> None:
         if len(self.block_out_channels) != 3:
             raise ValueError("the autoencoder needs three blocks (28 -> 14 -> 7)")
         if self.kl_weight < 0:
             raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight}")
+        if self.adversarial_weight < 0:
+            raise ValueError(f"adversarial_weight must be >= 0, got {self.adversarial_weight}")
+        if not 0 <= self.discriminator_start <= self.adversarial_start <= 1:
+            raise ValueError("need 0 <= discriminator_start <= adversarial_start <= 1, got "
+                             f"{self.discriminator_start} and {self.adversarial_start}")
+        if self.discriminator_channels <= 0 or self.discriminator_channels % 4:
+            raise ValueError(f"discriminator_channels must be a positive multiple of 4, got "
+                             f"{self.discriminator_channels}")
+
+    @property
+    def adversarial(self) -> bool:
+        return self.adversarial_weight > 0
 
 
 def build_autoencoder_kl(config: AutoencoderConfig):
@@ -70,3 +91,26 @@ class LatentAutoencoder(nn.Module):
         """Reparameterised pass: (logits, mean, logvar)."""
         mean, logvar = self.encode(images)
         return self.decode_logits(mean + torch.exp(0.5 * logvar) * noise), mean, logvar
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN critic (Isola et al. 2017): one real/fake score per overlapping 22x22 patch, 7x7 of them.
+
+    Two strided 4x4 convolutions (28 -> 14 -> 7) and a 3x3 scoring layer; group norm, not batch norm,
+    so that a score does not depend on the rest of the batch (real and fake images share one pass).
+    """
+
+    def __init__(self, channels: int = 32):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(1, channels, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, 2 * channels, 4, stride=2, padding=1),
+            nn.GroupNorm(8, 2 * channels),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * channels, 1, 3, padding=1),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 28, 28) in [0, 1] -> (N, 1, 7, 7) scores (logits: > 0 means "real")."""
+        return self.layers(images * 2 - 1)

@@ -153,6 +153,9 @@ PRESETS: dict[str, DiffusionConfig] = {
         norm_num_groups=32,
         attention_head_dim=32,
         data_range="unbounded",
+        # Measured on Fashion-MNIST (docs/performance.md): 10 steps cost FID 2.04 against 20 steps' 1.97, at
+        # the same class accuracy and twice the speed (77-98 images/s against 42).
+        sampling_steps=10,
     ),
 }
 

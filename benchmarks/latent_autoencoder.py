@@ -28,14 +28,13 @@ from vaediff.data import load_dataset
 from vaediff.evaluate import quality_metrics
 from vaediff.evaluator import load_or_train_evaluator
 from vaediff.families.latent import (
-    AUTOENCODER_WEIGHTS,
     AdversarialAutoencoder,
     AutoencoderObjective,
     LatentDiffusionConfig,
     autoencoder_train_config,
+    load_autoencoder_weights,
 )
-from vaediff.models.autoencoder import AutoencoderConfig, LatentAutoencoder
-from vaediff.runs import load_safetensors, load_state_strict
+from vaediff.models.autoencoder import AutoencoderConfig
 from vaediff.train import TrainConfig, train
 
 RESULTS = Path(__file__).parent / "results"
@@ -47,12 +46,8 @@ def measure(name: str, config: AutoencoderConfig, dataset, evaluator, steps: int
     train(AutoencoderObjective(config), partial(AdversarialAutoencoder, config), dataset, train_config, work / name,
           title=f"autoencoder: {name}")
     seconds = time.perf_counter() - started
-    autoencoder = LatentAutoencoder(config)
-    weights = work / name / AUTOENCODER_WEIGHTS
-    load_state_strict(autoencoder.vae, load_safetensors(weights), weights)
     images, labels = dataset.test.images[:samples], dataset.test.labels[:samples]
-    with torch.inference_mode():
-        reconstructions = autoencoder.eval().decode(autoencoder.encode(images)[0])
+    reconstructions = load_autoencoder_weights(config, work / name).reconstruct(images)
     metrics = quality_metrics(evaluator, reconstructions, labels, dataset)
     return {"autoencoder": name, "steps": steps, "train_seconds": round(seconds, 1),
             "reconstruction_fid": round(metrics["fid"], 3), "class_accuracy": round(metrics["class_accuracy"], 3),

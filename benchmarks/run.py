@@ -374,7 +374,7 @@ def latent(dataset: Dataset, minutes: float, samples: int, work: Path, fast_run=
     run = load_run(_train("latent-diffusion", work / f"latent-{minutes:g}", dataset.name, minutes, {}))
     options = run.sampler_settings()
     result = _quality(run, evaluator, dataset, samples, options)
-    recon = run.reconstruct(dataset.test.images[:samples])
+    recon = run.autoencoder.reconstruct(dataset.test.images[:samples])
     from vaediff.evaluate import quality_metrics
 
     recon_fid = quality_metrics(evaluator, recon, dataset.test.labels[:samples], dataset)["fid"]

@@ -198,10 +198,11 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binari
     reference = real_reference(evaluator, dataset, n_samples, seed)
     metrics["fid_real"] = reference["fid"]
     metrics["reference"] = reference
-    if hasattr(run, "reconstruct"):  # latent diffusion: its autoencoder bounds the quality it can reach
+    autoencoder = getattr(run, "autoencoder", None)
+    if autoencoder is not None:  # latent diffusion: its autoencoder bounds the quality it can reach
         count = min(n_samples, len(dataset.test))
-        recon = quality_metrics(evaluator, run.reconstruct(dataset.test.images[:count]), dataset.test.labels[:count],
-                                dataset, seed)
+        recon = quality_metrics(evaluator, autoencoder.reconstruct(dataset.test.images[:count]),
+                                dataset.test.labels[:count], dataset, seed)
         metrics["autoencoder_fid"] = recon["fid"]
         metrics["autoencoder_reconstruction"] = {k: recon[k] for k in ("fid", "kid", "precision", "recall",
                                                                        "class_accuracy")}

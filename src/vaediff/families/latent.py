@@ -147,18 +147,24 @@ class LatentDiffusionObjective(DiffusionObjective):
         return latents * self.scaling_factor
 
 
-def load_autoencoder(config: AutoencoderConfig, directory: Path) -> tuple[LatentAutoencoder, float]:
-    """The stage-one autoencoder and its scaling factor, loaded strictly."""
+def load_autoencoder_weights(config: AutoencoderConfig, directory: Path) -> LatentAutoencoder:
+    """The autoencoder written into `directory` (diffusers' layout), loaded strictly, in eval mode."""
     module = LatentAutoencoder(config)
     weights = directory / AUTOENCODER_WEIGHTS
     load_state_strict(module.vae, load_safetensors(weights), weights)
+    return module.eval()
+
+
+def load_autoencoder(config: AutoencoderConfig, directory: Path) -> tuple[LatentAutoencoder, float]:
+    """A finished stage one: the autoencoder and its scaling factor."""
+    module = load_autoencoder_weights(config, directory)
     done = directory / STAGE_ONE_DONE
     if not done.is_file():
         raise RunError(f"{directory}: the autoencoder stage has not finished (no {STAGE_ONE_DONE})")
     scaling_factor = read_json(done).get("scaling_factor")
     if not isinstance(scaling_factor, int | float) or not math.isfinite(scaling_factor) or scaling_factor <= 0:
         raise RunError(f"{done}: invalid scaling_factor {scaling_factor!r}")
-    return module.eval(), float(scaling_factor)
+    return module, float(scaling_factor)
 
 
 @dataclass
@@ -182,15 +188,6 @@ class LatentDiffusionRun(DiffusionRun):
     def to_images(self, samples: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.autoencoder.decode(samples / self.scaling_factor)
-
-    @torch.inference_mode()
-    def reconstruct(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-        """Decoded posterior means: the best the autoencoder can do, an upper bound on sample quality."""
-        out = []
-        for start in range(0, len(images), batch_size):
-            mean, _ = self.autoencoder.encode(images[start : start + batch_size])
-            out.append(self.autoencoder.decode(mean))
-        return torch.cat(out)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -252,10 +249,7 @@ def _stage_one(run_dir: Path, dataset: Dataset, config: LatentDiffusionConfig, t
     train(AutoencoderObjective(config.autoencoder), partial(AdversarialAutoencoder, config.autoencoder), dataset,
           stage_config, directory, resume=resume_stage, title=f"latent diffusion 1/2: autoencoder on {dataset.name}",
           progress=progress)
-    autoencoder = LatentAutoencoder(config.autoencoder)
-    weights = directory / AUTOENCODER_WEIGHTS
-    load_state_strict(autoencoder.vae, load_safetensors(weights), weights)
-    autoencoder.eval()
+    autoencoder = load_autoencoder_weights(config.autoencoder, directory)
     scale = fit_scaling_factor(autoencoder, dataset)
     if is_main_process():
         autoencoder.vae.register_to_config(scaling_factor=scale)  # stock diffusers reads it from config.json

@@ -87,6 +87,11 @@ class LatentAutoencoder(nn.Module):
         """Latents (unscaled) -> images in [0, 1] (the decoder's mean)."""
         return torch.sigmoid(self.decode_logits(latents))
 
+    @torch.inference_mode()
+    def reconstruct(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """Decoded posterior means: the best the autoencoder can do, an upper bound on sample quality."""
+        return torch.cat([self.decode(self.encode(chunk)[0]) for chunk in images.split(batch_size)])
+
     def forward(self, images: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reparameterised pass: (logits, mean, logvar)."""
         mean, logvar = self.encode(images)

@@ -143,6 +143,50 @@ def test_guidance_zero_is_unconditional_and_one_is_conditional():
         guided_prediction(denoiser, x, t, y, 2.0, None)
 
 
+def test_guidance_applies_only_inside_its_interval(tiny_run):
+    """Two network passes (conditional and null) at the steps with lo <= t/T <= hi, one pass elsewhere."""
+    run = load_run(tiny_run)
+    calls = []
+    network = run.model
+
+    def recording(sample, timesteps, labels):
+        calls.append((int(timesteps[0]), len(labels), int((labels == run.model_config.null_label).sum())))
+        return network(sample, timesteps, labels)
+
+    run.model = recording
+    labels = torch.tensor([0, 5, 9])
+
+    def draw(**options):
+        calls.clear()
+        images = run.generate(3, labels, torch.Generator().manual_seed(4), sampler="dpm", steps=5, **options)
+        return images, list(calls)
+
+    plain, plain_calls = draw(guidance=1.0)
+    outside, _ = draw(guidance=2.0, guidance_interval=(0.0, 0.05))  # DPM-5 steps at t = 999, 799, ..., 199
+    everywhere, _ = draw(guidance=2.0, guidance_interval=(0.0, 1.0))
+    middle, middle_calls = draw(guidance=2.0, guidance_interval=(0.3, 0.7))
+    assert [t for t, _, _ in plain_calls] == [999, 799, 599, 399, 199]
+    assert torch.equal(outside, plain) and not torch.equal(everywhere, plain)
+    assert not torch.equal(middle, plain) and not torch.equal(middle, everywhere)
+    assert middle_calls == [(999, 3, 0), (799, 3, 0), (599, 6, 3), (399, 6, 3), (199, 3, 0)]
+    for interval in ((0.7, 0.3), (-0.1, 0.5), (0.2, 1.5)):
+        with pytest.raises(ConfigError, match="--guidance-interval"):
+            run.generate(3, labels, torch.Generator(), guidance_interval=interval)
+
+
+def test_guidance_interval_is_saved_with_the_config_and_defaults_to_everywhere(tiny_run):
+    from vaediff.models.unet import DiffusionConfig
+    from vaediff.runs import config_from_dict, config_to_dict
+
+    latent = preset_config("latent")
+    assert latent.guidance_interval == (0.1, 0.7) and preset_config("fast").guidance_interval == (0.0, 1.0)
+    saved = json.loads(json.dumps(config_to_dict(latent)))
+    assert config_from_dict(DiffusionConfig, saved) == latent
+    older = {k: v for k, v in saved.items() if k != "guidance_interval"}  # runs written before the key
+    assert config_from_dict(DiffusionConfig, older).guidance_interval == (0.0, 1.0)
+    assert load_run(tiny_run).sampler_settings()["guidance_interval"] == (0.0, 1.0)
+
+
 def test_seed_preset_refuses_guidance(tmp_path):
     out = train_run("diffusion", tmp_path / "seed", options={"preset": "seed", "model": {"block_out_channels": [8, 16, 16], "norm_num_groups": 4}},
                     train_options={"max_steps": 2, "batch_size": 16, "eval_images": 16}, progress=False)

@@ -34,7 +34,7 @@ def test_metrics_json_has_every_key_with_finite_values(evaluated_runs):
         assert metrics["fid_real"] < metrics["fid"]
         assert metrics["device"] and metrics["threads"] >= 1
     assert vae["nll_nats"] <= vae["elbo_nats"] and "nll_nats" not in diffusion
-    assert diffusion["sampler"] == {"sampler": "dpm", "steps": 4, "guidance": 2.0}
+    assert diffusion["sampler"] == {"sampler": "dpm", "steps": 4, "guidance": 2.0, "guidance_interval": [0.0, 1.0]}
     assert (evaluated_runs[1] / "confusion.png").is_file()
 
 

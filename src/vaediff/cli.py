@@ -129,6 +129,9 @@ def add_sampler_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--steps", type=positive_int, help="denoising steps (default: the run's)")
     group.add_argument("--guidance", type=nonnegative_float,
                        help="classifier-free guidance scale W: eps_u + W (eps_c - eps_u); 1 = none")
+    group.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LO", "HI"),
+                       help="guide only at steps with LO <= t/T <= HI (0 = clean, 1 = pure noise; "
+                            "default: the run's, 0 1 for the pixel presets)")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -174,7 +177,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _sampler_options(args: argparse.Namespace) -> dict:
-    return {k: getattr(args, k) for k in ("sampler", "steps", "guidance") if getattr(args, k, None) is not None}
+    return {k: getattr(args, k) for k in ("sampler", "steps", "guidance", "guidance_interval")
+            if getattr(args, k, None) is not None}
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -186,7 +190,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     options = _sampler_options(args)
     if options and run.model_type in ("vae", "cvae"):
         raise ConfigError(f"{run.model_type} runs draw in one decoder pass; --sampler, --steps and --guidance "
-                     f"are for diffusion runs")
+                     f"(-interval) are for diffusion runs")
     names = class_names_for(run.config["settings"]["dataset"])
     write_sample_grid(run, args.out, seed=args.seed, count=args.n, label=args.label, class_names=names, **options)
     print(f"wrote {args.out}")

@@ -163,14 +163,28 @@ def guided_prediction(denoiser: Denoiser, sample: torch.Tensor, timestep: torch.
     return unconditional + guidance * (conditional - unconditional)
 
 
+def guidance_at(timestep: int, num_train_timesteps: int, guidance: float, interval: tuple[float, float]) -> float:
+    """The guidance weight at one step: `guidance` where lo <= t / T <= hi, else 1 (no guidance).
+
+    Kynkaanniemi et al. (2024) apply guidance in a limited interval of noise levels: at high noise it
+    pulls every sample of a class towards the same few modes (fewer distinct images, worse FID), at low
+    noise it does little. Measured on a latent model (docs/performance.md): guidance 3 between t/T = 0.1
+    and 0.7 gave FID 1.51 at class accuracy 0.913, against 2.04 at 0.917 for guidance 2 at every step.
+    """
+    low, high = interval
+    return guidance if low <= timestep / num_train_timesteps <= high else 1.0
+
+
 @torch.inference_mode()
 def sample_loop(denoiser: Denoiser, scheduler, noise: torch.Tensor, labels: torch.Tensor, guidance: float,
                 null_label: int | None, generator: torch.Generator | None = None,
-                trajectory: list[torch.Tensor] | None = None, record_at: set[int] | None = None) -> torch.Tensor:
+                trajectory: list[torch.Tensor] | None = None, record_at: set[int] | None = None,
+                guidance_interval: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
     """The reverse process, written out: for t in timesteps: x = scheduler.step(f(x, t, y), t, x).
 
     `noise` is x_T (already scaled by the scheduler's init_noise_sigma, 1 for these schedulers). If
-    `trajectory` is given, x_t after the steps whose index is in `record_at` is appended to it.
+    `trajectory` is given, x_t after the steps whose index is in `record_at` is appended to it. Guidance
+    applies at the steps whose t / num_train_timesteps lies in `guidance_interval`; elsewhere w = 1.
     """
     sample = noise * scheduler.init_noise_sigma
     # DDIM (eq. 12 of Song et al. 2021) moves x_t along x_0 and eps. When x_0 is clipped, eps must be
@@ -180,7 +194,8 @@ def sample_loop(denoiser: Denoiser, scheduler, noise: torch.Tensor, labels: torc
     extra = {"use_clipped_model_output": True} if isinstance(scheduler, DDIMScheduler) else {}
     for index, t in enumerate(scheduler.timesteps):
         model_input = scheduler.scale_model_input(sample, t)
-        prediction = guided_prediction(denoiser, model_input, t.to(sample.device), labels, guidance, null_label)
+        weight = guidance_at(int(t), scheduler.config.num_train_timesteps, guidance, guidance_interval)
+        prediction = guided_prediction(denoiser, model_input, t.to(sample.device), labels, weight, null_label)
         sample = scheduler.step(prediction, t, sample, generator=generator, **extra).prev_sample
         if trajectory is not None and (record_at is None or index in record_at):
             trajectory.append(sample.clone())

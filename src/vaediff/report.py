@@ -309,7 +309,8 @@ def run_curves(run, evaluator, dataset, count: int, seed: int, with_ddpm_1000: b
         plan += [("guidance", {**defaults, "guidance": g}) for g in GUIDANCE_SWEEP]
     result: dict[str, list[dict]] = {"steps": [], "guidance": []}
     for kind, options in progress_bar(plan, desc=f"curves for {run.run_dir.name}", unit="point", enabled=progress):
-        key = f"{options['sampler']}:{options['steps']}:{options['guidance']}:{count}:{seed}"
+        interval = options.get("guidance_interval", defaults["guidance_interval"])
+        key = f"{options['sampler']}:{options['steps']}:{options['guidance']}:{list(interval)}:{count}:{seed}"
         if key not in cache:
             cache[key] = quality_point(run, evaluator, dataset, count, seed, options)
             atomic_write_json(cache_path, cache)

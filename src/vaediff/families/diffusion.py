@@ -28,7 +28,7 @@ from vaediff.diffusion import (
 )
 from vaediff.errors import ConfigError, RunError
 from vaediff.figures import save_grid
-from vaediff.models.unet import PRESETS, ClassConditionalUNet, DiffusionConfig
+from vaediff.models.unet import PRESETS, ClassConditionalUNet, DiffusionConfig, check_guidance_interval
 from vaediff.runs import (
     atomic_save_safetensors,
     config_from_dict,
@@ -122,7 +122,8 @@ class DiffusionRun:
         return cls(run_dir, config, model_config, load_denoiser(model_config, run_dir))
 
     def sampler_settings(self, sampler: str | None = None, steps: int | None = None,
-                         guidance: float | None = None) -> dict:
+                         guidance: float | None = None,
+                         guidance_interval: tuple[float, float] | None = None) -> dict:
         """The run's defaults, overridden by whatever is given; validated."""
         settings = {
             "sampler": sampler or self.model_config.sampler,
@@ -130,13 +131,16 @@ class DiffusionRun:
                 self.model_config.sampling_steps if sampler in (None, self.model_config.sampler)
                 else default_steps(sampler)),
             "guidance": guidance if guidance is not None else self.model_config.guidance,
+            "guidance_interval": tuple(guidance_interval if guidance_interval is not None
+                                       else self.model_config.guidance_interval),
         }
         return check_sampler_settings(settings, self.model_config)
 
     def generate(self, count: int, labels: torch.Tensor | None, generator: torch.Generator,
                  sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
+                 guidance_interval: tuple[float, float] | None = None,
                  trajectory: list | None = None, record_at: set[int] | None = None) -> torch.Tensor:
-        settings = self.sampler_settings(sampler, steps, guidance)
+        settings = self.sampler_settings(sampler, steps, guidance, guidance_interval)
         if labels is None or labels.shape != (count,):
             raise ConfigError("diffusion runs are class-conditional: give one label per image")
         scheduler = make_sampling_scheduler(settings["sampler"], make_train_scheduler(self.model_config),
@@ -145,7 +149,7 @@ class DiffusionRun:
         noise = torch.randn(shape, generator=generator)
         null = self.model_config.null_label if self.model_config.has_null_class else None
         samples = sample_loop(self.model, scheduler, noise, labels, settings["guidance"], null, generator,
-                              trajectory, record_at)
+                              trajectory, record_at, settings["guidance_interval"])
         if trajectory is not None:
             trajectory[:] = [self.to_images(x) for x in trajectory]
         return self.to_images(samples)
@@ -168,6 +172,10 @@ def check_sampler_settings(settings: dict, config: DiffusionConfig) -> dict:
                           "use --guidance 1 or train with --preset fast")
     if settings["steps"] <= 0:
         raise ConfigError(f"--steps must be positive, got {settings['steps']}")
+    try:
+        check_guidance_interval(settings["guidance_interval"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--guidance-interval: {exc}") from None
     return settings
 
 

@@ -45,6 +45,7 @@ class DiffusionConfig:
     sampler: Literal["ddpm", "ddim", "dpm"] = "dpm"
     sampling_steps: int = 20  # DPM-Solver++ 20: FID within 0.94x of DDIM-100's; 10 steps gave 1.4x (docs/performance.md)
     guidance: float = 2.0
+    guidance_interval: tuple[float, float] = (0.0, 1.0)  # guided where lo <= t/T <= hi (diffusion.guidance_at)
 
     def __post_init__(self) -> None:
         if len(self.block_out_channels) != len(self.down_block_types) or len(self.down_block_types) != len(
@@ -57,6 +58,7 @@ class DiffusionConfig:
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
         if self.sampling_steps <= 0:
             raise ValueError(f"sampling_steps must be positive, got {self.sampling_steps}")
+        check_guidance_interval(self.guidance_interval)
 
     @property
     def bounded(self) -> bool:
@@ -70,6 +72,12 @@ class DiffusionConfig:
     @property
     def null_label(self) -> int:
         return self.num_classes
+
+
+def check_guidance_interval(interval: tuple[float, float]) -> None:
+    if len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 1:
+        raise ValueError(f"guidance_interval must be two numbers 0 <= lo <= hi <= 1 (shares of the noise schedule), "
+                         f"got {tuple(interval)}")
 
 
 def _unet_kwargs(config: DiffusionConfig) -> dict:
@@ -154,8 +162,11 @@ PRESETS: dict[str, DiffusionConfig] = {
         attention_head_dim=32,
         data_range="unbounded",
         # Measured on Fashion-MNIST (docs/performance.md): 10 steps cost FID 2.04 against 20 steps' 1.97, at
-        # the same class accuracy and twice the speed (77-98 images/s against 42).
+        # the same class accuracy and twice the speed (77-98 images/s against 42). Guidance 3 only between
+        # t/T = 0.1 and 0.7: FID 1.51 at class accuracy 0.913, against 2.04 at 0.917 for guidance 2 throughout.
         sampling_steps=10,
+        guidance=3.0,
+        guidance_interval=(0.1, 0.7),
     ),
 }
 

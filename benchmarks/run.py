@@ -328,8 +328,8 @@ with torch.inference_mode():  # sampling first: its peak is what inference costs
         run.generate(500, labels, torch.Generator(), steps=1)
     elif model in ("vae", "cvae"):
         net.decode(torch.randn(500, net.config.latent), labels if net.config.conditional else None)
-    else:
-        net.decode(torch.randn(500, 4, 7, 7))
+    else:  # the training module wraps the autoencoder and its critic; sampling uses the decoder alone
+        net.autoencoder.decode(torch.randn(500, 4, 7, 7))
 sample_peak = peak_mb()
 net.train(); optimizer = torch.optim.AdamW(net.parameters(), foreach=True)
 for step in range(2):  # the second step holds Adam's state as well: the steady-state peak

@@ -5,8 +5,9 @@
 
 Each point of the plan (guidance:lo:hi) draws the same samples (seed 0, classes 0..9 in turn) with the
 run's sampler, guided only at the steps with lo <= t/T <= hi, and scores them with the data set's
-evaluator: class accuracy, FID, precision, recall and images/s. The default plan is the sweep behind
-the latent preset's guidance (docs/performance.md, "Guidance in a limited interval").
+evaluator (`report.quality_point`, as the report's curves do): class accuracy, FID, KID and images/s.
+The default plan is the sweep behind the latent preset's guidance (docs/performance.md, "Guidance in a
+limited interval").
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def parse_plan(text: str) -> list[tuple[float, tuple[float, float]]]:
 def sweep(run_dir: Path, plan: list[tuple[float, tuple[float, float]]], samples: int, steps: int | None) -> list[dict]:
     from vaediff.console import progress_bar
     from vaediff.data import load_dataset
-    from vaediff.evaluate import quality_metrics, timed_samples
     from vaediff.evaluator import load_or_train_evaluator
     from vaediff.families import load_run
+    from vaediff.report import quality_point
 
     run = load_run(run_dir)
     if not hasattr(run, "sampler_settings"):
@@ -45,15 +46,9 @@ def sweep(run_dir: Path, plan: list[tuple[float, tuple[float, float]]], samples:
     settings = run.config["settings"]
     dataset = load_dataset(settings["dataset"], settings.get("data_dir"))
     evaluator = load_or_train_evaluator(dataset, progress=False)
-    rows = []
-    for guidance, interval in progress_bar(plan, desc="guidance points", unit="point"):
-        options = run.sampler_settings(steps=steps, guidance=guidance, guidance_interval=interval)
-        images, labels, seconds = timed_samples(run, samples, 0, options, progress=False)
-        metrics = quality_metrics(evaluator, images, labels, dataset)
-        rows.append({**options, "class_accuracy": round(metrics["class_accuracy"], 4),
-                     "fid": round(metrics["fid"], 3), "precision": round(metrics["precision"], 3),
-                     "recall": round(metrics["recall"], 3), "images_per_second": round(samples / seconds, 1)})
-    return rows
+    return [quality_point(run, evaluator, dataset, samples, 0,
+                          run.sampler_settings(steps=steps, guidance=guidance, guidance_interval=interval))
+            for guidance, interval in progress_bar(plan, desc="guidance points", unit="point")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(rows, indent=2))
-    print("\n| guidance | interval (t/T) | class accuracy | FID | precision | recall | images/s |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| guidance | interval (t/T) | class accuracy | FID | KID | images/s |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
         low, high = row["guidance_interval"]
         print(f"| {row['guidance']:g} | {low:g}-{high:g} | {row['class_accuracy']:.3f} | {row['fid']:.2f} | "
-              f"{row['precision']:.3f} | {row['recall']:.3f} | {row['images_per_second']:.0f} |")
+              f"{row['kid']:.4f} | {row['samples_per_second']:.0f} |")
     return 0
 
 

@@ -304,13 +304,13 @@ def run_curves(run, evaluator, dataset, count: int, seed: int, with_ddpm_1000: b
     defaults = run.sampler_settings()
     plan = [("steps", {**defaults, "steps": s}) for s in STEPS_CURVE]
     if with_ddpm_1000:
-        plan.append(("steps", {"sampler": "ddpm", "steps": 1000, "guidance": 1.0}))
+        plan.append(("steps", {**defaults, "sampler": "ddpm", "steps": 1000, "guidance": 1.0}))
     if run.model_config.has_null_class:
         plan += [("guidance", {**defaults, "guidance": g}) for g in GUIDANCE_SWEEP]
     result: dict[str, list[dict]] = {"steps": [], "guidance": []}
     for kind, options in progress_bar(plan, desc=f"curves for {run.run_dir.name}", unit="point", enabled=progress):
-        interval = options.get("guidance_interval", defaults["guidance_interval"])
-        key = f"{options['sampler']}:{options['steps']}:{options['guidance']}:{list(interval)}:{count}:{seed}"
+        key = (f"{options['sampler']}:{options['steps']}:{options['guidance']}:{list(options['guidance_interval'])}:"
+               f"{count}:{seed}")
         if key not in cache:
             cache[key] = quality_point(run, evaluator, dataset, count, seed, options)
             atomic_write_json(cache_path, cache)

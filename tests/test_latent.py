@@ -77,6 +77,23 @@ def test_stage_one_logs_the_adversarial_terms(latent_run):
     assert float(last["train_critic"]) > 0 and last["test_critic"] == ""  # the critic is trained, not evaluated
 
 
+def test_stage_one_exports_the_moving_average_of_its_weights(latent_run):
+    from vaediff.families.latent import AdversarialAutoencoder, LatentDiffusionConfig
+    from vaediff.runs import config_from_dict
+
+    config = config_from_dict(LatentDiffusionConfig, json.loads((latent_run / "config.json").read_text())["model"])
+    assert config.autoencoder_ema_decay is not None
+    checkpoint = load_safetensors(latent_run / "autoencoder" / "resume.safetensors")
+    exported = load_safetensors(next((latent_run / "autoencoder").glob("*.safetensors")))
+    names = [name for name, _ in AdversarialAutoencoder(config.autoencoder).named_parameters()]
+    averaged = {name.removeprefix("autoencoder.vae."): checkpoint[f"ema.{index}"]
+                for index, name in enumerate(names) if name.startswith("autoencoder.vae.")}
+    assert averaged.keys() == exported.keys()
+    assert all(torch.equal(averaged[k], exported[k]) for k in exported)
+    live = checkpoint["model.autoencoder.vae.decoder.conv_out.weight"]
+    assert not torch.allclose(live, exported["decoder.conv_out.weight"])  # the average, not the last step
+
+
 def test_adaptive_weight_balances_the_two_gradients():
     from vaediff.families.latent import adaptive_weight
 

@@ -39,11 +39,12 @@ from vaediff.families.latent import (
     autoencoder_train_config,
     load_autoencoder_weights,
 )
-from vaediff.models.autoencoder import AutoencoderConfig
+from vaediff.models.autoencoder import AutoencoderConfig, LatentAutoencoder
 from vaediff.runs import load_safetensors
 from vaediff.train import CHECKPOINT_FILE, TrainConfig, train
 
 RESULTS = Path(__file__).parent / "results"
+TAIL = 0.3  # --trajectory summarises the last 30% of training: where a --minutes budget may end
 
 
 def measure(name: str, config: AutoencoderConfig, dataset, evaluator, steps: int, samples: int, work: Path) -> dict:
@@ -75,8 +76,8 @@ class _ScoredAtEachCheckpoint(AutoencoderObjective):
             step = json.loads((handle.metadata() or {})["state"])["step"]
         if step < self.first_step:
             return
-        averaged = load_autoencoder_weights(self.config, run_dir)
-        live = load_autoencoder_weights(self.config, run_dir)
+        averaged = load_autoencoder_weights(self.config, run_dir)  # what stage one just exported
+        live = LatentAutoencoder(self.config).eval()
         prefix = "model.autoencoder.vae."
         live.vae.load_state_dict({k.removeprefix(prefix): v for k, v in load_safetensors(checkpoint).items()
                                   if k.startswith(prefix)})
@@ -102,10 +103,10 @@ def trajectory(dataset, evaluator, steps: int, every: int, samples: int, seed: i
             "rows": objective.rows, "last_30_percent": spread_at_the_end(objective.rows, steps)}
 
 
-def spread_at_the_end(rows: list[dict], steps: int, tail: float = 0.3) -> dict:
-    """Mean, spread and range of each score over the last `tail` of training: where a run that stops on
+def spread_at_the_end(rows: list[dict], steps: int) -> dict:
+    """Mean, spread and range of each score over the last TAIL of training: where a run that stops on
     a --minutes budget may end, so what the exported weights of such a run may score."""
-    last = [row for row in rows if row["step"] >= (1 - tail) * steps]
+    last = [row for row in rows if row["step"] >= (1 - TAIL) * steps]
 
     def spread(key: str) -> dict:
         values = torch.tensor([row[key] for row in last])
@@ -178,7 +179,7 @@ def write_trajectory(result: dict, samples: int) -> None:
              f"`{result['command']}`; reconstruction FID of {samples} test images; averaged: EMA with decay up to "
              f"{result['ema_decay']}", "", "| step | live weights | averaged (exported) |", "|---|---|---|",
              *(f"| {row['step']} | {row['live_fid']} | {row['averaged_fid']} |" for row in result["rows"]), "",
-             f"Over the last 30% of training (steps >= {0.7 * result['steps']:g}): {summary}"]
+             f"Over the last {TAIL:.0%} of training (steps >= {(1 - TAIL) * result['steps']:g}): {summary}"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / f"{result['date']}-{socket.gethostname()}-latent-autoencoder-trajectory-seed{result['seed']}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.system_packages import require_system_package  # noqa: F401 - re-exported for tests
 
 from vaediff.cli import main
 from vaediff.data import Dataset, ImageSplit, load_dataset

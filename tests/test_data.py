@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, write_idx, write_idx_dataset
+from conftest import assert_one_line_error, require_system_package, write_idx, write_idx_dataset
 
 from vaediff import data
 from vaediff.data import EpochBatchSampler, load_dataset, mnist_5k_split_indices, read_idx
@@ -101,8 +101,7 @@ def test_mnist_5k_split_is_disjoint_and_stratified():
 
 
 def test_fashion_mnist_from_debian_package():
-    if not data.DEBIAN_FASHION_DIR.is_dir():
-        pytest.fail("Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
+    require_system_package("dataset-fashion-mnist", data.DEBIAN_FASHION_DIR.is_dir())
     ds = load_dataset("fashion-mnist")
     assert len(ds.train) == 60000 and len(ds.test) == 10000
     assert ds.class_names[0] == "T-shirt/top" and ds.train.class_counts() == [6000] * 10

@@ -32,6 +32,18 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path):
         assert steps == sorted(steps) and steps[-1] == 5  # one history, written by one process
         assert (run_dir / "samples.png").is_file()
         load_run(run_dir)  # weights match the config
+    # another process count on --resume: the two-process vae run (5 steps) continues here in one process
+    common = ["train", "vae", "--batch-size", "16", "--model-config", json.dumps({"hidden": 64, "latent": 8}),
+              "--checkpoint-every", "2", "--max-steps", "7"]
+    assert main([*common, "--out", str(tmp_path / "vae"), "--resume"]) == 0
+    assert main([*common, "--out", str(tmp_path / "vae-one-process")]) == 0
+    switched = load_safetensors(tmp_path / "vae" / "model.safetensors")
+    unbroken = load_safetensors(tmp_path / "vae-one-process" / "model.safetensors")
+    with (tmp_path / "vae" / "loss.csv").open() as handle:
+        steps = [int(row["step"]) for row in csv.DictReader(handle)]
+    assert steps == sorted(set(steps)) and steps[-1] == 7
+    for name in unbroken:  # the two-process steps differ from one process's by rounding only (see below)
+        assert (switched[name] - unbroken[name]).abs().max() < 1e-3, name
     # the same step in one process (the test's own) must give the same weights
     assert main(["train", "vae", "--out", str(tmp_path / "single"), "--max-steps", "1", "--batch-size", "32"]) == 0
     two = load_safetensors(tmp_path / "first-step" / "model.safetensors")

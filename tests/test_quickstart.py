@@ -3,7 +3,7 @@ resume that redoes only the stages that had not finished."""
 
 import json
 
-from vaediff.quickstart import STATE_FILE, QuickstartPlan, quickstart
+from vaediff.quickstart import STATE_FILE, QuickstartPlan, describe_stage, quickstart
 
 TINY_UNET = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "attention_head_dim": 8, "sampling_steps": 3}
 PLAN = QuickstartPlan(minutes=0.15, eval_samples=30, iw_samples=4, curve_samples=10, model_options={
@@ -42,3 +42,21 @@ def test_quickstart_writes_everything_refuses_overwrite_and_resumes(tmp_path, cl
     assert (out / "latent-diffusion" / "metrics.json").is_file()
     assert (out / "vae" / "model.safetensors").stat().st_mtime_ns == trained  # not trained again
     assert "report:" in printed and "Quality:" in printed and "Speed:" in printed and "Likelihood:" in printed
+
+    # the same study in Chinese: only the report is redone, and the closing lines are Chinese too
+    config = json.loads((out / "config.json").read_text())
+    config["settings"]["lang"] = "zh"
+    (out / "config.json").write_text(json.dumps(config))
+    (out / STATE_FILE).write_text(json.dumps({"done": state["done"][:-1]}))
+    code, printed, err = cli("quickstart", "--out", out, "--resume")
+    assert code == 0, err
+    text = report.read_text()
+    assert text.startswith("# vaediff 模型比较") and "图中的标题" in text
+    assert "质量：" in printed and "速度：" in printed
+
+
+def test_the_progress_line_says_whether_the_evaluator_is_trained_or_loaded(tmp_path, monkeypatch, evaluator_cache):
+    plan = QuickstartPlan()
+    assert describe_stage("evaluator", "evaluator network", plan) == "evaluator network (cached)"
+    monkeypatch.setenv("VAEDIFF_CACHE_DIR", str(tmp_path / "empty"))  # a fresh machine
+    assert describe_stage("evaluator", "evaluator network", plan) == "training the evaluator (cached for later runs)"

@@ -51,7 +51,7 @@ def _every_file_loads(run_dir: Path) -> None:
 def test_sigkill_at_random_moments_then_resume_gives_the_same_weights(tmp_path):
     run_dir, rng, kills = tmp_path / "killed", random.Random(7), 0
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    while True:
+    for _attempt in range(30):  # a process that exits at once must fail the test, not loop forever
         resuming = (run_dir / CHECKPOINT_FILE).exists()
         command = _train_command(run_dir, "--resume" if resuming else "--overwrite")
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -73,6 +73,8 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_weights(tmp_path):
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err.decode()[-2000:]
         break
+    else:
+        pytest.fail(f"training never got under way ({kills} kills)")
     assert kills >= 5
     assert main(["train", "vae", "--out", str(tmp_path / "straight"), "--max-steps", "1500",
                  "--checkpoint-every", "25", *SMALL_VAE]) == 0
@@ -189,7 +191,17 @@ def broken_runs(tmp_path_factory, valid_run):
     (["train", "vae", "--minutes", "nan", "--out", "{tmp}/o"], "--minutes"),
     (["train", "vae", "--batch-size", "0", "--out", "{tmp}/o"], "--batch-size"),
     (["train", "vae", "--batch-size", "5000", "--max-steps", "1", "--out", "{tmp}/o"], "batch size 5000"),
-    (["train", "vae", "--out", "{tmp}/o", "--resume"], "no such run directory"),
+    (["train", "vae", "--out", "{tmp}/o", "--resume"], "does not exist; run the command without --resume"),
+    (["train", "vae", "--out", "{tmp}/" + "n" * 300, "--max-steps", "5"], "300 bytes long"),
+    (["train", "vae", "--out", "{valid}/config.json/o", "--max-steps", "5"], "is not a directory"),
+    (["sample", "{valid}", "--out", "{tmp}/missing/dir/g.png"], "does not exist; create it first"),
+    (["sample", "{valid}", "--out", "{tmp}"], "is a directory"),
+    (["sample", "{valid}", "--out", "{tmp}/g.png", "--n", "99999999999"], "between 1 and 10,000"),
+    (["sample", "{valid}", "--out", "{tmp}/g.png", "--steps", "5000"], "--steps"),
+    (["evaluate", "{valid}", "--n-samples", "99999999999"], "--n-samples"),
+    (["evaluate", "{valid}", "--iw-samples", "99999999999"], "--iw-samples"),
+    (["serve", "{valid}", "--max-images", "99999999999"], "--max-images"),
+    (["eda", "--dataset", "mnist", "--data-dir", "{valid}/config.json", "--out", "{tmp}/o"], "not a directory"),
     (["train", "gan", "--out", "{tmp}/o"], "gan"),
     (["train", "vae", "--out", "{tmp}/o", "--model-config", "{{"], "not valid JSON"),
     (["train", "vae", "--out", "{tmp}/o", "--model-config", '{{"depth": 3}}'], "depth"),
@@ -200,7 +212,7 @@ def broken_runs(tmp_path_factory, valid_run):
     (["sample", "{valid}", "--out", "{tmp}/g.png", "--guidance", "nan"], "--guidance"),
     (["sample", "{valid}", "--out", "{tmp}/g.png", "--guidance", "-1"], "--guidance"),
     (["sample", "{valid}", "--out", "{tmp}/g.png", "--steps", "10"], "diffusion runs"),
-    (["sample", "{tmp}/missing", "--out", "{tmp}/g.png"], "no such run directory"),
+    (["sample", "{tmp}/missing", "--out", "{tmp}/g.png"], "no such directory"),
     (["sample", "{broken}/empty", "--out", "{tmp}/g.png"], "empty directory"),
     (["sample", "{broken}/half", "--out", "{tmp}/g.png"], "weights file not found"),
     (["sample", "{broken}/eda", "--out", "{tmp}/g.png"], "not a training run"),
@@ -221,12 +233,22 @@ def test_bad_input_gives_one_line_and_exit_2(cli, tmp_path, valid_run, broken_ru
     assert_one_line_error(code, err, fragment)
 
 
-def test_resume_with_nothing_to_resume(cli, tmp_path):
-    run_dir = tmp_path / "fresh"
-    run_dir.mkdir()
-    (run_dir / "config.json").write_text((Path(__file__).parent / "helpers" / "vae_config.json").read_text())
-    code, _, err = cli("train", "vae", "--out", run_dir, "--resume", "--max-steps", "5")
-    assert_one_line_error(code, err, "nothing to resume")
+def test_a_huge_count_is_refused_within_a_second(cli, tmp_path, valid_run):
+    started = time.perf_counter()
+    code, _, err = cli("sample", valid_run, "--out", tmp_path / "s.png", "--n", "99999999999")
+    assert_one_line_error(code, err, "--n")
+    assert time.perf_counter() - started < 1.0
+
+
+def test_os_errors_the_checks_did_not_foresee_are_one_line_naming_the_path(cli, tmp_path, monkeypatch):
+    import vaediff.cli
+
+    def failing(args):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "locked"))
+
+    monkeypatch.setattr(vaediff.cli, "cmd_eda", failing)
+    code, _, err = cli("eda", "--out", tmp_path / "o")
+    assert_one_line_error(code, err, str(tmp_path / "locked"), "permission denied")
 
 
 # ---------------------------------------------------------------------------------------------------------

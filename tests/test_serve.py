@@ -11,11 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers.system_packages import chromium_path, require_system_package
 
 from vaediff.families import train_run
 from vaediff.serve import Demo, Limits
 
-CHROMIUM = Path("/usr/bin/chromium")
 TINY = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "attention_head_dim": 8, "sampling_steps": 4}
 
 
@@ -88,14 +88,20 @@ def _fill(page, elem_id: str, value: str) -> None:
     box.fill(value)
 
 
-def test_browser_generates_images_and_survives_bad_input(server, tmp_path):
+@pytest.fixture
+def chromium() -> Path:
+    path = chromium_path()
+    require_system_package("chromium", path is not None)
+    return path
+
+
+def test_browser_generates_images_and_survives_bad_input(chromium, server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    assert CHROMIUM.exists(), "Debian's chromium is needed (.ci/run installs it)"
     url, process = server
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True,
+            executable_path=str(chromium), headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run", "--disable-quic"])
         page = browser.new_page(viewport={"width": 1200, "height": 1000})

@@ -13,9 +13,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vaediff import __version__
+from vaediff.checks import (
+    MAX_EVAL_SAMPLES,
+    MAX_GRID_IMAGES,
+    MAX_IW_SAMPLES,
+    MAX_SAMPLING_STEPS,
+    os_error_line,
+    output_file,
+)
 from vaediff.console import clear_progress_bars
 from vaediff.constants import DATASETS, MODEL_TYPES, PRESETS, SAMPLERS
-from vaediff.errors import ConfigError, VaediffError
+from vaediff.errors import AlreadyFinished, ConfigError, VaediffError
 
 PROG = "vaediff"
 
@@ -49,6 +57,21 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
+
+
+def at_most(maximum: int, minimum: int = 1) -> Callable[[str], int]:
+    """An argparse type: a whole number in [minimum, maximum] (counts that must not run for hours)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be between {minimum:,} and {maximum:,}, got {value:,}")
+        return value
+
+    return parse
 
 
 def nonnegative_int(text: str) -> int:
@@ -126,7 +149,7 @@ def add_output_flags(parser: argparse.ArgumentParser, out_help: str) -> None:
 def add_sampler_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("diffusion sampling")
     group.add_argument("--sampler", choices=SAMPLERS, help="ddpm, ddim or dpm (DPM-Solver++; default)")
-    group.add_argument("--steps", type=positive_int, help="denoising steps (default: the run's)")
+    group.add_argument("--steps", type=at_most(MAX_SAMPLING_STEPS), help="denoising steps (default: the run's)")
     group.add_argument("--guidance", type=nonnegative_float,
                        help="classifier-free guidance scale W: eps_u + W (eps_c - eps_u); 1 = none")
     group.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LO", "HI"),
@@ -186,6 +209,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from vaediff.families import load_run
     from vaediff.sampling import write_sample_grid
 
+    output_file(args.out)  # before loading anything: a bad path fails at once
     run = load_run(args.run)
     options = _sampler_options(args)
     if options and run.model_type in ("vae", "cvae"):
@@ -233,12 +257,14 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_quickstart(args: argparse.Namespace) -> None:
     from vaediff.quickstart import quickstart
     from vaediff.report import headlines, summarize_runs
+    from vaediff.runs import read_json
 
     report = quickstart(args.out, args.dataset, args.minutes, args.data_dir, overwrite=args.overwrite,
-                        resume=args.resume, seed=args.seed)
+                        resume=args.resume, seed=args.seed, lang=args.lang)
     runs = [report.parent.parent / name for name in ("vae", "cvae", "diffusion", "latent-diffusion")]
+    lang = read_json(report.parent / "config.json")["settings"].get("lang", "en")  # a resumed study keeps its own
     print(f"\nreport: {report} (and {report.with_suffix('.html')})")
-    for line in headlines(summarize_runs(runs)):
+    for line in headlines(summarize_runs(runs), lang):
         print(line.replace("**", ""))
 
 
@@ -284,16 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=positive_int, help="images per optimizer step (default: the "
                        "model's recipe, 64 for the seed's)")
     train.add_argument("--lr", type=positive_float, help="peak learning rate (default: the model's recipe)")
-    train.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same run")
+    train.add_argument("--seed", type=int, help="random seed; the same seed gives the same run (default: 0)")
     train.add_argument("--resume", action="store_true", help="continue a stopped run from its checkpoint")
     train.add_argument("--model-config", type=json_object, metavar="JSON",
                        help='override fields of the model\'s config, e.g. \'{"block_out_channels": [16, 32, 64]}\' '
                        '(vae: hidden, latent; latent-diffusion: {"autoencoder": {...}, "denoiser": {...}})')
-    train.add_argument("--checkpoint-every", type=nonnegative_int, default=0, metavar="STEPS",
+    train.add_argument("--checkpoint-every", type=nonnegative_int, metavar="STEPS",
                        help="checkpoint every STEPS optimizer steps (default 0: every minute)")
-    train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no",
+    train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"),
                        help="Accelerate mixed precision (default: no; bf16 is slow on most CPUs)")
-    train.add_argument("--grad-accum", type=positive_int, default=1, metavar="N",
+    train.add_argument("--grad-accum", type=positive_int, metavar="N",
                        help="split each batch into N sequential micro-batches (same result, less memory)")
     vae_flags = train.add_argument_group("vae / cvae")
     vae_flags.add_argument("--binarize", action="store_true",
@@ -311,8 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "give a 10x10 grid, one row per class.")
     sample.add_argument("run", metavar="RUN", help="run directory")
     sample.add_argument("--out", required=True, metavar="FILE.png", help="PNG file to write")
-    sample.add_argument("--n", type=positive_int, default=None, help="number of images (default: 64, or 100 "
-                        "for a class grid)")
+    sample.add_argument("--n", type=at_most(MAX_GRID_IMAGES), default=None,
+                        help=f"number of images, at most {MAX_GRID_IMAGES:,} (default: 64, or 100 for a class grid)")
     sample.add_argument("--label", type=class_label, help="draw only this class (0..9)")
     sample.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
     add_sampler_flags(sample)
@@ -321,9 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="measure a run: likelihood, sample quality, speed",
                                    description="Write RUN/metrics.json and print a table.")
     evaluate.add_argument("run", metavar="RUN", help="run directory")
-    evaluate.add_argument("--n-samples", type=positive_int, default=10000,
+    evaluate.add_argument("--n-samples", type=at_most(MAX_EVAL_SAMPLES), default=10000,
                           help="images to draw for the sample-quality metrics (default: 10000)")
-    evaluate.add_argument("--iw-samples", type=positive_int, default=1000,
+    evaluate.add_argument("--iw-samples", type=at_most(MAX_IW_SAMPLES), default=1000,
                           help="VAE: importance samples per test image for the NLL bound (default: 1000)")
     evaluate.add_argument("--binarize", action="store_true", default=None,
                           help="VAE: likelihood on binarized test pixels (default: as the run was trained)")
@@ -349,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_flags(compare, "report directory (refused if not empty, unless --overwrite)")
     compare.add_argument("--lang", choices=("en", "zh"), default="en", help="report language (default: en)")
     compare.add_argument("--seed", type=int, default=0, help="seed of the sample grids and curves")
-    compare.add_argument("--curve-samples", type=positive_int, default=200,
+    compare.add_argument("--curve-samples", type=at_most(MAX_EVAL_SAMPLES), default=200,
                          help="samples per point of the steps and guidance curves (default: 200)")
     compare.add_argument("--no-curves", action="store_true", help="skip the steps and guidance curves")
     compare.add_argument("--no-ddpm-1000", action="store_true",
@@ -367,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     quick.add_argument("--resume", action="store_true", help="continue an interrupted quickstart")
     quick.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    quick.add_argument("--lang", choices=("en", "zh"), default="en",
+                       help="language of the report and the closing headlines (default: en)")
     quick.set_defaults(handler=cmd_quickstart)
 
     serve = commands.add_parser("serve", help="web demo: draw images from runs in a browser",
@@ -375,8 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("runs", nargs="+", metavar="RUN", help="run directories to offer")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=positive_int, default=7860, help="port (default: 7860)")
-    serve.add_argument("--max-images", type=positive_int, default=64, help="images per request (default: 64)")
-    serve.add_argument("--max-steps", type=positive_int, default=200, help="sampling steps per request "
+    serve.add_argument("--max-images", type=at_most(MAX_GRID_IMAGES), default=64,
+                       help="images per request (default: 64)")
+    serve.add_argument("--max-steps", type=at_most(MAX_SAMPLING_STEPS), default=200, help="sampling steps per request "
                        "(default: 200)")
     serve.add_argument("--concurrency", type=positive_int, default=1,
                        help="generations running at once; others wait in a queue (default: 1)")
@@ -390,10 +419,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], None] = args.handler
     try:
         handler(args)
+    except AlreadyFinished as exc:  # --resume to a limit already reached: not an error
+        clear_progress_bars()
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 0
     except VaediffError as exc:
         clear_progress_bars()
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the last line of defence: a path the checks did not foresee
+        clear_progress_bars()
+        print(f"{PROG}: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         clear_progress_bars()
         print(f"{PROG}: interrupted", file=sys.stderr)

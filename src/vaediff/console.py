@@ -22,3 +22,8 @@ def clear_progress_bars() -> None:
     for bar in list(getattr(base, "_instances", ())):
         bar.leave = False
         bar.close()
+
+
+def notice(message: str) -> None:
+    """A line for the user on stderr (above any progress bar), e.g. what --resume found and will do."""
+    tqdm.write(message, file=sys.stderr)

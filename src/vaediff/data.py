@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaediff.checks import existing_directory, output_directory
 from vaediff.constants import DATASETS
 from vaediff.errors import DataError
 
@@ -204,8 +205,8 @@ def _load_downloadable(name: str, data_dir: Path | None, download: bool) -> Data
     torchvision_name = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}[name]
     class_names = DIGIT_NAMES if name == "mnist" else FASHION_NAMES
     root = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
-    if data_dir is not None and not root.is_dir():
-        raise DataError(f"--data-dir {root}: no such directory")
+    if data_dir is not None:
+        existing_directory(root, "--data-dir")
     directories = _candidate_dirs(root, torchvision_name)
     if name == "fashion-mnist" and data_dir is None:
         directories.insert(0, DEBIAN_FASHION_DIR)
@@ -213,7 +214,7 @@ def _load_downloadable(name: str, data_dir: Path | None, download: bool) -> Data
     if files is None:
         if not download:
             raise DataError(f"{name}: IDX files not found in {root}; pass --data-dir DIR or use --dataset mnist-5k")
-        root.mkdir(parents=True, exist_ok=True)
+        output_directory(root, "--data-dir").mkdir(parents=True, exist_ok=True)
         _download_with_torchvision(name, root)
         files = find_idx_files(_candidate_dirs(root, torchvision_name))
         if files is None:

@@ -25,6 +25,12 @@ class TrainingDiverged(VaediffError):
     exit_code = 3
 
 
+class AlreadyFinished(VaediffError):
+    """--resume asked for a limit the run has already reached: nothing to do, nothing changed. Exit code 0."""
+
+    exit_code = 0
+
+
 class Interrupted(VaediffError):
     """SIGINT or SIGTERM arrived; a resumable checkpoint was written. Exit code 128 + signal."""
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from vaediff import metrics as m
+from vaediff.checks import MAX_EVAL_SAMPLES, MAX_IW_SAMPLES, check_count, check_fits_in_memory
 from vaediff.data import Dataset, ImageSplit
 from vaediff.evaluator import Evaluator
 from vaediff.likelihood import bits_per_dim, elbo_and_iw_nll, log_importance_weights
@@ -180,6 +181,8 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binari
     if n_samples < MIN_SAMPLES:
         raise ConfigError(f"--n-samples must be at least {MIN_SAMPLES} (precision and recall need neighbours, "
                           f"the Fréchet distance a covariance), got {n_samples}")
+    check_count(n_samples, "--n-samples", MAX_EVAL_SAMPLES, MIN_SAMPLES)
+    check_count(iw_samples, "--iw-samples", MAX_IW_SAMPLES)
     run = load_run(run_dir)
     settings = run.config["settings"]
     dataset = load_dataset(settings["dataset"], settings.get("data_dir"))
@@ -188,6 +191,8 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binari
         raise ConfigError(f"{run.model_type} runs take no --sampler, --steps or --guidance")
     if hasattr(run, "sampler_settings"):
         sampler_options = run.sampler_settings(**sampler_options)
+    # the samples, their features and the real reference's are held at once (float32)
+    check_fits_in_memory(n_samples, 4 * (3 * dataset.train.images[0].numel() + 2 * 256), "--n-samples")
     evaluator = load_or_train_evaluator(dataset, cache_dir, progress=progress)
     samples, labels, seconds = timed_samples(run, n_samples, seed, sampler_options, progress)
     metrics: dict = {"vaediff_version": __version__, "run": str(run_dir), "model_type": run.model_type,

@@ -163,6 +163,12 @@ def _cache_path(cache_dir: Path, dataset_name: str) -> Path:
     return cache_dir / "evaluators" / f"{dataset_name}-v{RECIPE_VERSION}"
 
 
+def is_cached(dataset_name: str, cache_dir: str | Path | None = None) -> bool:
+    """Whether a trained evaluator of this data set is in the cache (so no training is needed)."""
+    directory = _cache_path(Path(cache_dir) if cache_dir else default_cache_dir(), dataset_name)
+    return (directory / "model.safetensors").is_file() and (directory / "evaluator.json").is_file()
+
+
 def load_or_train_evaluator(dataset: Dataset, cache_dir: str | Path | None = None, retrain: bool = False,
                             progress: bool = True) -> Evaluator:
     """The cached evaluator of this data set, trained (a few CPU-minutes) and cached when missing."""

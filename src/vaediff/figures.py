@@ -63,12 +63,13 @@ def save_loss_curves(rows: Sequence[dict], path: str | Path, title: str, columns
     if not rows:
         return
     figure, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.2), squeeze=False)
-    steps = [row["step"] for row in rows]
     for axis, column in zip(axes[0], columns, strict=True):
         for split, style in (("train", "-o"), ("test", "--s")):
-            values = [row.get(f"{split}_{column}") for row in rows]
-            if any(v is not None and v != "" for v in values):
-                axis.plot(steps, [float(v) for v in values], style, markersize=3, label=split)
+            # a row may lack a term (no training step since the previous row): draw the rows that have it
+            points = [(row["step"], float(row[f"{split}_{column}"])) for row in rows
+                      if row.get(f"{split}_{column}") not in (None, "")]
+            if points:
+                axis.plot(*zip(*points, strict=True), style, markersize=3, label=split)
         axis.set_xlabel("training step")
         axis.set_ylabel(column.replace("_", " "))
         axis.set_title(column.replace("_", " "))

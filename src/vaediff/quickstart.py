@@ -10,6 +10,8 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from vaediff.errors import AlreadyFinished
+from vaediff.evaluator import is_cached
 from vaediff.runs import atomic_write_json, prepare_output_dir, read_json, write_run_config
 
 STATE_FILE = "quickstart.json"
@@ -29,6 +31,7 @@ class QuickstartPlan:
     iw_samples: int = 200         # importance samples for the VAEs' NLL bound
     curve_samples: int = 50       # samples per point of the report's steps and guidance curves
     seed: int = 0
+    lang: str = "en"              # report and headlines: "en" or "zh"
     # per model type, extra options for its training run (e.g. {"diffusion": {"model": {...}}}): tiny
     # networks in the tests, other presets for users who want them
     model_options: dict = field(default_factory=dict)
@@ -38,7 +41,7 @@ class QuickstartPlan:
 
 
 def _stages(plan: QuickstartPlan) -> list[tuple[str, str]]:
-    stages = [("eda", "exploratory plots of the data set"), ("evaluator", "evaluator network (cached)")]
+    stages = [("eda", "exploratory plots of the data set"), ("evaluator", "evaluator network")]
     for model_type in SHARES:
         stages.append((f"train:{model_type}", f"train {model_type} ({plan.train_minutes(model_type):.1f} min)"))
     stages += [(f"evaluate:{m}", f"evaluate {m}") for m in SHARES]
@@ -66,26 +69,31 @@ def _run_stage(name: str, plan: QuickstartPlan, out: Path, data_dir: str | None,
         options = {"preset": "fast"} if model_type == "diffusion" else {}
         options.update(plan.model_options.get(model_type, {}))
         can_resume = resume and (run_dir / "config.json").is_file()
-        train_run(model_type, run_dir, plan.dataset, data_dir, options,
-                  {"minutes": plan.train_minutes(model_type), "seed": plan.seed}, resume=can_resume,
-                  overwrite=not can_resume)
+        try:
+            train_run(model_type, run_dir, plan.dataset, data_dir, options,
+                      {"minutes": plan.train_minutes(model_type), "seed": plan.seed}, resume=can_resume,
+                      overwrite=not can_resume)
+        except AlreadyFinished:
+            pass  # stopped after training finished but before the stage was recorded: nothing to redo
     elif kind == "evaluate":
         evaluate_run(run_dir, n_samples=plan.eval_samples, iw_samples=plan.iw_samples, seed=plan.seed)
     elif kind == "compare":
         report_dir = prepare_output_dir(out / "report", overwrite=True)
-        write_run_config(report_dir, "compare", {"runs": list(SHARES), "seed": plan.seed})
-        compare([out / m for m in SHARES], report_dir, seed=plan.seed, curve_samples=plan.curve_samples,
-                with_ddpm_1000=False)
+        write_run_config(report_dir, "compare", {"runs": list(SHARES), "seed": plan.seed, "lang": plan.lang})
+        compare([out / m for m in SHARES], report_dir, lang=plan.lang, seed=plan.seed,
+                curve_samples=plan.curve_samples, with_ddpm_1000=False)
 
 
 def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", minutes: float = 15.0,
                data_dir: str | None = None, overwrite: bool = False, resume: bool = False, seed: int = 0,
-               plan: QuickstartPlan | None = None) -> Path:
+               plan: QuickstartPlan | None = None, lang: str = "en") -> Path:
     """Run (or resume) the study into `out`; returns the report's path. `plan`, when given, replaces
-    `dataset`, `minutes` and `seed` (and sets sample counts and model options too)."""
+    `dataset`, `minutes`, `seed` and `lang` (and sets sample counts and model options too)."""
     from vaediff.data import load_dataset
+    from vaediff.report import check_language
 
-    plan = plan or QuickstartPlan(dataset=dataset, minutes=minutes, seed=seed)
+    plan = plan or QuickstartPlan(dataset=dataset, minutes=minutes, seed=seed, lang=lang)
+    check_language(plan.lang)
     out = Path(out)
     done: list[str] = []
     if resume and (out / STATE_FILE).is_file():
@@ -104,6 +112,7 @@ def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", m
         if name in done:
             continue
         elapsed = time.perf_counter() - started
+        description = describe_stage(name, description, plan)
         print(f"[{index}/{len(stages)}] {description}  (elapsed {_clock(elapsed)}, "
               f"budget {_clock(plan.minutes * 60)}, about {_clock(max(0.0, plan.minutes * 60 - elapsed))} left)",
               flush=True)
@@ -111,6 +120,13 @@ def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", m
         done.append(name)
         atomic_write_json(out / STATE_FILE, {"done": done, "elapsed_s": round(time.perf_counter() - started, 1)})
     return out / "report" / "report.md"
+
+
+def describe_stage(name: str, description: str, plan: QuickstartPlan) -> str:
+    """What the progress line says; for the evaluator, what will happen: minutes of training, or a load."""
+    if name != "evaluator":
+        return description
+    return "evaluator network (cached)" if is_cached(plan.dataset) else "training the evaluator (cached for later runs)"
 
 
 def _clock(seconds: float) -> str:

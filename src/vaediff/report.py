@@ -52,6 +52,7 @@ TEXT = {
         "headline_likelihood": "Likelihood: {winner} has the lowest NLL ({value:.1f} nats).",
         "headline_likelihood_none": "Likelihood: no run has a likelihood (only VAEs do).",
         "headline_speed": "Speed: {winner} draws the most samples per second ({value:.3g}).",
+        "figure_note": "",
         "three_way": "The three families: VAEs sample in one decoder pass but blur; pixel diffusion is sharp but "
                      "needs many network passes per image; latent diffusion runs the same process on a 4x7x7 "
                      "latent, so each pass is cheaper, and its quality is bounded by its autoencoder "
@@ -78,6 +79,7 @@ TEXT = {
         "headline_likelihood": "似然：{winner} 的负对数似然最低（{value:.1f} nats）。",
         "headline_likelihood_none": "似然：没有运行提供似然（只有 VAE 有）。",
         "headline_speed": "速度：{winner} 每秒生成的样本最多（{value:.3g}）。",
+        "figure_note": "说明：图中的标题、坐标轴和图例为英文（matplotlib 自带的字体没有中文字形），各图的中文说明见其标题。",
         "three_way": "三类模型：VAE 一次解码即可采样但图像模糊；像素空间扩散清晰但每张图需要多次网络计算；"
                      "潜空间扩散在 4x7x7 潜变量上运行同样的过程，每次计算更便宜，其质量受自编码器限制"
                      "（重建 FID {recon}）。",
@@ -374,6 +376,13 @@ def render(blocks: list[tuple[str, object]], out_dir: Path, title: str) -> None:
     atomic_write_text(out_dir / "report.html", page)
 
 
+def check_language(lang: str) -> None:
+    if lang not in TEXT:
+        from vaediff.errors import ConfigError
+
+        raise ConfigError(f"--lang must be one of {', '.join(TEXT)}, got {lang!r}")
+
+
 def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", seed: int = 0,
             curve_samples: int = 200, curves: bool = True, with_ddpm_1000: bool = True,
             progress: bool = True) -> Path:
@@ -383,10 +392,7 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
     from vaediff.families import load_run
     from vaediff.sampling import write_sample_grid
 
-    if lang not in TEXT:
-        from vaediff.errors import ConfigError
-
-        raise ConfigError(f"--lang must be one of {', '.join(TEXT)}, got {lang!r}")
+    check_language(lang)
     out_dir = Path(out_dir)
     summaries = summarize_runs([Path(r) for r in run_dirs])
     words = TEXT[lang]
@@ -395,6 +401,7 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
         ("p", words["intro"].format(n=len(summaries), acc=first.get("evaluator_accuracy", float("nan")),
                                     samples=first.get("num_samples", "?"), fid_real=first.get("fid_real", float("nan")))),
         ("list", headlines(summaries, lang)),
+        *([("p", words["figure_note"])] if words["figure_note"] else []),
         ("h2", words["table"]), ("p", words["best"]), ("table", metrics_table(summaries, lang)),
     ]
     runs = {s.name: load_run(s.run_dir) for s in summaries}
@@ -417,12 +424,13 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
                                          progress) for s in diffusion}
         atomic_write_json(out_dir / "curves.json", curve_data)
         steps = {name: [p for p in c["steps"]] for name, c in curve_data.items()}
-        plot_curves(steps, "steps", out_dir / "steps.png", words["steps"], "sampling steps", log_x=True)
+        # figure text stays English in every language: matplotlib's bundled fonts have no CJK glyphs
+        plot_curves(steps, "steps", out_dir / "steps.png", TEXT["en"]["steps"], "sampling steps", log_x=True)
         blocks += [("h2", words["steps"]), ("p", words["curve_note"].format(n=curve_samples)),
                    ("image", ("steps.png", words["steps"]))]
         sweeps = {name: c["guidance"] for name, c in curve_data.items() if c["guidance"]}
         if sweeps:
-            plot_curves(sweeps, "guidance", out_dir / "guidance.png", words["guidance"], "guidance scale w")
+            plot_curves(sweeps, "guidance", out_dir / "guidance.png", TEXT["en"]["guidance"], "guidance scale w")
             blocks += [("h2", words["guidance"]), ("image", ("guidance.png", words["guidance"]))]
     blocks += [("h2", words["findings"]), ("list", findings(summaries, lang))]
     recon = [s.metrics.get("autoencoder_fid") for s in summaries if s.metrics.get("autoencoder_fid") is not None]

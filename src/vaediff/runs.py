@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from vaediff import __version__
+from vaediff.checks import existing_directory, output_directory
 from vaediff.errors import ConfigError, RunError
 
 CONFIG_FILE = "config.json"
@@ -38,7 +39,10 @@ os.umask(_UMASK)
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` so that readers only ever see the old or the new complete file."""
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise RunError(f"could not write {path}: {(exc.strerror or str(exc)).lower()}") from None
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as handle:
@@ -122,9 +126,7 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, keep: bool = F
     wrote them, so a mistyped `--out ~` cannot wipe a home directory. With `keep` (used by --resume),
     the directory is used as it is.
     """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunError(f"{path} exists and is not a directory")
+    path = output_directory(path)
     if path.is_dir() and any(path.iterdir()) and not keep:
         if not overwrite:
             raise RunError(f"{path} exists and is not empty; pass --overwrite to replace it")
@@ -246,11 +248,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 def read_run_config(run_dir: str | Path) -> dict:
     """config.json of a training run, with precise errors for every way a directory can fail to be one."""
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise RunError(f"{run_dir}: no such run directory")
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir}: not a directory")
+    run_dir = existing_directory(run_dir, "run directory")
     if not any(run_dir.iterdir()):
         raise RunError(f"{run_dir}: empty directory, not a vaediff run")
     if not (run_dir / CONFIG_FILE).is_file():

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 import torch
 
+from vaediff.checks import MAX_GRID_IMAGES, check_count, output_file
 from vaediff.data import NUM_CLASSES
 from vaediff.errors import ConfigError
 from vaediff.figures import save_grid
@@ -57,11 +58,15 @@ def write_sample_grid(run: Generator, path: str | Path, seed: int = 0, count: in
                       **options: Any) -> torch.Tensor:
     """Save a PNG grid. Conditional runs without a label: 10 x 10, one row per class, names on the rows."""
     names = class_names or tuple(str(c) for c in range(NUM_CLASSES))
+    if count is not None:
+        check_count(count, "number of images", MAX_GRID_IMAGES)
+    output_file(path)
     if run.conditional and label is None:
         per_class = max(1, (count or 100) // NUM_CLASSES)
         labels_in_rows = torch.arange(NUM_CLASSES).repeat_interleave(per_class)
         generator = torch.Generator().manual_seed(seed)
-        images = run.generate(len(labels_in_rows), labels_in_rows, generator, **options)
+        images = torch.cat([run.generate(len(chunk), chunk, generator, **options)
+                            for chunk in labels_in_rows.split(100)])
         save_grid(images, path, f"{run.model_type}: {per_class} samples per class (seed {seed})",
                   columns=per_class, row_labels=list(names))
         return images

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaediff.checks import MAX_GRID_IMAGES, MAX_SAMPLING_STEPS, check_count
 from vaediff.constants import SAMPLERS
 from vaediff.errors import VaediffError
 from vaediff.figures import tile
@@ -30,6 +31,11 @@ class Limits:
     max_guidance: float = 20.0
     concurrency: int = 1       # generations running at once (a CPU has few cores to share)
     queue_size: int = 64       # requests waiting; beyond this the page says the server is busy
+
+    def __post_init__(self) -> None:  # the same bounds as the command line's
+        check_count(self.max_images, "--max-images", MAX_GRID_IMAGES)
+        check_count(self.max_steps, "--max-steps", MAX_SAMPLING_STEPS)
+        check_count(self.concurrency, "--concurrency", 64)
 
 
 class InputError(ValueError):

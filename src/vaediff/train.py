@@ -29,8 +29,9 @@ from typing import Literal, Protocol
 import torch
 from torch import nn
 
+from vaediff.console import notice, progress_bar
 from vaediff.data import Dataset, ImageSplit, batch_loader
-from vaediff.errors import ConfigError, Interrupted, RunError, TrainingDiverged
+from vaediff.errors import AlreadyFinished, ConfigError, Interrupted, RunError, TrainingDiverged
 from vaediff.runs import atomic_save_safetensors, atomic_write_text, load_safetensors
 
 CHECKPOINT_FILE = "resume.safetensors"
@@ -128,6 +129,11 @@ class TrainState:
     running: dict[str, float] = field(default_factory=dict)  # sums of loss terms since the last row
     running_count: int = 0
     finished: bool = False
+    limits: dict | None = None            # epochs/minutes/max_steps this state was trained towards
+
+
+def training_limits(config: TrainConfig) -> dict:
+    return {"epochs": config.epochs, "minutes": config.minutes, "max_steps": config.max_steps}
 
 
 class WarmupCosine:
@@ -385,8 +391,6 @@ class Trainer:
     def __init__(self, objective: Objective, build_model: Callable[[], nn.Module], dataset: Dataset,
                  config: TrainConfig, run_dir: Path, resume: bool, ema_factory, title: str, plot_every_s: float,
                  progress: bool):
-        from vaediff.console import progress_bar
-
         self.objective, self.dataset, self.config, self.run_dir = objective, dataset, config, run_dir
         self.title, self.plot_every_s = title, plot_every_s
         self.checkpoint_path = run_dir / CHECKPOINT_FILE
@@ -414,26 +418,43 @@ class Trainer:
         self.probe: tuple[int, float] | None = None
         self.last_checkpoint = (self.state.step, time.perf_counter())
         self.last_plot, self.last_eval, self.eval_cost = -math.inf, time.perf_counter(), 0.0
+        if self.is_main:
+            self._write_history_files(write_plot=True)  # rows a killed session wrote past its checkpoint go
 
     def _initial_state(self, resume: bool) -> TrainState:
+        """A fresh state, or the checkpoint's. With --resume and no checkpoint yet (stopped before the
+        first one), training starts from step 0; limits other than the checkpoint's give a new horizon."""
         state = TrainState()
-        if resume:
-            if not self.checkpoint_path.is_file():
-                raise RunError(f"nothing to resume in {self.run_dir}: no {CHECKPOINT_FILE}")
+        if resume and self.checkpoint_path.is_file():
             setup = self.setup
             state = load_checkpoint(self.checkpoint_path, self.unwrapped, setup.optimizer, setup.scheduler, setup.ema)
             state.finished = False
+        elif resume and self.is_main:
+            notice(f"{self.run_dir}: no checkpoint yet (the run stopped before its first one); starting from step 0")
         self.count_plan = _plan_from_counts(self.dataset, self.config)
-        if state.planned_steps is None or self.config.minutes is None:
+        limits = training_limits(self.config)
+        if state.limits is not None and state.limits != limits:
+            state.planned_steps = self._replan(state)
+        elif state.planned_steps is None or self.config.minutes is None:
             state.planned_steps = self.count_plan
         self.setup.schedule.total = state.planned_steps
         if state.planned_steps is not None and state.step >= state.planned_steps:
-            raise RunError(f"{self.run_dir} already finished {state.step} steps; ask for more --epochs, "
-                           f"--max-steps or --minutes to continue it")
+            raise AlreadyFinished(f"{self.run_dir} is already at step {state.step} ({_describe(limits)} is "
+                                  f"{state.planned_steps} steps): nothing to do, nothing changed")
         if self.config.minutes is not None and state.elapsed_s >= self.config.minutes * 60:
-            raise RunError(f"{self.run_dir} already used its {self.config.minutes:g} minutes; ask for more "
-                           f"--minutes to continue it")
+            raise AlreadyFinished(f"{self.run_dir} has already trained {state.elapsed_s / 60:.2f} minutes "
+                                  f"({_describe(limits)}): nothing to do, nothing changed")
+        state.limits = limits
         return state
+
+    def _replan(self, state: TrainState) -> int | None:
+        """The horizon for new limits: the step counts', and for --minutes as many steps as the time left
+        allows at the speed measured so far (the cosine schedule stretches to the new end)."""
+        if self.config.minutes is None or state.step == 0 or state.elapsed_s <= 0:
+            return self.count_plan
+        seconds_per_step = state.elapsed_s / state.step
+        time_plan = state.step + int(0.95 * max(0.0, self.config.minutes * 60 - state.elapsed_s) / seconds_per_step)
+        return min(time_plan, self.count_plan) if self.count_plan else time_plan
 
     def elapsed(self) -> float:
         return self.elapsed_at_start + time.perf_counter() - self.session_start
@@ -545,25 +566,35 @@ class Trainer:
     # -- evaluate and checkpoint ------------------------------------------------------------------------
 
     def record_row(self, write_plot: bool) -> None:
-        """Append train (running mean) and test losses to the history; rewrite loss.csv (and loss.png)."""
-        from vaediff.figures import save_loss_curves
-
+        """Append train (running mean) and test losses to the history; rewrite loss.csv (and loss.png).
+        A step has at most one row (a resumed run that ended on an epoch boundary reaches it twice)."""
         began, state, config = time.perf_counter(), self.state, self.config
-        row: dict = {"epoch": round(state.step / max(1, self.steps_per_epoch), 3), "step": state.step,
-                     "images_seen": state.step * config.batch_size, "elapsed_s": round(self.elapsed(), 2)}
-        if state.running_count:
-            row.update({f"train_{k}": v / state.running_count for k, v in state.running.items()})
-        test = evaluate_losses(self.objective, self.unwrapped, self.dataset.test, config, self.accel.device)
-        row.update({f"test_{k}": v for k, v in test.items()})
-        state.history.append(row)
-        state.running, state.running_count = {}, 0
+        if not state.history or state.history[-1]["step"] != state.step:
+            row: dict = {"epoch": round(state.step / max(1, self.steps_per_epoch), 3), "step": state.step,
+                         "images_seen": state.step * config.batch_size, "elapsed_s": round(self.elapsed(), 2)}
+            if state.running_count:
+                row.update({f"train_{k}": v / state.running_count for k, v in state.running.items()})
+            test = evaluate_losses(self.objective, self.unwrapped, self.dataset.test, config, self.accel.device)
+            row.update({f"test_{k}": v for k, v in test.items()})
+            state.history.append(row)
+            state.running, state.running_count = {}, 0
         self.last_eval = time.perf_counter()
         self.eval_cost = self.last_eval - began
         if self.is_main:
-            _write_history(self.run_dir, state, self.objective.loss_names)
-            if write_plot or time.perf_counter() - self.last_plot > self.plot_every_s:
-                save_loss_curves(state.history, self.run_dir / "loss.png", self.title, self.objective.loss_names)
-                self.last_plot = time.perf_counter()
+            self._write_history_files(write_plot or time.perf_counter() - self.last_plot > self.plot_every_s)
+
+    def _write_history_files(self, write_plot: bool) -> None:
+        """loss.csv (and loss.png) from the history: the files always say what the state says."""
+        from vaediff.figures import save_loss_curves
+
+        if not self.state.history:
+            for name in ("loss.csv", "loss.png"):
+                (self.run_dir / name).unlink(missing_ok=True)
+            return
+        _write_history(self.run_dir, self.state, self.objective.loss_names)
+        if write_plot:
+            save_loss_curves(self.state.history, self.run_dir / "loss.png", self.title, self.objective.loss_names)
+            self.last_plot = time.perf_counter()
 
     def checkpoint(self) -> None:
         """Resume state and exported weights, both atomic, written by the main process only."""
@@ -580,6 +611,11 @@ class Trainer:
         if self.config.checkpoint_every:
             return self.state.step - self.last_checkpoint[0] >= self.config.checkpoint_every
         return time.perf_counter() - self.last_checkpoint[1] >= self.config.checkpoint_minutes * 60
+
+
+def _describe(limits: dict) -> str:
+    given = [f"--{name.replace('_', '-')} {value:g}" for name, value in limits.items() if value is not None]
+    return " and ".join(given) or "no limit"
 
 
 def _agree(accel, bad: bool, signalled: bool, out_of_time: bool) -> tuple[bool, bool, bool]:

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vaediff.errors import ConfigError, RunError
+from vaediff.errors import AlreadyFinished, ConfigError, RunError
 from vaediff.families import diffusion, latent, vae
 from vaediff.runs import (
+    CONFIG_FILE,
+    atomic_write_bytes,
     config_from_dict,
     config_to_dict,
     prepare_output_dir,
@@ -77,18 +79,20 @@ def train_run(model_type: str, out: str | Path, dataset: str = "mnist-5k", data_
     overrides = {k: v for k, v in (train_options or {}).items() if v is not None}
     run_dir = Path(out)
     if resume:
-        stored = read_run_config(run_dir)
-        if stored.get("model_type") != model_type:
-            raise RunError(f"{run_dir} is a {stored.get('model_type')} run, not {model_type}")
+        stored = _stored_run_config(run_dir, model_type)
         changed = sorted(k for k in overrides if k not in LIMIT_KEYS and overrides[k] != stored["train"].get(k))
         if changed:
             raise ConfigError(f"--resume keeps the run's settings; only --epochs, --minutes and --max-steps "
-                              f"may change (got --{changed[0].replace('_', '-')})")
+                              f"may change (got --{changed[0].replace('_', '-')} {overrides[changed[0]]}, "
+                              f"stored {stored['train'].get(changed[0])})")
         settings = stored["settings"]
         model_config = config_from_dict(family.config_class, stored["model"], f"{run_dir}/config.json 'model'")
-        train_dict = {**stored["train"], **{k: overrides[k] for k in LIMIT_KEYS if k in overrides}}
-        train_config = config_from_dict(TrainConfig, train_dict, f"{run_dir}/config.json 'train'")
+        # limits given on the command line replace the stored ones, as they do for a new run
+        given = {k: overrides[k] for k in LIMIT_KEYS if k in overrides}
+        limits = {k: given.get(k) for k in LIMIT_KEYS} if given else {}
+        train_config = config_from_dict(TrainConfig, {**stored["train"], **limits}, f"{run_dir}/config.json 'train'")
         data = load_dataset(settings["dataset"], settings.get("data_dir"))
+        previous_config = (run_dir / CONFIG_FILE).read_bytes()
     else:
         options = dict(options or {})
         model_config = family.build_model_config(model_type, options)
@@ -101,8 +105,27 @@ def train_run(model_type: str, out: str | Path, dataset: str = "mnist-5k", data_
         if is_main_process():
             prepare_output_dir(run_dir, overwrite=overwrite)
         wait_for_everyone()
+        previous_config = None
     if is_main_process():
         write_run_config(run_dir, "train", settings, model_type=model_type, model=config_to_dict(model_config),
                          train=config_to_dict(train_config))
-    family.train(run_dir, data, model_config, train_config, resume, settings, progress=progress, figures=figures)
+    try:
+        family.train(run_dir, data, model_config, train_config, resume, settings, progress=progress, figures=figures)
+    except AlreadyFinished:
+        if previous_config is not None and is_main_process():  # nothing changed: not even config.json
+            atomic_write_bytes(run_dir / CONFIG_FILE, previous_config)
+        raise
     return run_dir
+
+
+def _stored_run_config(run_dir: Path, model_type: str) -> dict:
+    """The config.json of a run to resume, or one line that says what to do instead."""
+    if run_dir.is_dir() and not (run_dir / CONFIG_FILE).is_file():
+        raise RunError(f"nothing to resume in {run_dir}: it has no {CONFIG_FILE} (the run never started); run "
+                       f"the command without --resume (with --overwrite if the directory is not empty)")
+    if not run_dir.exists():
+        raise RunError(f"nothing to resume: {run_dir} does not exist; run the command without --resume")
+    stored = read_run_config(run_dir)
+    if stored.get("model_type") != model_type:
+        raise RunError(f"{run_dir} is a {stored.get('model_type')} run, not {model_type}")
+    return stored

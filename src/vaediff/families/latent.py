@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaediff.data import Dataset
-from vaediff.errors import ConfigError, RunError
+from vaediff.errors import AlreadyFinished, ConfigError, RunError
 from vaediff.families.diffusion import (
     DiffusionObjective,
     DiffusionRun,
@@ -40,7 +40,7 @@ from vaediff.runs import (
     load_state_strict,
     read_json,
 )
-from vaediff.train import CHECKPOINT_FILE, BatchRandom, TrainConfig, is_main_process, wait_for_everyone
+from vaediff.train import BatchRandom, TrainConfig, is_main_process, wait_for_everyone
 
 AUTOENCODER_DIR = "autoencoder"
 AUTOENCODER_WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -256,10 +256,12 @@ def _stage_one(run_dir: Path, dataset: Dataset, config: LatentDiffusionConfig, t
     if (directory / STAGE_ONE_DONE).is_file():
         return load_autoencoder(config.autoencoder, directory)
     stage_config = autoencoder_train_config(train_config, config)
-    resume_stage = resume and (directory / CHECKPOINT_FILE).is_file()
-    train(AutoencoderObjective(config.autoencoder), partial(AdversarialAutoencoder, config.autoencoder), dataset,
-          stage_config, directory, resume=resume_stage, title=f"latent diffusion 1/2: autoencoder on {dataset.name}",
-          progress=progress)
+    try:
+        train(AutoencoderObjective(config.autoencoder), partial(AdversarialAutoencoder, config.autoencoder),
+              dataset, stage_config, directory, resume=resume,
+              title=f"latent diffusion 1/2: autoencoder on {dataset.name}", progress=progress)
+    except AlreadyFinished:
+        pass  # stopped after its last checkpoint but before it was marked done: finish the stage below
     autoencoder = load_autoencoder_weights(config.autoencoder, directory)
     scale = fit_scaling_factor(autoencoder, dataset)
     if is_main_process():
@@ -291,7 +293,7 @@ def train_latent_diffusion(run_dir: Path, dataset: Dataset, model_config: Latent
                                                   minutes=train_config.minutes * (1 - model_config.autoencoder_share))
     objective = LatentDiffusionObjective(model_config.denoiser, autoencoder, scale)
     state = train(objective, partial(ClassConditionalUNet, model_config.denoiser), dataset, denoiser_config, run_dir,
-                  resume=resume and (run_dir / CHECKPOINT_FILE).is_file(),
+                  resume=resume,
                   title=f"latent diffusion 2/2: denoiser on {dataset.name}", progress=progress)
     if is_main_process():
         if reuse:  # the run must stand alone: copy the reused autoencoder in

@@ -91,7 +91,7 @@ class Objective(Protocol):
 class BatchRandom:
     """The random draws of one global batch, identical on every process; each keeps its own rows.
 
-    Seeded with (seed, micro-step), so the draws are a pure function of where training is: that is
+    Seeded with (seed, optimizer step), so the draws are a pure function of where training is: that is
     what lets a resumed or multi-process run reproduce a single unbroken run.
     """
 
@@ -512,8 +512,13 @@ class Trainer:
         accel, setup, state, config = self.accel, self.setup, self.state, self.config
         with accel.accumulate(setup.module):
             progress = state.step / state.planned_steps if state.planned_steps else 0.0
-            draw = BatchRandom(config.seed, state.micro_step, len(images) * accel.num_processes, setup.rows,
-                               accel.device, progress)
+            # Drawn for the optimizer step's whole batch (every micro-batch, every process) from (seed, step);
+            # each micro-batch of each process keeps its own rows, so N processes and K accumulation steps
+            # draw exactly what one process taking the full batch at once would.
+            micro = len(images) * accel.num_processes
+            offset = (state.micro_step % config.grad_accum) * micro
+            rows = slice(offset + setup.rows.start, offset + setup.rows.stop)
+            draw = BatchRandom(config.seed, state.step, micro * config.grad_accum, rows, accel.device, progress)
             terms = self.objective.losses(setup.module, images, labels, draw)
             loss = terms["loss"]
             bad = not bool(torch.isfinite(loss.detach()))

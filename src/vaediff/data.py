@@ -361,7 +361,3 @@ def batch_loader(split: ImageSplit, batch_size: int, seed: int = 0, shuffle: boo
     return torch.utils.data.DataLoader(TensorImages(split), batch_sampler=sampler, collate_fn=keep_batch)
 
 
-def iterate_in_order(tensor: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-    """Consecutive slices of a tensor along dim 0 (for evaluation, where order does not matter)."""
-    for begin in range(0, tensor.shape[0], batch_size):
-        yield tensor[begin : begin + batch_size]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers.training_utils import compute_snr
 
 from vaediff.errors import ConfigError
 from vaediff.models.unet import DiffusionConfig
@@ -43,19 +44,13 @@ def from_model_range(samples: torch.Tensor, config: DiffusionConfig) -> torch.Te
     return images.clamp(0, 1)
 
 
-def snr(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:
-    """Signal-to-noise ratio abar_t / (1 - abar_t) at each timestep."""
-    alphas_cumprod = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
-    return alphas_cumprod / (1 - alphas_cumprod)
-
-
 def min_snr_weight(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
     """Min-SNR-gamma loss weights (Hang et al. 2023, eq. 8 and its v- and eps-forms).
 
     The x_0-loss weight min(SNR, gamma) expressed for the network's target: divide by SNR for
     epsilon prediction, by SNR + 1 for v prediction.
     """
-    ratio = snr(scheduler, timesteps)
+    ratio = compute_snr(scheduler, timesteps)  # abar_t / (1 - abar_t)
     clipped = torch.clamp(ratio, max=gamma)
     if prediction_type == "epsilon":
         return clipped / ratio

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from vaediff.data import NUM_CLASSES, Dataset
-from vaediff.figures import plt, save_grid
-from vaediff.runs import atomic_savefig, atomic_write_json
+from vaediff.figures import plt, save_figure, save_grid
+from vaediff.runs import atomic_write_json
 
 
 def summarize(dataset: Dataset) -> dict:
@@ -46,9 +46,7 @@ def plot_class_distribution(dataset: Dataset, path: Path) -> None:
     axis.set_title(f"{dataset.name}: images per class")
     axis.legend(loc="lower right", framealpha=0.9)
     axis.margins(y=0.12)
-    figure.tight_layout()
-    atomic_savefig(figure, path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)
 
 
 def plot_random_samples(dataset: Dataset, path: Path, seed: int, per_row: int = 10, rows: int = 6) -> None:
@@ -60,9 +58,7 @@ def plot_random_samples(dataset: Dataset, path: Path, seed: int, per_row: int = 
         axis.set_title(dataset.class_names[dataset.train.labels[i]], fontsize=7)
         axis.axis("off")
     figure.suptitle(f"{dataset.name}: random training images with their labels")
-    figure.tight_layout()
-    atomic_savefig(figure, path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)
 
 
 def plot_class_means(dataset: Dataset, path: Path) -> None:
@@ -78,9 +74,7 @@ def plot_pixel_histogram(dataset: Dataset, path: Path) -> None:
     axis.set_xlabel("pixel intensity (0 = background, 1 = ink)")
     axis.set_ylabel("number of pixels (log scale)")
     axis.set_title(f"{dataset.name}: pixel intensities of the training split")
-    figure.tight_layout()
-    atomic_savefig(figure, path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)
 
 
 def run_eda(dataset: Dataset, out_dir: str | Path, seed: int = 0) -> dict:

@@ -221,7 +221,7 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binari
     if write:
         atomic_write_json(Path(run_dir) / "metrics.json", metrics)
         if "confusion" in metrics:
-            from vaediff.report import plot_confusion
+            from vaediff.figures import plot_confusion
 
             plot_confusion(metrics["confusion"], dataset.class_names, Path(run_dir) / "confusion.png",
                            f"{run.model_type}: evaluator's class for samples drawn per class")

@@ -13,23 +13,31 @@ if "ipykernel" not in sys.modules:  # files only, never a window (headless, CI);
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
 
 from vaediff.runs import atomic_savefig  # noqa: E402
 
 
+def save_figure(figure, path: str | Path, dpi: int = 100, **kwargs) -> None:
+    """Lay out, write atomically and close: how every figure of vaediff ends."""
+    if "bbox_inches" not in kwargs:
+        figure.tight_layout()
+    atomic_savefig(figure, path, dpi=dpi, **kwargs)
+    plt.close(figure)
+
+
 def tile(images: torch.Tensor, columns: int, padding: int = 2) -> np.ndarray:
-    """Tile (N, 1, H, W) images in [0, 1] into one (rows*H, columns*W) array with a white gutter."""
+    """Tile (N, 1, H, W) images in [0, 1] into one (rows*(H+pad)+pad, columns*(W+pad)+pad) array with a
+    light gutter (torchvision's make_grid)."""
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"expected images of shape (N, 1, H, W), got {tuple(images.shape)}")
-    count, _, height, width = images.shape
-    rows = max(1, -(-count // columns))
-    canvas = np.full((rows * (height + padding) + padding, columns * (width + padding) + padding), 0.15, np.float32)
-    pixels = images.detach().float().clamp(0, 1).cpu().numpy()[:, 0]
-    for index in range(count):
-        r, c = divmod(index, columns)
-        top, left = padding + r * (height + padding), padding + c * (width + padding)
-        canvas[top : top + height, left : left + width] = pixels[index]
-    return canvas
+    pixels = images.detach().float().clamp(0, 1).cpu()
+    nrow = columns
+    if len(pixels) < max(columns, 2):  # make_grid narrows a short single row and drops a lone image's gutter
+        nrow = max(columns, 2)
+        pixels = torch.cat([pixels, torch.full((nrow - len(pixels), *pixels.shape[1:]), 0.15)])
+    grid = make_grid(pixels, nrow=nrow, padding=padding, pad_value=0.15)
+    return grid[0, :, : columns * (pixels.shape[3] + padding) + padding].numpy()
 
 
 def save_grid(images: torch.Tensor, path: str | Path, title: str, columns: int | None = None,
@@ -54,8 +62,7 @@ def save_grid(images: torch.Tensor, path: str | Path, title: str, columns: int |
     axis.tick_params(length=0)
     for spine in axis.spines.values():
         spine.set_visible(False)
-    atomic_savefig(figure, path, dpi=120, bbox_inches="tight", pad_inches=0.08)
-    plt.close(figure)
+    save_figure(figure, path, dpi=120, bbox_inches="tight", pad_inches=0.08)
 
 
 def save_loss_curves(rows: Sequence[dict], path: str | Path, title: str, columns: Sequence[str]) -> None:
@@ -76,6 +83,24 @@ def save_loss_curves(rows: Sequence[dict], path: str | Path, title: str, columns
         axis.grid(alpha=0.3)
         axis.legend()
     figure.suptitle(title)
-    figure.tight_layout()
-    atomic_savefig(figure, path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)
+
+
+def plot_confusion(confusion: list[list[int]], class_names: tuple[str, ...], path: Path, title: str) -> None:
+    """Row-normalised confusion matrix: for samples drawn as class i (row), the evaluator's class j."""
+    counts = np.asarray(confusion, dtype=float)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    figure, axis = plt.subplots(figsize=(6.6, 5.8))
+    image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i in range(shares.shape[0]):
+        for j in range(shares.shape[1]):
+            if shares[i, j] >= 0.005:
+                axis.text(j, i, f"{shares[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
+                          color="white" if shares[i, j] > 0.6 else "black")
+    axis.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", fontsize=8)
+    axis.set_yticks(range(len(class_names)), class_names, fontsize=8)
+    axis.set_xlabel("class the evaluator sees")
+    axis.set_ylabel("class the sample was drawn for")
+    axis.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=axis, fraction=0.046, label="share of row")
+    save_figure(figure, path, dpi=100)

@@ -77,10 +77,5 @@ def elbo_and_iw_nll(log_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return negative_elbo_estimate, iw_nll
 
 
-def binarize(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Dynamic binarization (Salakhutdinov & Murray 2008): each pixel ~ Bernoulli(intensity)."""
-    return torch.bernoulli(images, generator=generator)
-
-
 def bits_per_dim(nll_nats: float, dims: int) -> float:
     return nll_nats / (dims * math.log(2))

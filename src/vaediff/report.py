@@ -13,11 +13,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from vaediff.figures import plt, tile
-from vaediff.runs import atomic_savefig, atomic_write_json, atomic_write_text, read_json
+from vaediff.figures import plt, save_figure, tile
+from vaediff.runs import atomic_write_json, atomic_write_text, read_json
 
 # metric key, direction (+1 higher is better, -1 lower is better), format
 TABLE_METRICS = (
@@ -205,28 +204,6 @@ def metrics_table(summaries: list[RunSummary], lang: str) -> tuple[list[str], li
 # Figures
 
 
-def plot_confusion(confusion: list[list[int]], class_names: tuple[str, ...], path: Path, title: str) -> None:
-    """Row-normalised confusion matrix: for samples drawn as class i (row), the evaluator's class j."""
-    counts = np.asarray(confusion, dtype=float)
-    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    figure, axis = plt.subplots(figsize=(6.6, 5.8))
-    image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    for i in range(shares.shape[0]):
-        for j in range(shares.shape[1]):
-            if shares[i, j] >= 0.005:
-                axis.text(j, i, f"{shares[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
-                          color="white" if shares[i, j] > 0.6 else "black")
-    axis.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", fontsize=8)
-    axis.set_yticks(range(len(class_names)), class_names, fontsize=8)
-    axis.set_xlabel("class the evaluator sees")
-    axis.set_ylabel("class the sample was drawn for")
-    axis.set_title(title, fontsize=10)
-    figure.colorbar(image, ax=axis, fraction=0.046, label="share of row")
-    figure.tight_layout()
-    atomic_savefig(figure, path, dpi=100)
-    plt.close(figure)
-
-
 def plot_sample_grids(grids: list[tuple[str, torch.Tensor]], path: Path, seed: int) -> None:
     """One 10x10 grid per run, side by side (rows are classes for conditional runs)."""
     figure, axes = plt.subplots(1, len(grids), figsize=(3.6 * len(grids), 3.9), squeeze=False)
@@ -235,9 +212,7 @@ def plot_sample_grids(grids: list[tuple[str, torch.Tensor]], path: Path, seed: i
         axis.set_title(name, fontsize=9)
         axis.axis("off")
     figure.suptitle(f"samples, seed {seed}")
-    figure.tight_layout()
-    atomic_savefig(figure, path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
 
 
 def plot_losses(summaries: list[RunSummary], path: Path) -> None:
@@ -258,9 +233,7 @@ def plot_losses(summaries: list[RunSummary], path: Path) -> None:
         axis.set_ylabel("loss (nats/image for VAEs, weighted MSE for diffusion)", fontsize=7)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
-    figure.tight_layout()
-    atomic_savefig(figure, path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)
 
 
 def plot_curves(curves: dict[str, list[dict]], x_key: str, path: Path, title: str, x_label: str,
@@ -279,9 +252,7 @@ def plot_curves(curves: dict[str, list[dict]], x_key: str, path: Path, title: st
             axis.set_xscale("log")
     right.legend(fontsize=7)
     figure.suptitle(title)
-    figure.tight_layout()
-    atomic_savefig(figure, path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -139,7 +139,8 @@ def training_limits(config: TrainConfig) -> dict:
 class WarmupCosine:
     """LR factor: linear warm-up, then constant or cosine decay to 0 over `total` steps.
 
-    A callable object rather than a closure so LambdaLR can store it in the checkpoint (its __dict__).
+    An object rather than a closure because its horizon `total` is set after construction: with --minutes
+    it is known only once the speed of the first steps has been measured (and again on a resumed run).
     """
 
     def __init__(self, warmup: int, cosine: bool, total: int | None = None):

@@ -11,12 +11,11 @@ from torch import nn
 
 from vaediff.data import Dataset
 from vaediff.errors import ConfigError
-from vaediff.figures import plt, save_grid
+from vaediff.figures import plt, save_figure, save_grid
 from vaediff.likelihood import negative_elbo
 from vaediff.models.vae import VAE, VAEConfig
 from vaediff.runs import (
     atomic_save_safetensors,
-    atomic_savefig,
     config_from_dict,
     load_safetensors,
     load_state_strict,
@@ -159,9 +158,7 @@ def plot_latent_space(model: VAE, dataset: Dataset, path: Path, tsne: bool = Fal
     kind = "cvae" if model.config.conditional else "vae"
     axis.set_title(f"{kind}: test-set latent means, {method}")
     axis.legend(markerscale=3, fontsize=7, loc="best", ncols=2)
-    figure.tight_layout()
-    atomic_savefig(figure, path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)
 
 
 def build_model_config(model_type: str, options: dict) -> VAEConfig:

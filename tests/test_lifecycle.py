@@ -196,7 +196,7 @@ def test_resume_from_every_state(row, tmp_path, monkeypatch, capsys, references)
             assert "12345" not in (directory / "loss.csv").read_text()  # rows no checkpoint backed are gone
             assert (directory / "loss.png").is_file()
         assert not list(directory.glob(".*.tmp"))
-    if row.state == "killed before the first checkpoint" or row.state == "created, no step done":
+    if row.state in ("killed before the first checkpoint", "created, no step done"):
         assert any("starting from step 0" in line for line in visible_lines(err))
     final = json.loads((run_dir / "config.json").read_text())["train"]
     if row.action:  # the limits given with --resume replace the stored ones

@@ -129,5 +129,5 @@ def existing_directory(path: str | Path, what: str) -> Path:
 def os_error_line(exc: OSError, path: str | Path | None = None) -> str:
     """One line for an operating-system error: the path, then what went wrong, in words."""
     where = exc.filename if exc.filename is not None else path
-    reason = exc.strerror or (errno.errorcode.get(exc.errno, "") if exc.errno else "") or str(exc)
-    return f"{where}: {reason.lower() if reason[:1].isupper() and not reason[:2].isupper() else reason}"
+    reason = exc.strerror or errno.errorcode.get(exc.errno or 0) or str(exc)
+    return f"{where}: {reason[:1].lower()}{reason[1:]}"  # "Permission denied" -> "permission denied"

@@ -36,7 +36,7 @@ def parse_plan(text: str) -> list[tuple[float, tuple[float, float]]]:
 def sweep(run_dir: Path, plan: list[tuple[float, tuple[float, float]]], samples: int, steps: int | None) -> list[dict]:
     from vaediff.console import progress_bar
     from vaediff.data import load_dataset
-    from vaediff.evaluator import load_or_train_evaluator
+    from vaediff.evaluator_network import load_or_train_evaluator
     from vaediff.families import load_run
     from vaediff.report import quality_point
 

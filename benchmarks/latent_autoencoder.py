@@ -31,17 +31,17 @@ from safetensors import safe_open
 
 from vaediff.data import load_dataset
 from vaediff.evaluate import quality_metrics
-from vaediff.evaluator import load_or_train_evaluator
+from vaediff.evaluator_network import load_or_train_evaluator
 from vaediff.families.latent import (
-    AdversarialAutoencoder,
-    AutoencoderObjective,
     LatentDiffusionConfig,
     autoencoder_train_config,
     load_autoencoder_weights,
+    save_autoencoder,
 )
-from vaediff.models.autoencoder import AutoencoderConfig, LatentAutoencoder
+from vaediff.models.autoencoder import AdversarialAutoencoder, AutoencoderConfig, LatentAutoencoder
+from vaediff.objectives.vae import AutoencoderObjective
 from vaediff.runs import load_safetensors
-from vaediff.train import CHECKPOINT_FILE, TrainConfig, train
+from vaediff.training import CHECKPOINT_FILE, TrainConfig, train
 
 RESULTS = Path(__file__).parent / "results"
 TAIL = 0.3  # --trajectory summarises the last 30% of training: where a --minutes budget may end
@@ -51,7 +51,7 @@ def measure(name: str, config: AutoencoderConfig, dataset, evaluator, steps: int
     train_config = autoencoder_train_config(TrainConfig(max_steps=steps), LatentDiffusionConfig(autoencoder=config))
     started = time.perf_counter()
     train(AutoencoderObjective(config), partial(AdversarialAutoencoder, config), dataset, train_config, work / name,
-          title=f"autoencoder: {name}")
+          export=save_autoencoder, title=f"autoencoder: {name}")
     seconds = time.perf_counter() - started
     images, labels = dataset.test.images[:samples], dataset.test.labels[:samples]
     reconstructions = load_autoencoder_weights(config, work / name).reconstruct(images)
@@ -61,16 +61,15 @@ def measure(name: str, config: AutoencoderConfig, dataset, evaluator, steps: int
             "mse": round(float(((reconstructions - images) ** 2).mean()), 5)}
 
 
-class _ScoredAtEachCheckpoint(AutoencoderObjective):
-    """Stage one's objective, scoring at each checkpoint: the trainer first writes the live weights into
+class _ScoredAtEachCheckpoint:
+    """Stage one's export, scoring at each checkpoint: the trainer first writes the live weights into
     the resume file, then hands `export` the module with its averaged weights swapped in."""
 
     def __init__(self, config: AutoencoderConfig, score, first_step: int):
-        super().__init__(config)
-        self.score, self.first_step, self.rows = score, first_step, []
+        self.config, self.score, self.first_step, self.rows = config, score, first_step, []
 
     def export(self, module, run_dir: Path) -> None:
-        super().export(module, run_dir)
+        save_autoencoder(module, run_dir)
         checkpoint = run_dir / CHECKPOINT_FILE
         with safe_open(str(checkpoint), "pt") as handle:
             step = json.loads((handle.metadata() or {})["state"])["step"]
@@ -94,13 +93,13 @@ def trajectory(dataset, evaluator, steps: int, every: int, samples: int, seed: i
     def score(autoencoder) -> float:
         return quality_metrics(evaluator, autoencoder.reconstruct(images), labels, dataset)["fid"]
 
-    objective = _ScoredAtEachCheckpoint(config, score, first_step=int(config.discriminator_start * steps))
+    scored = _ScoredAtEachCheckpoint(config, score, first_step=int(config.discriminator_start * steps))
     train_config = dataclasses.replace(autoencoder_train_config(TrainConfig(max_steps=steps, seed=seed), model),
                                        checkpoint_every=every)
-    train(objective, partial(AdversarialAutoencoder, config), dataset, train_config, work / "trajectory",
-          title="autoencoder trajectory")
+    train(AutoencoderObjective(config), partial(AdversarialAutoencoder, config), dataset, train_config,
+          work / "trajectory", export=scored.export, title="autoencoder trajectory")
     return {"ema_decay": model.autoencoder_ema_decay, "steps": steps, "every": every, "seed": seed,
-            "rows": objective.rows, "last_30_percent": spread_at_the_end(objective.rows, steps)}
+            "rows": scored.rows, "last_30_percent": spread_at_the_end(scored.rows, steps)}
 
 
 def spread_at_the_end(rows: list[dict], steps: int) -> dict:

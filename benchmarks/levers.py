@@ -18,9 +18,9 @@ import time
 import torch
 
 from vaediff.data import load_dataset
-from vaediff.families.diffusion import DiffusionObjective
 from vaediff.models.unet import ClassConditionalUNet, preset_config
-from vaediff.train import BatchRandom
+from vaediff.objectives import BatchRandom
+from vaediff.objectives.diffusion import DiffusionObjective
 
 
 def step_seconds(model, objective, optimizer, images, labels, steps: int = 8, memory_format=None) -> float:
@@ -81,7 +81,7 @@ def main() -> int:
                 torch.set_num_threads(previous)
         return run
 
-    attention = preset_config("fast", mid_block_attention=True)
+    attention = preset_config("fast", {"mid_block_attention": True})
     attention_objective = DiffusionObjective(attention)
     levers = {  # name -> (model, optimizer, memory format, objective)
         "baseline (AdamW foreach)": (fresh(), {"foreach": True}, None, objective),

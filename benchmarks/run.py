@@ -112,12 +112,11 @@ def data_speed(dataset: Dataset, batches: int) -> dict:
 
 def _models() -> dict:
     """name -> (objective, model factory, batch transform) for every model and preset."""
-    from vaediff.families.diffusion import DiffusionObjective
-    from vaediff.families.latent import AdversarialAutoencoder, AutoencoderObjective, LatentDiffusionObjective
-    from vaediff.families.vae import VAEObjective
-    from vaediff.models.autoencoder import AutoencoderConfig, LatentAutoencoder
+    from vaediff.models.autoencoder import AdversarialAutoencoder, AutoencoderConfig, LatentAutoencoder
     from vaediff.models.unet import ClassConditionalUNet, preset_config
     from vaediff.models.vae import VAE, VAEConfig
+    from vaediff.objectives.diffusion import DiffusionObjective, LatentDiffusionObjective
+    from vaediff.objectives.vae import AutoencoderObjective, VAEObjective
 
     vae, cvae = VAEConfig(), VAEConfig(conditional=True)
     seed, fast, latent = preset_config("seed"), preset_config("fast"), preset_config("latent")
@@ -134,7 +133,7 @@ def _models() -> dict:
 
 
 def _step(objective, model, optimizer, images, labels, step: int) -> None:
-    from vaediff.train import BatchRandom
+    from vaediff.objectives import BatchRandom
 
     # progress 1: the last phase of training, every loss term on (the autoencoder's critic included)
     draw = BatchRandom(0, step, len(images), slice(None), torch.device("cpu"), progress=1.0)
@@ -177,7 +176,7 @@ def training_throughput(dataset: Dataset, peak: float, seconds: float) -> dict:
 # Quality: train for a budget, evaluate with vaediff's evaluator
 
 
-def _train(model_type: str, out: Path, dataset_name: str, minutes: float, options: dict) -> Path:
+def _train(model_type: str, out: Path, dataset_name: str, minutes: float, options: dict):
     from vaediff.families import train_run
 
     # No sample grids after training: quality and speed are measured separately, on more samples.
@@ -186,13 +185,13 @@ def _train(model_type: str, out: Path, dataset_name: str, minutes: float, option
 
 
 def _quality(run, evaluator, dataset, count: int, options: dict) -> dict:
-    from vaediff.evaluate import quality_metrics, timed_samples
+    """The report's curve point (report.quality_point), rounded for the table, seed 0."""
+    from vaediff.report import quality_point
 
-    images, labels, seconds = timed_samples(run, count, 0, options, progress=False)
-    metrics = quality_metrics(evaluator, images, labels, dataset)
-    return {"class_accuracy": round(metrics["class_accuracy"], 4), "fid": round(metrics["fid"], 3),
-            "kid": round(metrics["kid"]["mean"], 4), "precision": round(metrics["precision"], 3),
-            "recall": round(metrics["recall"], 3), "images_per_second": round(count / seconds, 2),
+    point = quality_point(run, evaluator, dataset, count, 0, options)
+    return {"class_accuracy": round(point["class_accuracy"], 4), "fid": round(point["fid"], 3),
+            "kid": round(point["kid"], 4), "precision": round(point["precision"], 3),
+            "recall": round(point["recall"], 3), "images_per_second": round(point["samples_per_second"], 2),
             "num_samples": count, **options}
 
 
@@ -206,16 +205,15 @@ def _comparison_settings(run) -> dict:
 
 def time_to_quality(dataset: Dataset, budgets: list[float], samples: int, work: Path) -> tuple[dict, dict]:
     """fast and seed presets trained for each budget; class accuracy and FID of `samples` samples each."""
-    from vaediff.evaluator import load_or_train_evaluator
-    from vaediff.families import load_run
+    from vaediff.evaluator_network import load_or_train_evaluator
 
     evaluator = load_or_train_evaluator(dataset, progress=False)
     table, runs = [], {}
     for minutes in budgets:
         for preset in ("fast", "seed"):
             log(f"training diffusion {preset} for {minutes} min")
-            run_dir = _train("diffusion", work / f"{preset}-{minutes:g}", dataset.name, minutes, {"preset": preset})
-            run = load_run(run_dir)
+            run = _train("diffusion", work / f"{preset}-{minutes:g}", dataset.name, minutes, {"preset": preset})
+            run_dir = run.run_dir
             row = {"preset": preset, "minutes": minutes, "steps_trained": _steps_trained(run_dir),
                    **_quality(run, evaluator, dataset, samples, _comparison_settings(run))}
             table.append(row)
@@ -289,14 +287,11 @@ def sampling(runs: dict, dataset: Dataset, samples: int, quick: bool) -> dict:
 
 
 def vae_section(dataset: Dataset, budgets: list[float], work: Path, iw_samples: int, test_images: int) -> dict:
-    from vaediff.evaluate import vae_likelihood
-    from vaediff.families import load_run
-
     nll = {}
     for minutes in budgets:
-        run = load_run(_train("vae", work / f"vae-{minutes:g}", dataset.name, minutes, {}))
+        run = _train("vae", work / f"vae-{minutes:g}", dataset.name, minutes, {})
         test = type(dataset.test)(dataset.test.images[:test_images], dataset.test.labels[:test_images])
-        nll[f"{minutes:g}"] = round(vae_likelihood(run, test, iw_samples, progress=False)["nll_nats"], 2)
+        nll[f"{minutes:g}"] = round(run.likelihood(test, iw_samples, False, 0, progress=False)["nll_nats"], 2)
         log(f"vae {minutes} min: NLL {nll[f'{minutes:g}']} nats")
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
@@ -324,7 +319,7 @@ with torch.inference_mode():  # sampling first: its peak is what inference costs
         run = DiffusionRun(None, {}, cfg, net.eval())
         if model == "latent-denoiser":
             from vaediff.families.latent import LatentDiffusionRun
-            run = LatentDiffusionRun(None, {}, cfg, net.eval(), autoencoder=objective.autoencoder, scaling_factor=1.0)
+            run = LatentDiffusionRun(None, {}, cfg, net.eval(), objective.autoencoder, 1.0)
         run.generate(500, labels, torch.Generator(), steps=1)
     elif model in ("vae", "cvae"):
         net.decode(torch.randn(500, net.config.latent), labels if net.config.conditional else None)
@@ -366,12 +361,11 @@ def memory(dataset_name: str) -> dict:
 
 def latent(dataset: Dataset, minutes: float, samples: int, work: Path, fast_run=None) -> dict:
     """Latent diffusion within the same budget, against the pixel fast preset (trained here if needed)."""
-    from vaediff.evaluator import load_or_train_evaluator
-    from vaediff.families import load_run
+    from vaediff.evaluator_network import load_or_train_evaluator
 
     evaluator = load_or_train_evaluator(dataset, progress=False)
     log(f"training latent diffusion for {minutes} min")
-    run = load_run(_train("latent-diffusion", work / f"latent-{minutes:g}", dataset.name, minutes, {}))
+    run = _train("latent-diffusion", work / f"latent-{minutes:g}", dataset.name, minutes, {})
     options = run.sampler_settings()
     result = _quality(run, evaluator, dataset, samples, options)
     recon = run.autoencoder.reconstruct(dataset.test.images[:samples])
@@ -380,7 +374,7 @@ def latent(dataset: Dataset, minutes: float, samples: int, work: Path, fast_run=
     recon_fid = quality_metrics(evaluator, recon, dataset.test.labels[:samples], dataset)["fid"]
     if fast_run is None:
         log(f"training diffusion fast for {minutes} min (the pixel-space reference)")
-        fast_run = load_run(_train("diffusion", work / f"fast-{minutes:g}", dataset.name, minutes, {"preset": "fast"}))
+        fast_run = _train("diffusion", work / f"fast-{minutes:g}", dataset.name, minutes, {"preset": "fast"})
     fast = _quality(fast_run, evaluator, dataset, samples, fast_run.sampler_settings())
     # The latent preset's guidance (3, only at t/T in [0.1, 0.7]) on the pixel model too: is the gap the
     # guidance rule's, or the model's?

@@ -95,7 +95,7 @@ def evaluator_cache(tmp_path_factory, mnist5k):
     `vaediff evaluate` in tests takes seconds instead of training the full evaluator (2-3 minutes)."""
     import os
 
-    from vaediff.evaluator import RECIPE_VERSION, feature_scale, train_evaluator
+    from vaediff.evaluator_network import RECIPE_VERSION, feature_scale, train_evaluator
     from vaediff.runs import atomic_save_safetensors, atomic_write_json
 
     cache = tmp_path_factory.mktemp("cache")

@@ -78,7 +78,8 @@ def test_stage_one_logs_the_adversarial_terms(latent_run):
 
 
 def test_stage_one_exports_the_moving_average_of_its_weights(latent_run):
-    from vaediff.families.latent import AdversarialAutoencoder, LatentDiffusionConfig
+    from vaediff.families.latent import LatentDiffusionConfig
+    from vaediff.models.autoencoder import AdversarialAutoencoder
     from vaediff.runs import config_from_dict
 
     config = config_from_dict(LatentDiffusionConfig, json.loads((latent_run / "config.json").read_text())["model"])
@@ -95,7 +96,7 @@ def test_stage_one_exports_the_moving_average_of_its_weights(latent_run):
 
 
 def test_adaptive_weight_balances_the_two_gradients():
-    from vaediff.families.latent import adaptive_weight
+    from vaediff.objectives.vae import adaptive_weight
 
     weight = torch.ones(3, requires_grad=True)
     reconstruction = (weight * torch.tensor([3.0, 0.0, 4.0])).sum()  # gradient norm 5
@@ -105,9 +106,9 @@ def test_adaptive_weight_balances_the_two_gradients():
 
 def _gradients(progress: float):
     """Gradients of one step's loss at `progress`, for the autoencoder and the critic, and its terms."""
-    from vaediff.families.latent import AdversarialAutoencoder, AutoencoderObjective
-    from vaediff.models.autoencoder import AutoencoderConfig
-    from vaediff.train import BatchRandom
+    from vaediff.models.autoencoder import AdversarialAutoencoder, AutoencoderConfig
+    from vaediff.objectives import BatchRandom
+    from vaediff.objectives.vae import AutoencoderObjective
 
     torch.manual_seed(0)
     config = AutoencoderConfig(block_out_channels=(8, 16, 16), norm_num_groups=4, discriminator_channels=8)

@@ -21,7 +21,7 @@ from conftest import visible_lines
 from vaediff.cli import main
 from vaediff.families.latent import AUTOENCODER_DIR, AUTOENCODER_WEIGHTS, STAGE_ONE_DONE
 from vaediff.runs import load_safetensors
-from vaediff.train import CHECKPOINT_FILE, Trainer
+from vaediff.training import CHECKPOINT_FILE, loop
 
 TINY_UNET = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "attention_head_dim": 8,
              "sampling_steps": 2}
@@ -41,21 +41,21 @@ class Killed(BaseException):
 
 def kill_at(monkeypatch, step: int, stage: str = "") -> None:
     """Stop the next training session whose title contains `stage` right after optimizer step `step`."""
-    original = Trainer._after_optimizer_step
+    original = loop.after_optimizer_step
 
-    def stopped(self, loss):
-        original(self, loss)
-        if stage in self.title and self.state.step >= step:
+    def stopped(session, loss):
+        original(session, loss)
+        if stage in session.title and session.state.step >= step:
             raise Killed
 
-    monkeypatch.setattr(Trainer, "_after_optimizer_step", stopped)
+    monkeypatch.setattr(loop, "after_optimizer_step", stopped)
 
 
 def kill_before_first_step(monkeypatch) -> None:
-    def stopped(self):
+    def stopped(session, *args):
         raise Killed
 
-    monkeypatch.setattr(Trainer, "run", stopped)
+    monkeypatch.setattr(loop, "forward_backward", stopped)
 
 
 def train(run_dir: Path, model: str, *limits: str, resume: bool = False, every: int = 1000) -> int:

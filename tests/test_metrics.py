@@ -5,7 +5,7 @@ import torch
 
 from vaediff import metrics as m
 from vaediff.evaluate import quality_metrics
-from vaediff.evaluator import load_or_train_evaluator, train_evaluator
+from vaediff.evaluator_network import load_or_train_evaluator, train_evaluator
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 from vaediff.cli import main
 from vaediff.families import load_run
 from vaediff.runs import load_safetensors
-from vaediff.train import CHECKPOINT_FILE
+from vaediff.training import CHECKPOINT_FILE
 
 HELPER = Path(__file__).parent / "helpers" / "multiprocess_session.py"
 

@@ -22,10 +22,10 @@ from vaediff.cli import main
 from vaediff.data import read_idx
 from vaediff.errors import DataError, RunError
 from vaediff.families import load_run, train_run
-from vaediff.families.vae import VAEObjective
 from vaediff.models.vae import VAE, VAEConfig
+from vaediff.objectives.vae import VAEObjective
 from vaediff.runs import load_safetensors, read_json
-from vaediff.train import CHECKPOINT_FILE, TrainConfig, train
+from vaediff.training import CHECKPOINT_FILE, TrainConfig, train
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "vaediff"
 SMALL_VAE = ["--model-config", '{"hidden": 64, "latent": 8}', "--batch-size", "32"]
@@ -147,7 +147,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tiny, tmp_path, monkeypatch):
 def valid_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("valid")
     return train_run("cvae", root / "cvae", options={"model": {"hidden": 32, "latent": 4}},
-                     train_options={"max_steps": 5}, progress=False)
+                     train_options={"max_steps": 5}, progress=False).run_dir
 
 
 @pytest.fixture(scope="module")

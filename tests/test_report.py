@@ -16,9 +16,9 @@ REQUIRED = ("fid", "fid_real", "kid", "precision", "recall", "density", "coverag
 @pytest.fixture(scope="module")
 def evaluated_runs(tmp_path_factory, evaluator_cache):
     root = tmp_path_factory.mktemp("runs")
-    vae = train_run("cvae", root / "cvae", train_options={"max_steps": 120}, progress=False)
+    vae = train_run("cvae", root / "cvae", train_options={"max_steps": 120}, progress=False).run_dir
     diffusion = train_run("diffusion", root / "diffusion", options={"model": TINY_DIFFUSION},
-                          train_options={"max_steps": 8, "batch_size": 32, "eval_images": 64}, progress=False)
+                          train_options={"max_steps": 8, "batch_size": 32, "eval_images": 64}, progress=False).run_dir
     for run in (vae, diffusion):
         evaluate_run(run, n_samples=100, iw_samples=10, sampler_options={"steps": 4} if run == diffusion else None,
                      progress=False)
@@ -74,6 +74,6 @@ def test_report_in_chinese(evaluated_runs, tmp_path):
 
 
 def test_compare_refuses_unevaluated_runs(tmp_path, cli):
-    run = train_run("vae", tmp_path / "vae", train_options={"max_steps": 5}, progress=False)
+    run = train_run("vae", tmp_path / "vae", train_options={"max_steps": 5}, progress=False).run_dir
     code, _, err = cli("compare", run, "--out", tmp_path / "report")
     assert code == 2 and "vaediff evaluate" in err

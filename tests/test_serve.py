@@ -25,7 +25,7 @@ def runs(tmp_path_factory):
     diffusion = train_run("diffusion", root / "digits", options={"model": TINY},
                           train_options={"max_steps": 4, "batch_size": 32, "eval_images": 64}, progress=False)
     vae = train_run("cvae", root / "cvae", train_options={"max_steps": 30}, progress=False)
-    return [diffusion, vae]
+    return [diffusion.run_dir, vae.run_dir]
 
 
 def test_handlers_answer_bad_input_with_a_message(runs):

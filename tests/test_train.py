@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 
-from vaediff.families.vae import VAEObjective
+from vaediff.families.vae import save_weights
 from vaediff.models.vae import VAE, VAEConfig
+from vaediff.objectives.vae import VAEObjective
 from vaediff.runs import load_safetensors
-from vaediff.train import TrainConfig, WarmupCosine, train
+from vaediff.training import TrainConfig, WarmupCosine, train
 
 CONFIG = VAEConfig(hidden=32, latent=4)
 
@@ -27,7 +28,7 @@ def test_warmup_then_cosine_schedule_values():
 
 def test_a_minutes_budget_plans_a_horizon_that_fits_it(tiny, tmp_path):
     config = TrainConfig(minutes=0.1, batch_size=32, lr_schedule="cosine", eval_images=64, checkpoint_every=10_000)
-    state = train(VAEObjective(CONFIG), lambda: VAE(CONFIG), tiny, config, tmp_path, progress=False)
+    state = train(VAEObjective(CONFIG), lambda: VAE(CONFIG), tiny, config, tmp_path, export=save_weights, progress=False)
     # the plan is made from the speed of 15 steps after 5 warm-up steps, for 95% of the budget
     assert state.planned_steps is not None and state.planned_steps > 25
     assert state.step <= state.planned_steps  # ended by the plan, or by the clock a little before it
@@ -38,7 +39,7 @@ def test_a_minutes_budget_plans_a_horizon_that_fits_it(tiny, tmp_path):
 def test_grad_accum_2_gives_the_weights_of_one_step_on_the_full_batch(tiny, tmp_path):
     for accum in (1, 2):
         config = TrainConfig(max_steps=3, batch_size=32, grad_accum=accum, eval_images=64)
-        train(VAEObjective(CONFIG), lambda: VAE(CONFIG), tiny, config, tmp_path / f"accum{accum}", progress=False)
+        train(VAEObjective(CONFIG), lambda: VAE(CONFIG), tiny, config, tmp_path / f"accum{accum}", export=save_weights, progress=False)
     whole = load_safetensors(tmp_path / "accum1" / "model.safetensors")
     halves = load_safetensors(tmp_path / "accum2" / "model.safetensors")
     torch.manual_seed(0)  # what the loop does before it builds the model (seed 0)

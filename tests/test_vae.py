@@ -10,11 +10,17 @@ from matplotlib.image import imread
 
 from vaediff.errors import Interrupted
 from vaediff.families import load_run, train_run
-from vaediff.families.vae import VAEObjective, VAERun
-from vaediff.likelihood import elbo_and_iw_nll, gaussian_kl, log_importance_weights, negative_elbo
+from vaediff.families.vae import VAERun, save_weights
 from vaediff.models.vae import VAE, VAEConfig
+from vaediff.objectives.vae import (
+    VAEObjective,
+    elbo_and_iw_nll,
+    gaussian_kl,
+    log_importance_weights,
+    negative_elbo,
+)
 from vaediff.runs import load_safetensors
-from vaediff.train import CHECKPOINT_FILE, TrainConfig, train
+from vaediff.training import CHECKPOINT_FILE, TrainConfig, train
 
 
 def test_loss_matches_a_hand_computation():
@@ -74,9 +80,10 @@ def test_short_training_lowers_the_test_loss(tiny, tmp_path):
 
 
 def test_save_load_round_trip_gives_identical_outputs(tiny, tmp_path):
-    run_dir = train_run("cvae", tmp_path / "run", options={"hidden": 64, "latent": 4},
-                        train_options={"max_steps": 20}, progress=False)
-    run = load_run(run_dir)
+    run = train_run("cvae", tmp_path / "run", options={"hidden": 64, "latent": 4},
+                    train_options={"max_steps": 20}, progress=False)
+    run_dir = run.run_dir
+    assert load_run(run_dir).config == run.config  # what train_run returns is the run its directory holds
     assert isinstance(run, VAERun) and run.conditional
     # the weights as training left them, from the resume checkpoint (no EMA for VAEs): the exported,
     # reloaded model must compute exactly what they compute, and not what untrained weights compute
@@ -94,7 +101,7 @@ def test_save_load_round_trip_gives_identical_outputs(tiny, tmp_path):
 def test_interrupted_run_resumes_to_the_same_weights(tiny, tmp_path):
     config = VAEConfig(hidden=64, latent=4)
     train_config = _train_config()
-    train(VAEObjective(config), lambda: VAE(config), tiny, train_config, tmp_path / "straight", progress=False)
+    train(VAEObjective(config), lambda: VAE(config), tiny, train_config, tmp_path / "straight", export=save_weights, progress=False)
 
     class InterruptAtStep25(VAEObjective):
         calls = 0
@@ -106,18 +113,16 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny, tmp_path):
             return super().losses(*args)
 
     with pytest.raises(Interrupted) as info:
-        train(InterruptAtStep25(config), lambda: VAE(config), tiny, train_config, tmp_path / "broken", progress=False)
+        train(InterruptAtStep25(config), lambda: VAE(config), tiny, train_config, tmp_path / "broken", export=save_weights, progress=False)
     assert info.value.exit_code == 130 and "--resume" in str(info.value)
-    train(VAEObjective(config), lambda: VAE(config), tiny, train_config, tmp_path / "broken", resume=True, progress=False)
+    train(VAEObjective(config), lambda: VAE(config), tiny, train_config, tmp_path / "broken", resume=True, export=save_weights, progress=False)
     straight = load_safetensors(tmp_path / "straight" / "model.safetensors")
     resumed = load_safetensors(tmp_path / "broken" / "model.safetensors")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
 def test_cvae_draws_the_class_it_is_asked_for(mnist5k, tmp_path):
-    run_dir = train_run("cvae", tmp_path / "run", train_options={"max_steps": 400, "batch_size": 64},
-                        progress=False)
-    run = load_run(run_dir)
+    run = train_run("cvae", tmp_path / "run", train_options={"max_steps": 400, "batch_size": 64}, progress=False)
     labels = torch.arange(10).repeat_interleave(20)
     samples = run.generate(len(labels), labels, torch.Generator().manual_seed(0))
     means = torch.stack([mnist5k.train.images[mnist5k.train.labels == c].mean(0) for c in range(10)])

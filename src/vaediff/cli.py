@@ -7,6 +7,7 @@ training, 128+signal for an interrupted one); argparse errors are shortened to o
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -22,8 +23,8 @@ from vaediff.checks import (
     output_file,
 )
 from vaediff.console import clear_progress_bars
-from vaediff.constants import DATASETS, MODEL_TYPES, PRESETS, SAMPLERS
-from vaediff.errors import AlreadyFinished, ConfigError, VaediffError
+from vaediff.constants import DATASETS, DIFFUSION_PRESETS, MODEL_TYPES, SAMPLERS
+from vaediff.errors import AlreadyFinished, VaediffError
 
 PROG = "vaediff"
 
@@ -49,39 +50,29 @@ class CommandListFormatter(argparse.HelpFormatter):
 # Argument types: reject bad numbers at the boundary with a message that names the value.
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def at_most(maximum: int, minimum: int = 1) -> Callable[[str], int]:
-    """An argparse type: a whole number in [minimum, maximum] (counts that must not run for hours)."""
+def whole_number(minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum` (and at most `maximum`: counts that must
+    not run for hours)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if not minimum <= value <= maximum:
+        if maximum is not None and not minimum <= value <= maximum:
             raise argparse.ArgumentTypeError(f"must be between {minimum:,} and {maximum:,}, got {value:,}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
 
     return parse
 
 
-def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+positive_int, nonnegative_int = whole_number(1), whole_number(0)
+
+
+def at_most(maximum: int, minimum: int = 1) -> Callable[[str], int]:
+    return whole_number(minimum, maximum)
 
 
 def _finite_float(text: str) -> float:
@@ -109,8 +100,6 @@ def nonnegative_float(text: str) -> float:
 
 
 def json_object(text: str) -> dict:
-    import json
-
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -162,7 +151,7 @@ def add_sampler_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_eda(args: argparse.Namespace) -> None:
-    from vaediff.data import load_dataset
+    from vaediff.data import load_dataset  # torch: imported when the command runs (instant --help)
     from vaediff.eda import run_eda
     from vaediff.runs import prepare_output_dir, write_run_config
 
@@ -177,14 +166,13 @@ def cmd_eda(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from vaediff.families import train_run
-    from vaediff.train import is_main_process
+    from vaediff.families import (  # torch: imported when the command runs (instant --help)
+        family_of,
+        train_run,
+    )
+    from vaediff.training import is_main_process
 
-    options = {"binarize": args.binarize, "tsne": args.tsne} if args.model_type in ("vae", "cvae") else {}
-    if args.model_type == "diffusion":
-        options = {"preset": args.preset or "fast"}
-    if args.model_type == "latent-diffusion":
-        options = {"autoencoder": args.autoencoder}
+    options = {name: getattr(args, name) for name in family_of(args.model_type).options}  # the family's flags
     if args.model_config is not None:
         options["model"] = args.model_config
     train_options = {
@@ -193,10 +181,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         "mixed_precision": args.mixed_precision, "grad_accum": args.grad_accum,
         "checkpoint_every": args.checkpoint_every,
     }
-    run_dir = train_run(args.model_type, args.out, args.dataset, args.data_dir, options, train_options,
-                        resume=args.resume, overwrite=args.overwrite)
+    run = train_run(args.model_type, args.out, args.dataset, args.data_dir, options, train_options,
+                    resume=args.resume, overwrite=args.overwrite)
     if is_main_process():
-        print(f"trained {args.model_type}: {run_dir} (loss.csv, loss.png, samples.png, weights, config.json)")
+        print(f"trained {args.model_type}: {run.run_dir} (loss.csv, loss.png, samples.png, weights, config.json)")
 
 
 def _sampler_options(args: argparse.Namespace) -> dict:
@@ -205,23 +193,20 @@ def _sampler_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from vaediff.data import class_names_for
+    from vaediff.data import class_names_for  # torch: imported when the command runs (instant --help)
     from vaediff.families import load_run
-    from vaediff.sampling import write_sample_grid
+    from vaediff.generation import write_sample_grid
 
     output_file(args.out)  # before loading anything: a bad path fails at once
     run = load_run(args.run)
-    options = _sampler_options(args)
-    if options and run.model_type in ("vae", "cvae"):
-        raise ConfigError(f"{run.model_type} runs draw in one decoder pass; --sampler, --steps and --guidance "
-                     f"(-interval) are for diffusion runs")
+    options = run.sampler_settings(**_sampler_options(args))
     names = class_names_for(run.config["settings"]["dataset"])
     write_sample_grid(run, args.out, seed=args.seed, count=args.n, label=args.label, class_names=names, **options)
     print(f"wrote {args.out}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from vaediff.evaluate import evaluate_run, format_metrics
+    from vaediff.evaluate import evaluate_run, format_metrics  # torch: imported when the command runs
 
     metrics = evaluate_run(args.run, n_samples=args.n_samples, iw_samples=args.iw_samples,
                            binarize=args.binarize, seed=args.seed, cache_dir=args.cache_dir,
@@ -231,8 +216,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluator(args: argparse.Namespace) -> None:
-    from vaediff.data import load_dataset
-    from vaediff.evaluator import load_or_train_evaluator
+    from vaediff.data import load_dataset  # torch: imported when the command runs (instant --help)
+    from vaediff.evaluator_network import load_or_train_evaluator
 
     dataset = load_dataset(args.dataset, args.data_dir)
     evaluator = load_or_train_evaluator(dataset, args.cache_dir, retrain=args.retrain)
@@ -240,7 +225,7 @@ def cmd_evaluator(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from vaediff.report import compare, headlines, summarize_runs
+    from vaediff.report import compare, headlines, summarize_runs  # torch: imported when the command runs
     from vaediff.runs import prepare_output_dir, write_run_config
 
     summarize_runs([Path(r) for r in args.runs])  # fail on a bad run before touching --out
@@ -255,7 +240,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
-    from vaediff.quickstart import quickstart
+    from vaediff.quickstart import quickstart  # torch: imported when the command runs (instant --help)
     from vaediff.report import headlines, summarize_runs
     from vaediff.runs import read_json
 
@@ -269,7 +254,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from vaediff.serve import Limits, serve
+    from vaediff.serve import Limits, serve  # torch and gradio: imported when the command runs
 
     serve(args.runs, args.host, args.port, Limits(max_images=args.max_images, max_steps=args.max_steps,
                                                  concurrency=args.concurrency))
@@ -326,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="dynamically binarize pixels (the binarized-MNIST likelihood protocol)")
     vae_flags.add_argument("--tsne", action="store_true", help="latent.png by t-SNE instead of PCA")
     diffusion_flags = train.add_argument_group("diffusion / latent-diffusion")
-    diffusion_flags.add_argument("--preset", choices=PRESETS,
+    diffusion_flags.add_argument("--preset", choices=DIFFUSION_PRESETS,
                                  help="diffusion recipe: fast (default, for CPUs) or seed (the course project's)")
     diffusion_flags.add_argument("--autoencoder", metavar="RUN",
                                  help="latent-diffusion: reuse the autoencoder of this run instead of training one")

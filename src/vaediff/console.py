@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from tqdm import tqdm as std_tqdm
 from tqdm.auto import tqdm
 
 
@@ -17,9 +18,7 @@ def progress_bar(iterable=None, *, enabled: bool = True, **kwargs):
 
 def clear_progress_bars() -> None:
     """Erase the bars an error interrupted, so that the error is printed on a line of its own."""
-    from tqdm import tqdm as base
-
-    for bar in list(getattr(base, "_instances", ())):
+    for bar in list(getattr(std_tqdm, "_instances", ())):
         bar.leave = False
         bar.close()
 

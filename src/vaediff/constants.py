@@ -2,5 +2,5 @@
 
 DATASETS = ("mnist-5k", "mnist", "fashion-mnist")
 MODEL_TYPES = ("vae", "cvae", "diffusion", "latent-diffusion")
-PRESETS = ("fast", "seed")
+DIFFUSION_PRESETS = ("fast", "seed")  # the --preset choices; their configs: models.unet.preset_config
 SAMPLERS = ("ddpm", "ddim", "dpm")

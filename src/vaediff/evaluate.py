@@ -7,57 +7,20 @@ Every number comes with its reference point: the same metrics computed for held-
 
 from __future__ import annotations
 
-import math
-import time
 from pathlib import Path
 
 import torch
 
+from vaediff import __version__
 from vaediff import metrics as m
 from vaediff.checks import MAX_EVAL_SAMPLES, MAX_IW_SAMPLES, check_count, check_fits_in_memory
-from vaediff.data import Dataset, ImageSplit
-from vaediff.evaluator import Evaluator
-from vaediff.likelihood import bits_per_dim, elbo_and_iw_nll, log_importance_weights
-
-
-@torch.no_grad()
-def vae_likelihood(run, split: ImageSplit, iw_samples: int = 1000, binarize: bool = False, seed: int = 0,
-                   batch_size: int = 100, progress: bool = True) -> dict:
-    """Negative ELBO and importance-weighted NLL bound on a test split, in nats per image.
-
-    Both come from the same K draws per image (so nll_nats <= elbo_nats always holds); the standard
-    error is over test images. With `binarize`, each test pixel is one fixed Bernoulli draw
-    (seeded), the protocol of the binarized-MNIST literature.
-    """
-    from vaediff.console import progress_bar
-
-    model = run.model
-    generator = torch.Generator().manual_seed(seed)
-    images = split.images
-    if binarize:
-        images = torch.bernoulli(images, generator=torch.Generator().manual_seed(seed + 1))
-    conditional = model.config.conditional
-    elbos, nlls = [], []
-    starts = range(0, len(images), batch_size)
-    for start in progress_bar(starts, desc=f"likelihood (K={iw_samples})", unit="batch", enabled=progress):
-        batch = images[start : start + batch_size]
-        labels = split.labels[start : start + batch_size] if conditional else None
-        log_weights = log_importance_weights(model, batch, labels, iw_samples, generator)
-        elbo, nll = elbo_and_iw_nll(log_weights)
-        elbos.append(elbo)
-        nlls.append(nll)
-    elbo, nll = torch.cat(elbos).double(), torch.cat(nlls).double()
-    dims = images[0].numel()
-    return {
-        "elbo_nats": float(elbo.mean()),
-        "nll_nats": float(nll.mean()),
-        "nll_stderr": float(nll.std() / math.sqrt(len(nll))),
-        "bits_per_dim": bits_per_dim(float(nll.mean()), dims),
-        "iw_samples": iw_samples,
-        "binarized": binarize,
-        "conditional_on_label": conditional,
-        "test_images": len(nll),
-    }
+from vaediff.data import Dataset, ImageSplit, load_dataset
+from vaediff.errors import ConfigError
+from vaediff.evaluator_network import Evaluator, load_or_train_evaluator
+from vaediff.families import load_run
+from vaediff.figures import plot_confusion
+from vaediff.generation import timed_draw
+from vaediff.runs import atomic_write_json
 
 
 def _reference_subset(split: ImageSplit, size: int, seed: int) -> torch.Tensor:
@@ -138,26 +101,6 @@ def real_reference(evaluator: Evaluator, dataset: Dataset, size: int, seed: int 
     return reference
 
 
-def timed_samples(run, count: int, seed: int, sampler_options: dict, progress: bool = True,
-                  batch_size: int = 100) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-    """Draw `count` samples (classes 0, 1, ..., 9, 0, ... for conditional runs) with one seeded
-    generator; returns images, the labels they were drawn for, and the seconds it took. Batches of 100:
-    on a 2-core CPU the fast UNet does 770 evaluations/s at batch 100 and 410 at 500 (benchmarks/levers.py),
-    the larger activations falling out of cache."""
-    from vaediff.console import progress_bar
-
-    labels = torch.arange(count) % 10 if run.conditional else None
-    generator = torch.Generator().manual_seed(seed)
-    chunks = []
-    started = time.perf_counter()
-    for start in progress_bar(range(0, count, batch_size), desc=f"sampling {count} images", unit="batch",
-                              enabled=progress):
-        size = min(batch_size, count - start)
-        chunk_labels = labels[start : start + size] if labels is not None else None
-        chunks.append(run.generate(size, chunk_labels, generator, **sampler_options))
-    return torch.cat(chunks), labels, time.perf_counter() - started
-
-
 def device_description() -> dict:
     if torch.cuda.is_available():
         return {"device": torch.cuda.get_device_name(0), "threads": torch.get_num_threads()}
@@ -171,13 +114,6 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binari
                  seed: int = 0, cache_dir=None, sampler_options: dict | None = None,
                  progress: bool = True, write: bool = True) -> dict:
     """Measure a run and write RUN/metrics.json (and RUN/confusion.png for conditional runs)."""
-    from vaediff import __version__
-    from vaediff.data import load_dataset
-    from vaediff.errors import ConfigError
-    from vaediff.evaluator import load_or_train_evaluator
-    from vaediff.families import load_run
-    from vaediff.runs import atomic_write_json
-
     if n_samples < MIN_SAMPLES:
         raise ConfigError(f"--n-samples must be at least {MIN_SAMPLES} (precision and recall need neighbours, "
                           f"the Fréchet distance a covariance), got {n_samples}")
@@ -186,15 +122,11 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binari
     run = load_run(run_dir)
     settings = run.config["settings"]
     dataset = load_dataset(settings["dataset"], settings.get("data_dir"))
-    sampler_options = dict(sampler_options or {})
-    if run.model_type in ("vae", "cvae") and sampler_options:
-        raise ConfigError(f"{run.model_type} runs take no --sampler, --steps or --guidance")
-    if hasattr(run, "sampler_settings"):
-        sampler_options = run.sampler_settings(**sampler_options)
+    sampler_options = run.sampler_settings(**(sampler_options or {}))
     # the samples, their features and the real reference's are held at once (float32)
     check_fits_in_memory(n_samples, 4 * (3 * dataset.train.images[0].numel() + 2 * 256), "--n-samples")
     evaluator = load_or_train_evaluator(dataset, cache_dir, progress=progress)
-    samples, labels, seconds = timed_samples(run, n_samples, seed, sampler_options, progress)
+    samples, labels, seconds = timed_draw(run, n_samples, seed, sampler_options, progress)
     metrics: dict = {"vaediff_version": __version__, "run": str(run_dir), "model_type": run.model_type,
                      "dataset": dataset.name, "seed": seed, "evaluator_accuracy": evaluator.accuracy}
     if sampler_options:
@@ -203,26 +135,23 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binari
     reference = real_reference(evaluator, dataset, n_samples, seed)
     metrics["fid_real"] = reference["fid"]
     metrics["reference"] = reference
-    autoencoder = getattr(run, "autoencoder", None)
-    if autoencoder is not None:  # latent diffusion: its autoencoder bounds the quality it can reach
-        count = min(n_samples, len(dataset.test))
-        recon = quality_metrics(evaluator, autoencoder.reconstruct(dataset.test.images[:count]),
-                                dataset.test.labels[:count], dataset, seed)
+    count = min(n_samples, len(dataset.test))
+    reconstructions = run.reconstruct(dataset.test.images[:count])
+    if reconstructions is not None:  # latent diffusion: its autoencoder bounds the quality it can reach
+        recon = quality_metrics(evaluator, reconstructions, dataset.test.labels[:count], dataset, seed)
         metrics["autoencoder_fid"] = recon["fid"]
         metrics["autoencoder_reconstruction"] = {k: recon[k] for k in ("fid", "kid", "precision", "recall",
                                                                        "class_accuracy")}
     metrics["samples_per_second"] = n_samples / seconds
     metrics.update(device_description())
-    if run.model_type in ("vae", "cvae"):
-        use_binarized = bool(settings.get("binarize")) if binarize is None else binarize
-        likelihood = vae_likelihood(run, dataset.test, iw_samples, use_binarized, seed, progress=progress)
+    use_binarized = bool(settings.get("binarize")) if binarize is None else binarize
+    likelihood = run.likelihood(dataset.test, iw_samples, use_binarized, seed, progress)
+    if likelihood is not None:
         metrics["likelihood"] = likelihood
         metrics.update({k: likelihood[k] for k in ("elbo_nats", "nll_nats", "bits_per_dim")})
     if write:
         atomic_write_json(Path(run_dir) / "metrics.json", metrics)
         if "confusion" in metrics:
-            from vaediff.figures import plot_confusion
-
             plot_confusion(metrics["confusion"], dataset.class_names, Path(run_dir) / "confusion.png",
                            f"{run.model_type}: evaluator's class for samples drawn per class")
     return metrics

@@ -104,3 +104,113 @@ def plot_confusion(confusion: list[list[int]], class_names: tuple[str, ...], pat
     axis.set_title(title, fontsize=10)
     figure.colorbar(image, ax=axis, fraction=0.046, label="share of row")
     save_figure(figure, path, dpi=100)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data sets (eda), latent spaces, and reports
+
+
+def plot_class_distribution(counts: dict[str, list[int]], class_names: tuple[str, ...], path: Path,
+                            title: str) -> None:
+    """Bars of images per class, one colour per split ({"train": [...], "test": [...]})."""
+    figure, axis = plt.subplots(figsize=(8, 3.8))
+    positions = np.arange(len(class_names))
+    for offset, (split, split_counts) in zip((-0.2, 0.2), counts.items(), strict=True):
+        bars = axis.bar(positions + offset, split_counts, width=0.4, label=f"{split} ({sum(split_counts):,})")
+        axis.bar_label(bars, fontsize=7, padding=1)
+    long_names = max(len(name) for name in class_names) > 3
+    axis.set_xticks(positions, class_names, rotation=30 if long_names else 0)
+    axis.set_xlabel("class")
+    axis.set_ylabel("number of images")
+    axis.set_title(title)
+    axis.legend(loc="lower right", framealpha=0.9)
+    axis.margins(y=0.12)
+    save_figure(figure, path, dpi=100)
+
+
+def plot_labelled_images(images: torch.Tensor, titles: Sequence[str], path: Path, title: str, per_row: int = 10) -> None:
+    """Images with a small title each (e.g. random training images with their labels)."""
+    rows = -(-len(images) // per_row)
+    figure, axes = plt.subplots(rows, per_row, figsize=(per_row * 0.95, rows * 1.1), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, name in zip(axes.flat, images, titles, strict=False):
+        axis.imshow(image[0].numpy(), cmap="gray_r", vmin=0, vmax=1)
+        axis.set_title(name, fontsize=7)
+    figure.suptitle(title)
+    save_figure(figure, path, dpi=100)
+
+
+def plot_pixel_histogram(values: np.ndarray, path: Path, title: str) -> None:
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    axis.hist(values, bins=51, range=(0, 1), log=True, color="tab:blue")
+    axis.set_xlabel("pixel intensity (0 = background, 1 = ink)")
+    axis.set_ylabel("number of pixels (log scale)")
+    axis.set_title(title)
+    save_figure(figure, path, dpi=100)
+
+
+def save_latent_scatter(coords: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], path: Path,
+                        title: str) -> None:
+    """2-D points coloured by class (a VAE's latent means after PCA or t-SNE)."""
+    figure, axis = plt.subplots(figsize=(6.4, 5.4))
+    colours = plt.get_cmap("tab10")
+    for c, name in enumerate(class_names):
+        mask = labels == c
+        axis.scatter(coords[mask, 0], coords[mask, 1], s=5, alpha=0.6, color=colours(c % 10), label=name)
+    axis.set_xlabel("component 1")
+    axis.set_ylabel("component 2")
+    axis.set_title(title)
+    axis.legend(markerscale=3, fontsize=7, loc="best", ncols=2)
+    save_figure(figure, path, dpi=100)
+
+
+def plot_sample_grids(grids: list[tuple[str, torch.Tensor]], path: Path, seed: int) -> None:
+    """One 10x10 grid per run, side by side (rows are classes for conditional runs)."""
+    figure, axes = plt.subplots(1, len(grids), figsize=(3.6 * len(grids), 3.9), squeeze=False)
+    for axis, (name, images) in zip(axes[0], grids, strict=True):
+        axis.imshow(tile(images, 10), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        axis.set_title(name, fontsize=9)
+        axis.axis("off")
+    figure.suptitle(f"samples, seed {seed}")
+    save_figure(figure, path, dpi=110)
+
+
+def plot_losses(histories: list[tuple[str, list[dict]]], path: Path) -> None:
+    """Each run's train and test loss against training minutes, one panel per (title, history) pair."""
+    with_history = [(title, history) for title, history in histories if history]
+    if not with_history:
+        return
+    figure, axes = plt.subplots(1, len(with_history), figsize=(3.8 * len(with_history), 3.2), sharex=True,
+                                squeeze=False)
+    for axis, (title, history) in zip(axes[0], with_history, strict=True):
+        minutes = [row["elapsed_s"] / 60 for row in history]
+        for split, style in (("train", "-"), ("test", "--")):
+            values = [row.get(f"{split}_loss") for row in history]
+            if any(v is not None for v in values):
+                axis.plot(minutes, values, style, label=split)
+        axis.set_title(title, fontsize=9)
+        axis.set_xlabel("training minutes")
+        axis.set_ylabel("loss (nats/image for VAEs, weighted MSE for diffusion)", fontsize=7)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    save_figure(figure, path, dpi=100)
+
+
+def plot_curves(curves: dict[str, list[dict]], x_key: str, path: Path, title: str, x_label: str,
+                log_x: bool = False) -> None:
+    """FID and class accuracy against `x_key` (steps or guidance), one line per run."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    for name, points in curves.items():
+        xs = [p[x_key] for p in points]
+        left.plot(xs, [p["fid"] for p in points], "-o", markersize=3, label=name)
+        right.plot(xs, [p["class_accuracy"] for p in points], "-o", markersize=3, label=name)
+    for axis, label in ((left, "FID ↓"), (right, "class accuracy ↑")):
+        axis.set_xlabel(x_label)
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        if log_x:
+            axis.set_xscale("log")
+    right.legend(fontsize=7)
+    figure.suptitle(title)
+    save_figure(figure, path, dpi=100)

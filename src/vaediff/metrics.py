@@ -7,11 +7,14 @@ hand-made cases in tests/test_metrics.py).
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
 from torch import nn
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.inception import InceptionScore
+from torchmetrics.image.kid import KernelInceptionDistance
 
 
 class _Precomputed(nn.Module):
@@ -28,8 +31,6 @@ class _Precomputed(nn.Module):
 
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (Heusel et al. 2017, eq. 6)."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
     metric = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]), reset_real_features=True)
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
@@ -40,20 +41,13 @@ def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, 
                     seed: int = 0) -> tuple[float, float]:
     """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD^2 with a cubic polynomial kernel,
     mean and standard deviation over random subsets."""
-    from torchmetrics.image.kid import KernelInceptionDistance
-
     size = min(subset_size, len(real), len(fake))
     with warnings.catch_warnings():  # its note that it keeps all features in memory: we know, they are small
         warnings.simplefilter("ignore", UserWarning)
         metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size)
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)  # torchmetrics draws the subsets from the global generator
-    try:
-        mean, std = metric.compute()
-    finally:
-        torch.random.set_rng_state(state)
+    mean, std = _seeded(metric.compute, seed)  # torchmetrics draws the subsets from the global generator
     return float(mean), float(std)
 
 
@@ -103,17 +97,27 @@ def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> tupl
 
 
 def inception_score(probabilities: torch.Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
-    """exp(E_x KL(p(y|x) || p(y))) with the evaluator's class probabilities (Salimans et al. 2016),
-    mean and standard deviation over `splits` random parts. 10 (the number of classes) is its maximum."""
-    order = torch.randperm(len(probabilities), generator=torch.Generator().manual_seed(seed))
-    scores = []
-    for part in probabilities[order].double().chunk(splits):
-        marginal = part.mean(dim=0, keepdim=True)
-        kl = (part * (torch.log(part + 1e-12) - torch.log(marginal + 1e-12))).sum(dim=1)
-        scores.append(math.exp(float(kl.mean())))
-    mean = sum(scores) / len(scores)
-    std = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
-    return mean, std
+    """exp(E_x KL(p(y|x) || p(y))) with the evaluator's class probabilities (Salimans et al. 2016), by
+    torchmetrics: mean and standard deviation over `splits` random parts. 10 (the number of classes) is
+    its maximum. The log-probabilities go in as the 'logits' (their softmax is the probabilities again)."""
+    with warnings.catch_warnings():  # its note that it keeps all features in memory: we know, they are small
+        warnings.simplefilter("ignore", UserWarning)
+        metric = InceptionScore(feature=_Precomputed(probabilities.shape[1]), splits=splits)
+    metric.update(torch.log(probabilities.double().clamp_min(1e-30)))
+    with warnings.catch_warnings():  # one split has no spread: its std is NaN, reported as 0
+        warnings.simplefilter("ignore", UserWarning)
+        mean, std = _seeded(metric.compute, seed)  # torchmetrics permutes with the global generator
+    return float(mean), float(std) if splits > 1 else 0.0
+
+
+def _seeded(compute, seed: int):
+    """Call `compute` with the global generator seeded, and leave the global generator as it was."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return compute()
+    finally:
+        torch.random.set_rng_state(state)
 
 
 def nearest_distances(queries: torch.Tensor, references: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
@@ -149,5 +153,5 @@ def memorisation(samples: torch.Tensor, train_images: torch.Tensor, test_images:
 
 
 def confusion_matrix(intended: torch.Tensor, predicted: torch.Tensor, classes: int = 10) -> torch.Tensor:
-    """counts[i, j]: samples drawn for class i that the evaluator calls class j."""
-    return torch.bincount(intended * classes + predicted, minlength=classes * classes).reshape(classes, classes)
+    """counts[i, j]: samples drawn for class i that the evaluator calls class j (torchmetrics)."""
+    return multiclass_confusion_matrix(predicted, intended, num_classes=classes)

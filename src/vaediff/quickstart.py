@@ -10,8 +10,13 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from vaediff.data import load_dataset
+from vaediff.eda import run_eda
 from vaediff.errors import AlreadyFinished
-from vaediff.evaluator import is_cached
+from vaediff.evaluate import evaluate_run
+from vaediff.evaluator_network import is_cached, load_or_train_evaluator
+from vaediff.families import train_run
+from vaediff.report import check_language, compare
 from vaediff.runs import atomic_write_json, prepare_output_dir, read_json, write_run_config
 
 STATE_FILE = "quickstart.json"
@@ -50,13 +55,6 @@ def _stages(plan: QuickstartPlan) -> list[tuple[str, str]]:
 
 
 def _run_stage(name: str, plan: QuickstartPlan, out: Path, data_dir: str | None, resume: bool) -> None:
-    from vaediff.data import load_dataset
-    from vaediff.eda import run_eda
-    from vaediff.evaluate import evaluate_run
-    from vaediff.evaluator import load_or_train_evaluator
-    from vaediff.families import train_run
-    from vaediff.report import compare
-
     kind, _, model_type = name.partition(":")
     run_dir = out / model_type
     if kind == "eda":
@@ -66,8 +64,7 @@ def _run_stage(name: str, plan: QuickstartPlan, out: Path, data_dir: str | None,
     elif kind == "evaluator":
         load_or_train_evaluator(load_dataset(plan.dataset, data_dir))
     elif kind == "train":
-        options = {"preset": "fast"} if model_type == "diffusion" else {}
-        options.update(plan.model_options.get(model_type, {}))
+        options = dict(plan.model_options.get(model_type, {}))  # each family's defaults otherwise (the fast preset)
         can_resume = resume and (run_dir / "config.json").is_file()
         try:
             train_run(model_type, run_dir, plan.dataset, data_dir, options,
@@ -89,9 +86,6 @@ def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", m
                plan: QuickstartPlan | None = None, lang: str = "en") -> Path:
     """Run (or resume) the study into `out`; returns the report's path. `plan`, when given, replaces
     `dataset`, `minutes`, `seed` and `lang` (and sets sample counts and model options too)."""
-    from vaediff.data import load_dataset
-    from vaediff.report import check_language
-
     plan = plan or QuickstartPlan(dataset=dataset, minutes=minutes, seed=seed, lang=lang)
     check_language(plan.lang)
     out = Path(out)

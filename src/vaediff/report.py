@@ -13,10 +13,15 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from vaediff.figures import plt, save_figure, tile
-from vaediff.runs import atomic_write_json, atomic_write_text, read_json
+from vaediff.console import progress_bar
+from vaediff.data import load_dataset
+from vaediff.errors import ConfigError, RunError
+from vaediff.evaluate import quality_metrics
+from vaediff.evaluator_network import load_or_train_evaluator
+from vaediff.families import load_run
+from vaediff.figures import plot_curves, plot_losses, plot_sample_grids
+from vaediff.generation import timed_draw, write_sample_grid
+from vaediff.runs import atomic_write_json, atomic_write_text, read_json, read_run_config
 
 # metric key, direction (+1 higher is better, -1 lower is better), format
 TABLE_METRICS = (
@@ -114,9 +119,6 @@ def read_history(run_dir: Path) -> list[dict]:
 
 
 def summarize_runs(run_dirs: list[Path]) -> list[RunSummary]:
-    from vaediff.errors import RunError
-    from vaediff.runs import read_run_config
-
     summaries = []
     for run_dir in run_dirs:
         config = read_run_config(run_dir)
@@ -204,81 +206,29 @@ def metrics_table(summaries: list[RunSummary], lang: str) -> tuple[list[str], li
 # Figures
 
 
-def plot_sample_grids(grids: list[tuple[str, torch.Tensor]], path: Path, seed: int) -> None:
-    """One 10x10 grid per run, side by side (rows are classes for conditional runs)."""
-    figure, axes = plt.subplots(1, len(grids), figsize=(3.6 * len(grids), 3.9), squeeze=False)
-    for axis, (name, images) in zip(axes[0], grids, strict=True):
-        axis.imshow(tile(images, 10), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-        axis.set_title(name, fontsize=9)
-        axis.axis("off")
-    figure.suptitle(f"samples, seed {seed}")
-    save_figure(figure, path, dpi=110)
-
-
-def plot_losses(summaries: list[RunSummary], path: Path) -> None:
-    """Each run's train and test loss against training minutes, one panel per run, shared x axis."""
-    with_history = [s for s in summaries if s.history]
-    if not with_history:
-        return
-    figure, axes = plt.subplots(1, len(with_history), figsize=(3.8 * len(with_history), 3.2), sharex=True,
-                                squeeze=False)
-    for axis, summary in zip(axes[0], with_history, strict=True):
-        minutes = [row["elapsed_s"] / 60 for row in summary.history]
-        for split, style in (("train", "-"), ("test", "--")):
-            values = [row.get(f"{split}_loss") for row in summary.history]
-            if any(v is not None for v in values):
-                axis.plot(minutes, values, style, label=split)
-        axis.set_title(f"{summary.name} ({summary.model_type})", fontsize=9)
-        axis.set_xlabel("training minutes")
-        axis.set_ylabel("loss (nats/image for VAEs, weighted MSE for diffusion)", fontsize=7)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
-    save_figure(figure, path, dpi=100)
-
-
-def plot_curves(curves: dict[str, list[dict]], x_key: str, path: Path, title: str, x_label: str,
-                log_x: bool = False) -> None:
-    """FID and class accuracy against `x_key` (steps or guidance), one line per run."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6))
-    for name, points in curves.items():
-        xs = [p[x_key] for p in points]
-        left.plot(xs, [p["fid"] for p in points], "-o", markersize=3, label=name)
-        right.plot(xs, [p["class_accuracy"] for p in points], "-o", markersize=3, label=name)
-    for axis, label in ((left, "FID ↓"), (right, "class accuracy ↑")):
-        axis.set_xlabel(x_label)
-        axis.set_ylabel(label)
-        axis.grid(alpha=0.3)
-        if log_x:
-            axis.set_xscale("log")
-    right.legend(fontsize=7)
-    figure.suptitle(title)
-    save_figure(figure, path, dpi=100)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Curves (cached in RUN/curves.json: they cost minutes on a CPU)
 
 
 def quality_point(run, evaluator, dataset, count: int, seed: int, options: dict) -> dict:
-    from vaediff.evaluate import quality_metrics, timed_samples
-
-    images, labels, seconds = timed_samples(run, count, seed, options, progress=False)
+    """FID, KID, class accuracy and speed of `count` samples drawn with sampler `options`: one point of a
+    curve (the benchmarks' quality numbers too)."""
+    images, labels, seconds = timed_draw(run, count, seed, options)
     metrics = quality_metrics(evaluator, images, labels, dataset, seed)
-    return {**options, "fid": metrics["fid"], "kid": metrics["kid"]["mean"],
-            "class_accuracy": metrics["class_accuracy"], "samples_per_second": count / seconds, "num_samples": count}
+    return {**options, "fid": metrics["fid"], "kid": metrics["kid"]["mean"], "precision": metrics["precision"],
+            "recall": metrics["recall"], "class_accuracy": metrics["class_accuracy"],
+            "samples_per_second": count / seconds, "num_samples": count}
 
 
 def run_curves(run, evaluator, dataset, count: int, seed: int, with_ddpm_1000: bool, progress: bool) -> dict:
     """Steps curve (default sampler and guidance) and guidance sweep (default sampler and steps)."""
-    from vaediff.console import progress_bar
-
     cache_path = run.run_dir / "curves.json"
     cache = read_json(cache_path) if cache_path.is_file() else {}
     defaults = run.sampler_settings()
     plan = [("steps", {**defaults, "steps": s}) for s in STEPS_CURVE]
     if with_ddpm_1000:
         plan.append(("steps", {**defaults, "sampler": "ddpm", "steps": 1000, "guidance": 1.0}))
-    if run.model_config.has_null_class:
+    if run.supports_guidance:
         plan += [("guidance", {**defaults, "guidance": g}) for g in GUIDANCE_SWEEP]
     result: dict[str, list[dict]] = {"steps": [], "guidance": []}
     for kind, options in progress_bar(plan, desc=f"curves for {run.run_dir.name}", unit="point", enabled=progress):
@@ -349,8 +299,6 @@ def render(blocks: list[tuple[str, object]], out_dir: Path, title: str) -> None:
 
 def check_language(lang: str) -> None:
     if lang not in TEXT:
-        from vaediff.errors import ConfigError
-
         raise ConfigError(f"--lang must be one of {', '.join(TEXT)}, got {lang!r}")
 
 
@@ -358,11 +306,6 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
             curve_samples: int = 200, curves: bool = True, with_ddpm_1000: bool = True,
             progress: bool = True) -> Path:
     """Write DIR/report.md, DIR/report.html and their figures for the given evaluated runs."""
-    from vaediff.data import load_dataset
-    from vaediff.evaluator import load_or_train_evaluator
-    from vaediff.families import load_run
-    from vaediff.sampling import write_sample_grid
-
     check_language(lang)
     out_dir = Path(out_dir)
     summaries = summarize_runs([Path(r) for r in run_dirs])
@@ -385,10 +328,10 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
         grids.append((f"{summary.name} ({summary.model_type})", images[:100]))
     plot_sample_grids(grids, out_dir / "samples.png", seed)
     blocks += [("h2", words["samples"]), ("image", ("samples.png", words["samples"]))]
-    plot_losses(summaries, out_dir / "losses.png")
+    plot_losses([(f"{s.name} ({s.model_type})", s.history) for s in summaries], out_dir / "losses.png")
     if (out_dir / "losses.png").is_file():
         blocks += [("h2", words["losses"]), ("image", ("losses.png", words["losses"]))]
-    diffusion = [s for s in summaries if s.model_type in ("diffusion", "latent-diffusion")]
+    diffusion = [s for s in summaries if runs[s.name].has_sampler]
     if curves and diffusion:
         evaluator = load_or_train_evaluator(dataset, progress=progress)
         curve_data = {s.name: run_curves(runs[s.name], evaluator, dataset, curve_samples, seed, with_ddpm_1000,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import io
 import json
 import os
 import shutil
@@ -86,11 +87,26 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
 
 def atomic_savefig(figure, path: str | Path, **kwargs) -> None:
     """Save a matplotlib figure atomically (rendered to memory first)."""
-    import io
-
     buffer = io.BytesIO()
     figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", **kwargs)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_save_pretrained(component, target: Path) -> None:
+    """diffusers' save_pretrained into a scratch directory beside `target`, then each file flushed to disk
+    and renamed into place: a kill leaves every file either old and complete or new and complete."""
+    target.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        component.save_pretrained(scratch)
+        for path in scratch.iterdir():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(path, target / path.name)
+    except OSError as exc:
+        raise RunError(f"could not write {target}: {exc.strerror or exc}; the previous files are intact") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:

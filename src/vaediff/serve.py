@@ -20,8 +20,11 @@ import torch
 
 from vaediff.checks import MAX_GRID_IMAGES, MAX_SAMPLING_STEPS, check_count
 from vaediff.constants import SAMPLERS
+from vaediff.data import class_names_for, load_dataset
 from vaediff.errors import VaediffError
+from vaediff.families import load_run
 from vaediff.figures import tile
+from vaediff.generation import draw
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,6 @@ class Demo:
     """The runs and the request handlers, independent of Gradio (the tests call them directly)."""
 
     def __init__(self, run_dirs: list[str | Path], limits: Limits = Limits()):
-        from vaediff.data import class_names_for
-        from vaediff.families import load_run
-
         if not run_dirs:
             raise VaediffError("give at least one run directory")
         self.limits = limits
@@ -94,7 +94,7 @@ class Demo:
         self._lock = threading.Lock()
 
     def run_names(self, vae_only: bool = False) -> list[str]:
-        return [n for n, r in self.runs.items() if not vae_only or r.model_type in ("vae", "cvae")]
+        return [n for n, r in self.runs.items() if not vae_only or r.has_latent_space]
 
     def _run(self, name):
         if name not in self.runs:
@@ -112,14 +112,11 @@ class Demo:
             if run.conditional:
                 label = parse_int(str(label_text).split(":")[0], "class", 0, 9)
             options = {}
-            if run.model_type in ("diffusion", "latent-diffusion"):
-                if sampler not in SAMPLERS:
-                    raise InputError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-                options = {"sampler": sampler,
-                           "steps": parse_int(steps_text, "steps", 1, self.limits.max_steps),
-                           "guidance": parse_float(guidance_text, "guidance", 0, self.limits.max_guidance)}
-            from vaediff.sampling import draw
-
+            if run.has_sampler:  # numbers parsed and bounded here; the rules are the command line's
+                options = run.sampler_settings(sampler=str(sampler),
+                                               steps=parse_int(steps_text, "steps", 1, self.limits.max_steps),
+                                               guidance=parse_float(guidance_text, "guidance", 0,
+                                                                    self.limits.max_guidance))
             started = time.perf_counter()
             with self._lock:  # one model call at a time per process: torch threads are shared anyway
                 images, _ = draw(run, count, label, seed, **options)
@@ -133,13 +130,10 @@ class Demo:
     def _latent_axes(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Principal directions (2, latent) and class-mean latents (10, latent) of the test set."""
         if name not in self._latent_cache:
-            from vaediff.data import load_dataset
-
             run = self.runs[name]
             settings = run.config["settings"]
             test = load_dataset(settings["dataset"], settings.get("data_dir")).test
-            with torch.no_grad():
-                mu, _ = run.model.encode(test.images[:2000], test.labels[:2000] if run.conditional else None)
+            mu = run.latent_means(test.images[:2000], test.labels[:2000])
             centred = mu - mu.mean(0)
             _, _, directions = torch.linalg.svd(centred, full_matrices=False)
             scale = centred @ directions[:2].T
@@ -152,14 +146,13 @@ class Demo:
         """Decode the latent point `first` * axis 1 + `second` * axis 2 (for a CVAE, of the chosen class)."""
         try:
             run = self._run(run_name)
-            if run.model_type not in ("vae", "cvae"):
+            if not run.has_latent_space:
                 raise InputError(f"{run_name} is a {run.model_type} run; latent sliders need a VAE or CVAE")
             a = parse_float(first, "direction 1", -4, 4)
             b = parse_float(second, "direction 2", -4, 4)
             axes, _ = self._latent_axes(run_name)
             label = torch.tensor([parse_int(str(label_text).split(":")[0], "class", 0, 9)]) if run.conditional else None
-            with torch.no_grad():
-                image = run.model.decode((a * axes[0] + b * axes[1]).unsqueeze(0), label)
+            image = run.decode((a * axes[0] + b * axes[1]).unsqueeze(0), label)
         except (InputError, VaediffError) as exc:
             return None, f"⚠️ {exc}"
         return to_picture(image, scale=8), f"direction 1 = {a:+.1f} sd, direction 2 = {b:+.1f} sd"
@@ -168,7 +161,7 @@ class Demo:
         """Decode 10 points on the line between two classes' mean latents (CVAE: the label blends too)."""
         try:
             run = self._run(run_name)
-            if run.model_type not in ("vae", "cvae"):
+            if not run.has_latent_space:
                 raise InputError(f"{run_name} is a {run.model_type} run; interpolation needs a VAE or CVAE")
             start = parse_int(str(start_text).split(":")[0], "first class", 0, 9)
             end = parse_int(str(end_text).split(":")[0], "second class", 0, 9)
@@ -179,8 +172,7 @@ class Demo:
             if run.conditional:
                 eye = torch.eye(10)
                 labels = eye[start] * (1 - weights) + eye[end] * weights  # soft one-hot labels
-            with torch.no_grad():
-                images = run.model.decode(latents, labels)
+            images = run.decode(latents, labels)
         except (InputError, VaediffError) as exc:
             return None, f"⚠️ {exc}"
         names = self.class_names[run_name]
@@ -189,7 +181,7 @@ class Demo:
 
 def build_app(demo: Demo):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry, no network from the demo
-    import gradio as gr
+    import gradio as gr  # seconds to import; only the web demo needs it
 
     names = demo.run_names()
     first = demo.runs[names[0]]
@@ -204,8 +196,7 @@ def build_app(demo: Demo):
                                     elem_id="label")
                 count = gr.Textbox("16", label=f"number of images (1-{demo.limits.max_images})", elem_id="count")
             with gr.Row():
-                default = first.sampler_settings() if hasattr(first, "sampler_settings") else {
-                    "sampler": "dpm", "steps": 20, "guidance": 2.0}
+                default = first.sampler_settings() or {"sampler": "dpm", "steps": 20, "guidance": 2.0}
                 sampler = gr.Dropdown(list(SAMPLERS), value=default["sampler"], label="sampler", elem_id="sampler",
                                       allow_custom_value=True)
                 steps = gr.Textbox(str(default["steps"]), label="steps", elem_id="steps")

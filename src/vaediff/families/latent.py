@@ -16,31 +16,26 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vaediff.data import Dataset
 from vaediff.errors import AlreadyFinished, ConfigError, RunError
-from vaediff.families.diffusion import (
-    DiffusionObjective,
-    DiffusionRun,
-    _save_pretrained_atomically,
-    load_denoiser,
-    preset_with_overrides,
-    write_run_figures,
-)
-from vaediff.likelihood import bernoulli_nll, gaussian_kl
-from vaediff.models.autoencoder import AutoencoderConfig, LatentAutoencoder, PatchDiscriminator
+from vaediff.families.base import Family, TrainingPlan
+from vaediff.families.diffusion import DiffusionRun, load_denoiser, save_denoiser, write_run_figures
+from vaediff.models.autoencoder import AdversarialAutoencoder, AutoencoderConfig, LatentAutoencoder
 from vaediff.models.unet import ClassConditionalUNet, DiffusionConfig, preset_config
+from vaediff.objectives.diffusion import LatentDiffusionObjective
+from vaediff.objectives.vae import AutoencoderObjective
 from vaediff.runs import (
+    atomic_save_pretrained,
+    atomic_write_bytes,
     atomic_write_json,
     config_from_dict,
-    config_to_dict,
     load_safetensors,
     load_state_strict,
     read_json,
 )
-from vaediff.train import BatchRandom, TrainConfig, is_main_process, wait_for_everyone
+from vaediff.training import TrainConfig, is_main_process, train, wait_for_everyone
 
 AUTOENCODER_DIR = "autoencoder"
 AUTOENCODER_WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -72,89 +67,9 @@ class LatentDiffusionConfig:
             raise ValueError(f"autoencoder_ema_decay must be in (0, 1) or null, got {self.autoencoder_ema_decay}")
 
 
-class AdversarialAutoencoder(nn.Module):
-    """Stage one's training module: the autoencoder and (when adversarial) its critic, in one forward pass
-    as DistributedDataParallel needs. Evaluation (eval mode) runs the autoencoder alone."""
-
-    def __init__(self, config: AutoencoderConfig):
-        super().__init__()
-        self.autoencoder = LatentAutoencoder(config)
-        self.discriminator = PatchDiscriminator(config.discriminator_channels) if config.adversarial else None
-
-    def forward(self, images: torch.Tensor, noise: torch.Tensor):
-        """(logits, mean, logvar, critic_scores, generator_scores); the scores are None in eval mode.
-
-        critic_scores: the critic on real images, then on detached reconstructions (trains the critic only).
-        generator_scores: a critic with detached weights on the reconstructions (trains the autoencoder
-        only). So one backward pass trains both players, each on its own loss.
-        """
-        logits, mean, logvar = self.autoencoder(images, noise)
-        if self.discriminator is None or not self.training:
-            return logits, mean, logvar, None, None
-        fakes = torch.sigmoid(logits)
-        critic_scores = self.discriminator(torch.cat([images, fakes.detach()]))
-        frozen = {name: weight.detach() for name, weight in self.discriminator.named_parameters()}
-        generator_scores = torch.func.functional_call(self.discriminator, frozen, (fakes,))
-        return logits, mean, logvar, critic_scores, generator_scores
-
-
-def adaptive_weight(reconstruction: torch.Tensor, adversarial: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
-    """lambda = ||grad_L reconstruction|| / (||grad_L adversarial|| + 1e-4) at the decoder's last layer L
-    (Esser et al. 2021, eq. 7): the adversarial term pulls as hard as the likelihood, whatever their scales."""
-    (reconstruction_grad,) = torch.autograd.grad(reconstruction, last_layer, retain_graph=True)
-    (adversarial_grad,) = torch.autograd.grad(adversarial, last_layer, retain_graph=True)
-    return (reconstruction_grad.norm() / (adversarial_grad.norm() + 1e-4)).clamp(0, 1e4).detach()
-
-
-class AutoencoderObjective:
-    """-ELBO with a weighted KL term: Bernoulli reconstruction (nats) + kl_weight * KL, per image; when
-    adversarial, plus the critic's hinge loss and the decoder's adaptively weighted adversarial loss, each
-    entering at its share of training (the critic first, so that its first verdicts are not noise)."""
-
-    def __init__(self, config: AutoencoderConfig):
-        self.config = config
-        self.loss_names = ("loss", "recon", "kl") + (("critic", "adversarial") if config.adversarial else ())
-
-    def losses(self, module: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-               draw: BatchRandom) -> dict[str, torch.Tensor]:
-        config = self.config
-        noise = draw.normal(config.latent_channels, 7, 7)
-        logits, mean, logvar, critic_scores, generator_scores = module(images, noise)
-        recon = bernoulli_nll(logits, images).mean()
-        kl = gaussian_kl(mean.flatten(1), logvar.flatten(1)).mean()
-        terms = {"loss": recon + config.kl_weight * kl, "recon": recon, "kl": kl}
-        if critic_scores is None:
-            return terms
-        real_scores, fake_scores = critic_scores.chunk(2)
-        critic = F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()  # hinge loss
-        adversarial = -generator_scores.mean()
-        # Both terms are always in the graph (times 0 before their start), so that every parameter
-        # gets a gradient at every step, as DistributedDataParallel requires.
-        critic_factor = float(draw.progress >= config.discriminator_start)
-        weight = torch.zeros(())
-        if draw.progress >= config.adversarial_start:
-            last_layer = getattr(module, "module", module).autoencoder.vae.decoder.conv_out.weight
-            weight = config.adversarial_weight * adaptive_weight(recon, adversarial, last_layer)
-        terms["loss"] = terms["loss"] + critic_factor * critic + weight * adversarial
-        return {**terms, "critic": critic.detach(), "adversarial": adversarial.detach()}
-
-    def export(self, module: nn.Module, run_dir: Path) -> None:
-        _save_pretrained_atomically(module.autoencoder.vae, Path(run_dir))
-
-
-class LatentDiffusionObjective(DiffusionObjective):
-    """The pixel model's objective, on scaled latents of a frozen autoencoder (a posterior sample)."""
-
-    def __init__(self, config: DiffusionConfig, autoencoder: LatentAutoencoder, scaling_factor: float):
-        super().__init__(config)
-        self.autoencoder, self.scaling_factor = autoencoder.eval().requires_grad_(False), scaling_factor
-
-    def encode(self, images: torch.Tensor, draw: BatchRandom) -> torch.Tensor:
-        with torch.no_grad():
-            self.autoencoder.to(images.device)
-            mean, logvar = self.autoencoder.encode(images)
-            latents = mean + torch.exp(0.5 * logvar) * draw.normal(*mean.shape[1:])
-        return latents * self.scaling_factor
+def save_autoencoder(module: nn.Module, directory: Path) -> None:
+    """Stage one's export: the autoencoder alone (not its critic), in diffusers' AutoencoderKL layout."""
+    atomic_save_pretrained(module.autoencoder.vae, Path(directory))
 
 
 def load_autoencoder_weights(config: AutoencoderConfig, directory: Path) -> LatentAutoencoder:
@@ -177,27 +92,29 @@ def load_autoencoder(config: AutoencoderConfig, directory: Path) -> tuple[Latent
     return module, float(scaling_factor)
 
 
-@dataclass
 class LatentDiffusionRun(DiffusionRun):
     """A trained latent-diffusion model: denoiser + autoencoder, sampled like a pixel model."""
 
-    autoencoder: LatentAutoencoder | None = None
-    scaling_factor: float = 1.0
-    full_config: LatentDiffusionConfig | None = None
-    model_type: str = "latent-diffusion"
+    model_type = "latent-diffusion"
+
+    def __init__(self, run_dir: Path, config: dict, model_config: DiffusionConfig, model: ClassConditionalUNet,
+                 autoencoder: LatentAutoencoder, scaling_factor: float):
+        super().__init__(run_dir, config, model_config, model)
+        self.autoencoder, self.scaling_factor = autoencoder, scaling_factor
 
     @classmethod
     def load(cls, run_dir: str | Path, config: dict) -> LatentDiffusionRun:
         run_dir = Path(run_dir)
         full = config_from_dict(LatentDiffusionConfig, config.get("model"), f"{run_dir}/config.json 'model'")
         autoencoder, scale = load_autoencoder(full.autoencoder, run_dir / AUTOENCODER_DIR)
-        denoiser = load_denoiser(full.denoiser, run_dir)
-        return cls(run_dir, config, full.denoiser, denoiser, autoencoder=autoencoder, scaling_factor=scale,
-                   full_config=full)
+        return cls(run_dir, config, full.denoiser, load_denoiser(full.denoiser, run_dir), autoencoder, scale)
 
     def to_images(self, samples: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.autoencoder.decode(samples / self.scaling_factor)
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.reconstruct(images)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -215,15 +132,14 @@ def build_model_config(model_type: str, options: dict) -> LatentDiffusionConfig:
         else:
             autoencoder = config_from_dict(AutoencoderConfig, overrides.get("autoencoder", {}),
                                            "--model-config 'autoencoder'")
-        denoiser = preset_with_overrides("latent", {"channels": autoencoder.latent_channels,
-                                                    **overrides.get("denoiser", {})})
+        denoiser = preset_config("latent", {"channels": autoencoder.latent_channels, **overrides.get("denoiser", {})})
         stage_one = {k: v for k, v in overrides.items() if k not in ("autoencoder", "denoiser")}  # checked above
         return LatentDiffusionConfig(autoencoder, denoiser, **stage_one)
     except ValueError as exc:
         raise ConfigError(f"--model-config: {exc}") from None
 
 
-def default_train_options(model_config: LatentDiffusionConfig, options: dict) -> dict:
+def recipe(model_config: LatentDiffusionConfig) -> dict:
     # Batch 128 at 2e-3: FID 1.46 against 1.50-1.53 for batch 32 or 64 at 1e-3 or 2e-3, same 6 minutes.
     return {"batch_size": 128, "lr": 2e-3, "lr_schedule": "cosine", "warmup_steps": 100, "grad_clip": 1.0,
             "ema_decay": 0.999, "minutes": 10.0, "eval_images": 500}
@@ -250,58 +166,47 @@ def fit_scaling_factor(autoencoder: LatentAutoencoder, dataset: Dataset, limit: 
 
 def _stage_one(run_dir: Path, dataset: Dataset, config: LatentDiffusionConfig, train_config: TrainConfig,
                resume: bool, progress: bool) -> tuple[LatentAutoencoder, float]:
-    from vaediff.train import train
-
     directory = run_dir / AUTOENCODER_DIR
     if (directory / STAGE_ONE_DONE).is_file():
         return load_autoencoder(config.autoencoder, directory)
-    stage_config = autoencoder_train_config(train_config, config)
     try:
         train(AutoencoderObjective(config.autoencoder), partial(AdversarialAutoencoder, config.autoencoder),
-              dataset, stage_config, directory, resume=resume,
-              title=f"latent diffusion 1/2: autoencoder on {dataset.name}", progress=progress)
+              dataset, autoencoder_train_config(train_config, config), directory, resume=resume,
+              export=save_autoencoder, title=f"latent diffusion 1/2: autoencoder on {dataset.name}", progress=progress)
     except AlreadyFinished:
         pass  # stopped after its last checkpoint but before it was marked done: finish the stage below
     autoencoder = load_autoencoder_weights(config.autoencoder, directory)
     scale = fit_scaling_factor(autoencoder, dataset)
     if is_main_process():
         autoencoder.vae.register_to_config(scaling_factor=scale)  # stock diffusers reads it from config.json
-        _save_pretrained_atomically(autoencoder.vae, directory)
+        atomic_save_pretrained(autoencoder.vae, directory)
         atomic_write_json(directory / STAGE_ONE_DONE, {"scaling_factor": scale})
     wait_for_everyone()
     return autoencoder, scale
 
 
-def train_latent_diffusion(run_dir: Path, dataset: Dataset, model_config: LatentDiffusionConfig,
-                           train_config: TrainConfig, resume: bool, options: dict, progress: bool = True,
-                           figures: bool = True):
-    from vaediff.train import train
-
+def training_plan(run_dir: Path, dataset: Dataset, model_config: LatentDiffusionConfig, train_config: TrainConfig,
+                  resume: bool, options: dict, progress: bool) -> TrainingPlan:
+    """Stage one (trained here, or a reused run's autoencoder copied in), then stage two's plan."""
     reuse = options.get("autoencoder")
+    denoiser_config = train_config
     if reuse:
-        autoencoder, scale = load_autoencoder(model_config.autoencoder, _autoencoder_dir(Path(reuse)))
-        denoiser_config = train_config
+        source = _autoencoder_dir(Path(reuse))
+        autoencoder, scale = load_autoencoder(model_config.autoencoder, source)
+        if is_main_process():  # the run must stand alone: copy the reused autoencoder in
+            _copy_autoencoder(source, run_dir / AUTOENCODER_DIR)
+        wait_for_everyone()
     else:
-        if progress and train_config.minutes is not None:
-            share = model_config.autoencoder_share
+        share = model_config.autoencoder_share
+        if progress and train_config.minutes is not None and is_main_process():
             print(f"--minutes {train_config.minutes:g}: {share * train_config.minutes:.2f} min for the autoencoder, "
                   f"{(1 - share) * train_config.minutes:.2f} min for the denoiser")
         autoencoder, scale = _stage_one(run_dir, dataset, model_config, train_config, resume, progress)
-        denoiser_config = train_config
         if train_config.minutes is not None:
-            denoiser_config = dataclasses.replace(train_config,
-                                                  minutes=train_config.minutes * (1 - model_config.autoencoder_share))
-    objective = LatentDiffusionObjective(model_config.denoiser, autoencoder, scale)
-    state = train(objective, partial(ClassConditionalUNet, model_config.denoiser), dataset, denoiser_config, run_dir,
-                  resume=resume,
-                  title=f"latent diffusion 2/2: denoiser on {dataset.name}", progress=progress)
-    if is_main_process():
-        if reuse:  # the run must stand alone: copy the reused autoencoder in
-            _copy_autoencoder(_autoencoder_dir(Path(reuse)), run_dir / AUTOENCODER_DIR)
-        if figures:
-            run = LatentDiffusionRun.load(run_dir, {"model": config_to_dict(model_config)})
-            write_run_figures(run, dataset.class_names, train_config.seed)
-    return state
+            denoiser_config = dataclasses.replace(train_config, minutes=train_config.minutes * (1 - share))
+    return TrainingPlan(LatentDiffusionObjective(model_config.denoiser, autoencoder, scale),
+                        partial(ClassConditionalUNet, model_config.denoiser), save_denoiser, denoiser_config,
+                        f"latent diffusion 2/2: denoiser on {dataset.name}")
 
 
 def _reused_autoencoder_config(path: Path) -> AutoencoderConfig:
@@ -323,8 +228,12 @@ def _autoencoder_dir(path: Path) -> Path:
 
 
 def _copy_autoencoder(source: Path, target: Path) -> None:
-    from vaediff.runs import atomic_write_bytes
-
+    if source.resolve() == target.resolve():
+        return
     target.mkdir(parents=True, exist_ok=True)
     for name in (AUTOENCODER_WEIGHTS, "config.json", STAGE_ONE_DONE):
         atomic_write_bytes(target / name, (source / name).read_bytes())
+
+
+FAMILY = Family(LatentDiffusionConfig, build_model_config, recipe, training_plan, LatentDiffusionRun.load,
+                write_run_figures, options={"autoencoder": None})

@@ -1,64 +1,38 @@
-"""VAE and conditional VAE runs: the training objective, loading a run back, and the run's figures."""
+"""VAE and conditional VAE (the seed's 784-400-20 MLP): the family's description, its run, its figures."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from vaediff.data import Dataset
+from vaediff.data import Dataset, ImageSplit
 from vaediff.errors import ConfigError
-from vaediff.figures import plt, save_figure, save_grid
-from vaediff.likelihood import negative_elbo
+from vaediff.families.base import Family, Run, TrainingPlan
+from vaediff.figures import save_grid, save_latent_scatter
+from vaediff.generation import write_sample_grid
 from vaediff.models.vae import VAE, VAEConfig
-from vaediff.runs import (
-    atomic_save_safetensors,
-    config_from_dict,
-    load_safetensors,
-    load_state_strict,
-)
-from vaediff.train import BatchRandom, is_main_process
+from vaediff.objectives.vae import VAEObjective, held_out_bounds
+from vaediff.runs import atomic_save_safetensors, config_from_dict, load_safetensors, load_state_strict
+from vaediff.training import TrainConfig
 
 WEIGHTS_FILE = "model.safetensors"
 
 
-class VAEObjective:
-    """Negative ELBO per image (nats), with optional dynamic binarization of the training pixels."""
-
-    loss_names = ("loss", "recon", "kl")
-
-    def __init__(self, config: VAEConfig, binarize: bool = False):
-        self.config, self.binarize = config, binarize
-
-    def losses(self, module: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-               draw: BatchRandom) -> dict[str, torch.Tensor]:
-        if self.binarize:  # a fresh Bernoulli draw of every pixel at every step (dynamic binarization)
-            images = (draw.uniform(*images.shape[1:]) < images).to(images.dtype)
-        noise = draw.normal(self.config.latent)
-        return negative_elbo(module, images, labels if self.config.conditional else None, noise)
-
-    def export(self, module: nn.Module, run_dir: Path) -> None:
-        atomic_save_safetensors(module.state_dict(), Path(run_dir) / WEIGHTS_FILE)
+def save_weights(module: nn.Module, run_dir: Path) -> None:
+    atomic_save_safetensors(module.state_dict(), Path(run_dir) / WEIGHTS_FILE)
 
 
-@dataclass
-class VAERun:
+class VAERun(Run):
     """A trained VAE or CVAE loaded from its run directory."""
 
-    run_dir: Path
-    config: dict
-    model: VAE
+    has_latent_space = True
 
-    @property
-    def model_type(self) -> str:
-        return self.model.config.model_type
-
-    @property
-    def conditional(self) -> bool:
-        return self.model.config.conditional
+    def __init__(self, run_dir: Path, config: dict, model: VAE):
+        self.run_dir, self.config, self.model = Path(run_dir), config, model
+        self.model_type, self.conditional = model.config.model_type, model.config.conditional
 
     @classmethod
     def load(cls, run_dir: str | Path, config: dict) -> VAERun:
@@ -73,6 +47,18 @@ class VAERun:
         """`count` images in [0, 1] decoded from z ~ N(0, I) (the decoder's mean image)."""
         latents = torch.randn((count, self.model.config.latent), generator=generator)
         return self.model.decode(latents, labels if self.conditional else None)
+
+    @torch.no_grad()
+    def latent_means(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.model.encode(images, labels if self.conditional else None)[0]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Latents -> images; a CVAE's labels may be soft one-hot rows (blends of classes)."""
+        return self.model.decode(latents, labels if self.conditional else None)
+
+    def likelihood(self, split: ImageSplit, iw_samples: int, binarize: bool, seed: int, progress: bool) -> dict:
+        return held_out_bounds(self.model, split, iw_samples, binarize, seed, progress=progress)
 
 
 def decoded_interpolations(model: VAE, starts: torch.Tensor, ends: torch.Tensor, labels: torch.Tensor | None,
@@ -101,64 +87,41 @@ def _interpolation_pairs(labels: torch.Tensor, conditional: bool, pairs: int) ->
 
 
 @torch.no_grad()
-def write_vae_figures(run: VAERun, dataset: Dataset, seed: int = 0, tsne: bool = False) -> None:
+def write_vae_figures(run: VAERun, dataset: Dataset, seed: int = 0, options: dict | None = None) -> None:
     """samples.png, reconstructions.png, latent.png and interpolation.png of a trained VAE/CVAE run."""
-    from vaediff.sampling import write_sample_grid
-
-    model, out, test = run.model, run.run_dir, dataset.test
+    model, out, test, cond = run.model, run.run_dir, dataset.test, run.conditional
     write_sample_grid(run, out / "samples.png", seed=seed, class_names=dataset.class_names)
-    cond = run.conditional
-
     originals, labels = test.images[:20], test.labels[:20]
-    mu, _ = model.encode(originals, labels if cond else None)
-    recon = model.decode(mu, labels if cond else None)
+    recon = model.decode(run.latent_means(originals, labels), labels if cond else None)
     rows = torch.cat([originals[:10], recon[:10], originals[10:], recon[10:]])
     save_grid(rows, out / "reconstructions.png", f"{run.model_type}: test images above their reconstructions",
               columns=10, row_labels=["test", "reconstruction"] * 2)
-
     pairs = _interpolation_pairs(test.labels, cond, pairs=6)
-    starts = test.images[[a for a, _ in pairs]]
-    ends = test.images[[b for _, b in pairs]]
+    starts, ends = test.images[[a for a, _ in pairs]], test.images[[b for _, b in pairs]]
     pair_labels = test.labels[[a for a, _ in pairs]] if cond else None
     lines = decoded_interpolations(model, starts, ends, pair_labels, steps=10)
-    names = dataset.class_names
-    row_names = [f"{names[test.labels[a]]} → {names[test.labels[b]]}" for a, b in pairs]
+    row_names = [f"{dataset.class_names[test.labels[a]]} → {dataset.class_names[test.labels[b]]}" for a, b in pairs]
     save_grid(lines, out / "interpolation.png", f"{run.model_type}: straight lines in latent space",
               columns=10, row_labels=row_names)
-    plot_latent_space(model, dataset, out / "latent.png", tsne=tsne, seed=seed)
+    tsne = bool((options or {}).get("tsne"))
+    limit = min(len(test), 3000 if tsne else 10000)  # t-SNE is quadratic; 3,000 points take seconds
+    coords, method = latent_plane(run.latent_means(test.images[:limit], test.labels[:limit]), tsne, seed)
+    save_latent_scatter(coords, test.labels[:limit].numpy(), dataset.class_names, out / "latent.png",
+                        f"{run.model_type}: test-set latent means, {method}")
 
 
-@torch.no_grad()
-def plot_latent_space(model: VAE, dataset: Dataset, path: Path, tsne: bool = False, seed: int = 0) -> None:
-    """The test set's latent means in 2-D (PCA, or t-SNE), coloured by class."""
-    from sklearn.decomposition import PCA
+def latent_plane(means: torch.Tensor, tsne: bool, seed: int):
+    """Latent means in 2-D: the latent itself when it is 2-d, else t-SNE or PCA; and the method's name."""
+    from sklearn.decomposition import PCA  # scikit-learn takes seconds to import; only this figure needs it
     from sklearn.manifold import TSNE
 
-    test = dataset.test
-    limit = min(len(test), 3000 if tsne else 10000)  # t-SNE is quadratic; 3,000 points take seconds
-    mu, _ = model.encode(test.images[:limit], test.labels[:limit] if model.config.conditional else None)
-    points = mu.numpy()
-    if model.config.latent == 2:
-        method, coords = "the 2-d latent itself", points
-    elif tsne:
-        method = "t-SNE"
-        coords = TSNE(n_components=2, random_state=seed, init="pca", perplexity=30).fit_transform(points)
-    else:
-        pca = PCA(n_components=2, random_state=seed).fit(points)
-        coords = pca.transform(points)
-        method = f"PCA ({100 * pca.explained_variance_ratio_.sum():.0f}% of variance)"
-    figure, axis = plt.subplots(figsize=(6.4, 5.4))
-    colours = plt.get_cmap("tab10")
-    labels = test.labels[:limit].numpy()
-    for c in range(10):
-        mask = labels == c
-        axis.scatter(coords[mask, 0], coords[mask, 1], s=5, alpha=0.6, color=colours(c), label=dataset.class_names[c])
-    axis.set_xlabel("component 1")
-    axis.set_ylabel("component 2")
-    kind = "cvae" if model.config.conditional else "vae"
-    axis.set_title(f"{kind}: test-set latent means, {method}")
-    axis.legend(markerscale=3, fontsize=7, loc="best", ncols=2)
-    save_figure(figure, path, dpi=100)
+    points = means.numpy()
+    if points.shape[1] == 2:
+        return points, "the 2-d latent itself"
+    if tsne:
+        return TSNE(n_components=2, random_state=seed, init="pca", perplexity=30).fit_transform(points), "t-SNE"
+    pca = PCA(n_components=2, random_state=seed).fit(points)
+    return pca.transform(points), f"PCA ({100 * pca.explained_variance_ratio_.sum():.0f}% of variance)"
 
 
 def build_model_config(model_type: str, options: dict) -> VAEConfig:
@@ -172,25 +135,17 @@ def build_model_config(model_type: str, options: dict) -> VAEConfig:
         raise ConfigError(f"--model-config: {exc}") from None
 
 
-def default_train_options(model_config: VAEConfig, options: dict) -> dict:
+def recipe(model_config: VAEConfig) -> dict:
     """The seed's recipe: Adam 1e-3, batch 64, constant learning rate, no EMA."""
     return {"batch_size": 64, "lr": 1e-3, "lr_schedule": "constant", "epochs": 10}
 
 
-def train_vae(run_dir: Path, dataset: Dataset, model_config: VAEConfig, train_config, resume: bool,
-              options: dict, progress: bool = True, figures: bool = True):
-    from vaediff.train import train
-
-    objective = VAEObjective(model_config, binarize=bool(options.get("binarize")))
-    state = train(objective, partial(VAE, model_config), dataset, train_config, run_dir, resume=resume,
-                  title=f"{model_config.model_type} on {dataset.name}", progress=progress)
-    if figures and is_main_process():
-        run = VAERun.load(run_dir, {"model": _model_dict(model_config)})
-        write_vae_figures(run, dataset, seed=train_config.seed, tsne=bool(options.get("tsne")))
-    return state
+def training_plan(run_dir: Path, dataset: Dataset, model_config: VAEConfig, train_config: TrainConfig,
+                  resume: bool, options: dict, progress: bool) -> TrainingPlan:
+    return TrainingPlan(VAEObjective(model_config, binarize=bool(options.get("binarize"))),
+                        partial(VAE, model_config), save_weights, train_config,
+                        f"{model_config.model_type} on {dataset.name}")
 
 
-def _model_dict(config: VAEConfig) -> dict:
-    from vaediff.runs import config_to_dict
-
-    return config_to_dict(config)
+FAMILY = Family(VAEConfig, build_model_config, recipe, training_plan, VAERun.load, write_vae_figures,
+                options={"binarize": False, "tsne": False})

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from diffusers import AutoencoderKL
 from torch import nn
 
 
@@ -51,8 +52,6 @@ class AutoencoderConfig:
 
 
 def build_autoencoder_kl(config: AutoencoderConfig):
-    from diffusers import AutoencoderKL
-
     return AutoencoderKL(
         in_channels=1,
         out_channels=1,
@@ -119,3 +118,29 @@ class PatchDiscriminator(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 1, 28, 28) in [0, 1] -> (N, 1, 7, 7) scores (logits: > 0 means "real")."""
         return self.layers(images * 2 - 1)
+
+
+class AdversarialAutoencoder(nn.Module):
+    """Stage one's training module: the autoencoder and (when adversarial) its critic, in one forward pass
+    as DistributedDataParallel needs. Evaluation (eval mode) runs the autoencoder alone."""
+
+    def __init__(self, config: AutoencoderConfig):
+        super().__init__()
+        self.autoencoder = LatentAutoencoder(config)
+        self.discriminator = PatchDiscriminator(config.discriminator_channels) if config.adversarial else None
+
+    def forward(self, images: torch.Tensor, noise: torch.Tensor):
+        """(logits, mean, logvar, critic_scores, generator_scores); the scores are None in eval mode.
+
+        critic_scores: the critic on real images, then on detached reconstructions (trains the critic only).
+        generator_scores: a critic with detached weights on the reconstructions (trains the autoencoder
+        only). So one backward pass trains both players, each on its own loss.
+        """
+        logits, mean, logvar = self.autoencoder(images, noise)
+        if self.discriminator is None or not self.training:
+            return logits, mean, logvar, None, None
+        fakes = torch.sigmoid(logits)
+        critic_scores = self.discriminator(torch.cat([images, fakes.detach()]))
+        frozen = {name: weight.detach() for name, weight in self.discriminator.named_parameters()}
+        generator_scores = torch.func.functional_call(self.discriminator, frozen, (fakes,))
+        return logits, mean, logvar, critic_scores, generator_scores

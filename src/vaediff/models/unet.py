@@ -11,11 +11,15 @@ Two ways to condition on the class, both from the seed project onwards:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from diffusers import UNet2DModel
 from torch import nn
+
+from vaediff.errors import ConfigError
+from vaediff.runs import config_from_dict, config_to_dict
 
 
 @dataclass(frozen=True)
@@ -108,8 +112,6 @@ class ClassConditionalUNet(nn.Module):
 
     def __init__(self, config: DiffusionConfig):
         super().__init__()
-        from diffusers import UNet2DModel
-
         self.config = config
         self.unet = UNet2DModel(**_unet_kwargs(config))
         self.class_embedding = (
@@ -126,7 +128,7 @@ class ClassConditionalUNet(nn.Module):
         return self.unet(sample, timesteps, class_labels=labels).sample
 
 
-PRESETS: dict[str, DiffusionConfig] = {
+_PRESETS: dict[str, DiffusionConfig] = {
     # The seed project's network and process, exactly (its README, "扩散模型").
     "seed": DiffusionConfig(
         preset="seed",
@@ -171,13 +173,12 @@ PRESETS: dict[str, DiffusionConfig] = {
 }
 
 
-def preset_config(name: str, **overrides) -> DiffusionConfig:
-    from dataclasses import replace
-
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    known = {f.name for f in fields(DiffusionConfig)}
-    unknown = set(overrides) - known
-    if unknown:
-        raise ValueError(f"unknown DiffusionConfig field {sorted(unknown)[0]!r}")
-    return replace(PRESETS[name], **overrides)
+def preset_config(name: str, overrides: dict | None = None, source: str = "--model-config") -> DiffusionConfig:
+    """A preset's config with some fields replaced, every field checked by name and type: the one way a
+    DiffusionConfig is made from a preset."""
+    if name not in _PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(_PRESETS)}")
+    try:
+        return config_from_dict(DiffusionConfig, {**config_to_dict(_PRESETS[name]), **(overrides or {})}, source)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None

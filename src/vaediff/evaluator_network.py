@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vaediff.console import progress_bar
 from vaediff.data import Dataset, ImageSplit
 from vaediff.errors import RunError
 from vaediff.runs import atomic_save_safetensors, atomic_write_json, load_safetensors, load_state_strict
@@ -111,8 +112,6 @@ def default_image_passes(train_size: int) -> int:
 def train_evaluator(dataset: Dataset, seed: int = 0, image_passes: int | None = None, batch_size: int = 128,
                     progress: bool = True) -> tuple[EvaluatorNet, float]:
     """Train on the training split for `image_passes` images (default: `default_image_passes`)."""
-    from vaediff.console import progress_bar
-
     if image_passes is None:
         image_passes = default_image_passes(len(dataset.train))
     torch.manual_seed(seed)

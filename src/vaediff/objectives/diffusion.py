@@ -1,4 +1,4 @@
-"""Diffusion math, no I/O: noise schedules, the training loss, guidance, and the sampling loop.
+"""Diffusion math, no I/O: noise schedules, the training loss and objective, guidance, the sampling loop.
 
 Notation of Ho et al. 2020 (DDPM): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps. The network predicts
 eps ("epsilon"), v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 ("v_prediction", Salimans & Ho 2022), or
@@ -12,9 +12,13 @@ from collections.abc import Callable
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.training_utils import compute_snr
+from torch import nn
 
+from vaediff.constants import SAMPLERS
 from vaediff.errors import ConfigError
-from vaediff.models.unet import DiffusionConfig
+from vaediff.models.autoencoder import LatentAutoencoder
+from vaediff.models.unet import DiffusionConfig, check_guidance_interval
+from vaediff.objectives import BatchRandom
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -94,6 +98,44 @@ def diffusion_loss(denoiser: Denoiser, scheduler: DDPMScheduler, config: Diffusi
     return {"loss": loss, "mse": per_image.mean()}
 
 
+class DiffusionObjective:
+    """Denoising loss with random timesteps, noise and (for CFG) label dropout, all from `draw`."""
+
+    loss_names = ("loss", "mse")
+
+    def __init__(self, config: DiffusionConfig):
+        self.config = config
+        self.scheduler = make_train_scheduler(config)
+
+    def losses(self, module: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+               draw: BatchRandom) -> dict[str, torch.Tensor]:
+        x0 = self.encode(images, draw)
+        noise = draw.normal(*x0.shape[1:])
+        timesteps = draw.integers(0, self.config.num_train_timesteps)
+        drop_label = draw.uniform() < self.config.label_dropout
+        return diffusion_loss(module, self.scheduler, self.config, x0, labels, noise, timesteps, drop_label)
+
+    def encode(self, images: torch.Tensor, draw: BatchRandom) -> torch.Tensor:
+        """Images in [0, 1] -> what the model diffuses (here pixels in the model's range; latents in
+        latent diffusion, which overrides this)."""
+        return to_model_range(images, self.config)
+
+
+class LatentDiffusionObjective(DiffusionObjective):
+    """The pixel model's objective, on scaled latents of a frozen autoencoder (a posterior sample)."""
+
+    def __init__(self, config: DiffusionConfig, autoencoder: LatentAutoencoder, scaling_factor: float):
+        super().__init__(config)
+        self.autoencoder, self.scaling_factor = autoencoder.eval().requires_grad_(False), scaling_factor
+
+    def encode(self, images: torch.Tensor, draw: BatchRandom) -> torch.Tensor:
+        with torch.no_grad():
+            self.autoencoder.to(images.device)
+            mean, logvar = self.autoencoder.encode(images)
+            latents = mean + torch.exp(0.5 * logvar) * draw.normal(*mean.shape[1:])
+        return latents * self.scaling_factor
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Sampling
 
@@ -108,10 +150,6 @@ def make_sampling_scheduler(name: str, train_scheduler: DDPMScheduler, steps: in
     flawed", table 2). DPM-Solver++ clips its x_0 predictions (dynamic thresholding) for models in
     [-1, 1]; without it few-step samples saturate.
     """
-    if steps <= 0:
-        raise ConfigError(f"--steps must be positive, got {steps}")
-    if steps > config.num_train_timesteps:
-        raise ConfigError(f"--steps {steps} exceeds the {config.num_train_timesteps} training timesteps")
     base = dict(train_scheduler.config)
     if name == "ddpm":
         scheduler = DDPMScheduler.from_config(base, timestep_spacing="trailing")
@@ -131,9 +169,33 @@ def make_sampling_scheduler(name: str, train_scheduler: DDPMScheduler, steps: in
             sample_max_value=1.0,
         )
     else:
-        raise ConfigError(f"unknown sampler {name!r}; choose ddpm, ddim or dpm")
+        raise ConfigError(f"unknown sampler {name!r}; choose {', '.join(SAMPLERS)}")
     scheduler.set_timesteps(steps)
     return scheduler
+
+
+def default_steps(sampler: str) -> int:
+    return {"ddpm": 1000, "ddim": 50, "dpm": 20}.get(sampler, 20)
+
+
+def check_sampler_settings(settings: dict, config: DiffusionConfig) -> dict:
+    """The one check of sampler, steps, guidance and guidance interval (command line and web demo alike)."""
+    if settings["sampler"] not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {settings['sampler']!r}; choose {', '.join(SAMPLERS)}")
+    steps, guidance = settings["steps"], settings["guidance"]
+    if not 0 < steps <= config.num_train_timesteps:
+        raise ConfigError(f"--steps must be between 1 and the {config.num_train_timesteps} training timesteps, "
+                          f"got {steps}")
+    if not (guidance == guidance and guidance >= 0):  # NaN fails the first test
+        raise ConfigError(f"--guidance must be a number >= 0, got {guidance}")
+    if guidance != 1.0 and not config.has_null_class:
+        raise ConfigError("the seed preset has no null class, so classifier-free guidance is unavailable; "
+                          "use --guidance 1 or train with --preset fast")
+    try:
+        check_guidance_interval(settings["guidance_interval"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--guidance-interval: {exc}") from None
+    return settings
 
 
 def guided_prediction(denoiser: Denoiser, sample: torch.Tensor, timestep: torch.Tensor, labels: torch.Tensor,
@@ -148,8 +210,7 @@ def guided_prediction(denoiser: Denoiser, sample: torch.Tensor, timestep: torch.
     if guidance == 1.0:
         return denoiser(sample, t, labels)
     if null_label is None:
-        raise ConfigError("this model was trained without a null class (the seed preset); guidance needs a "
-                          "model trained with label dropout, e.g. the fast preset; use --guidance 1")
+        raise ValueError(f"guidance {guidance} needs a null class; check_sampler_settings rejects this earlier")
     null = torch.full_like(labels, null_label)
     if guidance == 0.0:
         return denoiser(sample, t, null)

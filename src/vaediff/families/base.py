@@ -1,0 +1,78 @@
+"""What a family is to the shared code: a `Family` entry (how its config is made, what it trains, how its
+run loads) and the `Run` every loaded run is, with the defaults a family overrides for what it can do."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vaediff.data import Dataset, ImageSplit
+from vaediff.errors import ConfigError
+from vaediff.objectives import Objective
+from vaediff.training import Export, TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What the shared loop trains for a family: one session (a family with stages runs the earlier
+    ones itself while making this plan)."""
+
+    objective: Objective
+    build_model: Callable[[], nn.Module]
+    export: Export
+    train_config: TrainConfig
+    title: str
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family, described: the shared code (families.train_run, load_run) does the rest."""
+
+    config_class: type                                   # the frozen model config saved in config.json
+    build_config: Callable[[str, dict], Any]             # (model type, options) -> model config
+    recipe: Callable[[Any], dict]                        # model config -> its TrainConfig defaults
+    # (run_dir, dataset, model config, train config, resume, options, progress) -> the session to train
+    plan: Callable[..., TrainingPlan]
+    load: Callable[[Path, dict], Run]                    # (run_dir, config.json) -> the loaded run
+    figures: Callable[[Run, Dataset, int, dict], None]   # (run, dataset, seed, options): after training
+    options: dict = field(default_factory=dict)          # the family's own options and their defaults
+
+
+class Run:
+    """A trained run loaded from its directory. Families subclass it and set what they can do."""
+
+    run_dir: Path
+    config: dict                # its config.json
+    model_type: str
+    conditional: bool
+    has_sampler = False         # takes sampler options (sampler, steps, guidance, guidance interval)
+    has_latent_space = False    # encode_means/decode: the web demo's latent sliders
+
+    def generate(self, count: int, labels: torch.Tensor | None, generator: torch.Generator,
+                 **sampler_options: Any) -> torch.Tensor:
+        """`count` images (count, 1, 28, 28) in [0, 1], of the given labels when conditional."""
+        raise NotImplementedError
+
+    def sampler_settings(self, **options: Any) -> dict:
+        """The sampler options `generate` will use, validated: the run's defaults where none is given."""
+        if any(value is not None for value in options.values()):
+            raise ConfigError(f"{self.model_type} runs draw in one decoder pass; --sampler, --steps and "
+                              f"--guidance(-interval) are for diffusion runs")
+        return {}
+
+    @property
+    def supports_guidance(self) -> bool:
+        return False
+
+    def likelihood(self, split: ImageSplit, iw_samples: int, binarize: bool, seed: int, progress: bool) -> dict | None:
+        """Bounds on the test split's likelihood, or None for a model without one."""
+        return None
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor | None:
+        """What the run's autoencoder makes of real images (the quality it can reach), or None."""
+        return None

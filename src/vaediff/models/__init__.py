@@ -1,0 +1,1 @@
+"""Networks, each built from one frozen config dataclass; they know nothing of training or files."""

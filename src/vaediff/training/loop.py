@@ -1,0 +1,314 @@
+"""The one training loop every model shares, on Hugging Face Accelerate.
+
+`train` reads top to bottom: set up, then epochs of steps, with rows of the loss history and checkpoints
+in between. Three properties hold by construction:
+
+* Reproducible and resumable without hidden RNG state: the data order of epoch e depends only on
+  (seed, e), and every random draw of step s (noise, timesteps, label dropout) comes from a generator
+  seeded with (seed, s). A checkpoint therefore only needs weights, optimizer, EMA, scheduler and
+  counters; a resumed run sees exactly the batches and noise an unbroken run would have seen.
+* The effective batch is what the user asked for, whatever the process count: Accelerate splits each
+  global batch between processes (`split_batches=True`), and every process draws the randomness of the
+  whole global batch and keeps its own rows, so N processes compute the same gradient as one.
+* Nothing is lost: checkpoints are single safetensors files written atomically (checkpoint.py);
+  SIGINT/SIGTERM save one and exit 130/143; a non-finite loss stops before the bad update, keeping the
+  last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vaediff.console import notice, progress_bar
+from vaediff.data import Dataset, batch_loader
+from vaediff.errors import AlreadyFinished, ConfigError, Interrupted, TrainingDiverged
+from vaediff.objectives import BatchRandom, Objective
+from vaediff.training.checkpoint import (
+    CHECKPOINT_FILE,
+    Export,
+    export_weights,
+    load_checkpoint,
+    remove_stale_files,
+    save_checkpoint,
+)
+from vaediff.training.config import (
+    TrainConfig,
+    TrainState,
+    WarmupCosine,
+    describe_limits,
+    plan_for_time_left,
+    plan_from_counts,
+    steps_per_epoch,
+    training_limits,
+)
+from vaediff.training.history import LossLog
+from vaediff.training.processes import StopSignals, agree, force_cpu, is_main_process, wait_for_everyone
+
+
+def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: Dataset, config: TrainConfig,
+          run_dir: str | Path, resume: bool = False, export: Export | None = None,
+          ema_factory: Callable[[nn.Module], object] | None = None, title: str = "training",
+          plot_every_s: float = 10.0, progress: bool = True) -> TrainState:
+    """Train the model `build_model()` makes on `dataset.train` with `objective`, writing loss.csv/png and
+    checkpoints into run_dir; `export(module, run_dir)` writes the weights at every checkpoint and at the
+    end (the EMA average when `config.ema_decay` is set). The model is built after seeding, so its initial
+    weights follow the seed. Returns the final TrainState."""
+    run_dir = Path(run_dir)
+    if is_main_process():
+        remove_stale_files(run_dir)
+    wait_for_everyone()
+    session = Session.start(objective, build_model, dataset, config, run_dir, resume, export,
+                            ema_factory or default_ema(config), title, plot_every_s, progress)
+    state, accelerator = session.state, session.accelerator
+    session.module.train()
+    with StopSignals() as signals:
+        stop = None
+        while stop is None:
+            session.loader.set_epoch(state.epoch)  # Accelerate's counter and our sampler agree on the epoch
+            session.sampler.set_epoch(state.epoch)
+            session.sampler.start_at(state.batch_in_epoch)
+            for images, labels in session.loader:
+                loss, signalled, out_of_time = forward_backward(session, images, labels, signals)
+                if not accelerator.sync_gradients:
+                    continue  # a micro-batch of gradient accumulation: no optimizer step yet
+                after_optimizer_step(session, loss)
+                done = state.planned_steps is not None and state.step >= state.planned_steps
+                stop = "signal" if signalled else "time" if out_of_time else "done" if done else None
+                if stop:
+                    break
+                if session.log.due():
+                    session.log.record(state, write_plot=False)
+                if session.checkpoint_due():
+                    session.checkpoint()
+            else:  # the epoch ran to its end
+                state.epoch += 1
+                state.batch_in_epoch = 0
+                if session.log.cheap():
+                    session.log.record(state, write_plot=False)
+        session.bar.close()
+        if stop == "signal":
+            session.checkpoint()
+            name = signal.Signals(signals.received).name
+            raise Interrupted(f"{name} at step {state.step}: checkpoint saved in {session.checkpoint_path}; "
+                              f"continue with the same command plus --resume", signals.received)
+        state.finished = True
+        session.log.record(state, write_plot=True)
+        session.checkpoint()
+    return state
+
+
+def forward_backward(session: Session, images: torch.Tensor, labels: torch.Tensor,
+                     signals: StopSignals) -> tuple[torch.Tensor, bool, bool]:
+    """Forward, backward and (on the last micro-batch) the optimizer step; returns the loss and the
+    flags every process agreed on: signalled, out of time. A non-finite loss raises before the update."""
+    accelerator, state, config = session.accelerator, session.state, session.config
+    with accelerator.accumulate(session.module):
+        progress = state.step / state.planned_steps if state.planned_steps else 0.0
+        # Drawn for the optimizer step's whole batch (every micro-batch, every process) from (seed, step);
+        # each micro-batch of each process keeps its own rows, so N processes and K accumulation steps
+        # draw exactly what one process taking the full batch at once would.
+        micro = len(images) * accelerator.num_processes
+        offset = (state.micro_step % config.grad_accum) * micro
+        rows = slice(offset + session.rows.start, offset + session.rows.stop)
+        draw = BatchRandom(config.seed, state.step, micro * config.grad_accum, rows, accelerator.device, progress)
+        terms = session.objective.losses(session.module, images, labels, draw)
+        loss = terms["loss"]
+        # Backward even when the loss is bad: in multi-process runs every process must join the
+        # gradient all-reduce. A bad step is never applied (we raise below, before the update).
+        accelerator.backward(loss)
+        bad, signalled, out_of_time = agree(accelerator, not bool(torch.isfinite(loss.detach())),
+                                            signals.received is not None,
+                                            session.elapsed() >= session.budget_s and accelerator.sync_gradients)
+        if bad:
+            raise diverged(state, terms, session.checkpoint_path)
+        if accelerator.sync_gradients and config.grad_clip:
+            accelerator.clip_grad_norm_(session.module.parameters(), config.grad_clip)
+        session.optimizer.step()
+        session.optimizer.zero_grad(set_to_none=True)
+    state.micro_step += 1
+    state.batch_in_epoch += 1
+    for name, value in terms.items():
+        state.running[name] = state.running.get(name, 0.0) + float(value.detach())
+    state.running_count += 1
+    return loss, signalled, out_of_time
+
+
+def after_optimizer_step(session: Session, loss: torch.Tensor) -> None:
+    """Learning-rate schedule, moving average, counters, progress bar; with --minutes, the horizon."""
+    state = session.state
+    session.scheduler.step()
+    if session.ema is not None:
+        session.ema.step(session.unwrapped.parameters())
+    state.step += 1
+    session.bar.update(1)
+    session.bar.set_postfix(loss=f"{float(loss.detach()):.4g}", epoch=state.epoch + 1, refresh=False)
+    session.fix_horizon()
+
+
+@dataclass
+class Session:
+    """One training session: what Accelerate prepared, the state, and the clocks of rows and checkpoints."""
+
+    objective: Objective
+    dataset: Dataset
+    config: TrainConfig
+    run_dir: Path
+    title: str
+    export: Export | None
+    accelerator: object
+    module: nn.Module          # as prepared (wrapped for multi-process)
+    unwrapped: nn.Module
+    optimizer: object
+    scheduler: object
+    schedule: WarmupCosine
+    ema: object
+    loader: object
+    sampler: object
+    rows: slice                # this process's rows of each micro-batch
+    state: TrainState | None = None
+    log: LossLog | None = None
+    bar: object = None
+
+    @classmethod
+    def start(cls, objective, build_model, dataset, config, run_dir, resume, export, ema_factory, title,
+              plot_every_s, progress) -> Session:
+        from accelerate import Accelerator  # a second to import; `vaediff --help` must not pay it
+        from accelerate.utils import DataLoaderConfiguration
+
+        accelerator = Accelerator(
+            cpu=force_cpu(), mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
+            dataloader_config=DataLoaderConfiguration(split_batches=True),
+            step_scheduler_with_optimizer=False,  # we step it ourselves, once per optimizer step
+        )
+        world, micro_batch = accelerator.num_processes, config.batch_size // config.grad_accum
+        if micro_batch % world:
+            raise ConfigError(f"batch size {config.batch_size} / grad-accum {config.grad_accum} = {micro_batch} "
+                              f"images per micro-batch cannot be split evenly between {world} processes")
+        torch.manual_seed(config.seed)  # the initial weights are the only draws from the global generator
+        module = build_model()
+        loader = batch_loader(dataset.train, micro_batch, seed=config.seed, shuffle=True, drop_last=True)
+        sampler = loader.batch_sampler
+        optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                      foreach=True)
+        schedule = WarmupCosine(config.warmup_steps, config.lr_schedule == "cosine")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        module, optimizer, loader, scheduler = accelerator.prepare(module, optimizer, loader, scheduler)
+        unwrapped = accelerator.unwrap_model(module)
+        ema = ema_factory(unwrapped) if config.ema_decay else None
+        shard = micro_batch // world
+        rows = slice(shard * accelerator.process_index, shard * (accelerator.process_index + 1))
+        session = cls(objective, dataset, config, run_dir, title, export, accelerator, module, unwrapped, optimizer,
+                      scheduler, schedule, ema, loader, sampler, rows)
+        session.begin(resume, plot_every_s, progress)
+        return session
+
+    def begin(self, resume: bool, plot_every_s: float, progress: bool) -> None:
+        """The state (fresh or the checkpoint's), its horizon, the clocks, the loss log and the bar."""
+        self.state = self.initial_state(resume)
+        self.budget_s = self.config.minutes * 60 if self.config.minutes is not None else math.inf
+        self.session_start, self.elapsed_at_start = time.perf_counter(), self.state.elapsed_s
+        self.probe: tuple[int, float] | None = None
+        self.last_checkpoint = (self.state.step, time.perf_counter())
+        is_main = self.accelerator.is_main_process
+        self.log = LossLog(self.run_dir, self.objective, self.unwrapped, self.dataset.test, self.config,
+                           self.accelerator.device, steps_per_epoch(len(self.dataset.train), self.config),
+                           self.elapsed, self.title, plot_every_s, is_main)
+        self.log.write_files(self.state, write_plot=True)  # rows a killed session wrote past its checkpoint go
+        self.bar = progress_bar(total=self.state.planned_steps, initial=self.state.step, desc=self.title,
+                                unit="step", enabled=is_main and progress)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_FILE
+
+    def elapsed(self) -> float:
+        """Training seconds so far, over all sessions of the run."""
+        return self.elapsed_at_start + time.perf_counter() - self.session_start
+
+    def initial_state(self, resume: bool) -> TrainState:
+        """A fresh state, or the checkpoint's. With --resume and no checkpoint yet (stopped before the
+        first one), training starts from step 0; limits other than the checkpoint's give a new horizon."""
+        state, config = TrainState(), self.config
+        if resume and self.checkpoint_path.is_file():
+            state = load_checkpoint(self.checkpoint_path, self.unwrapped, self.optimizer, self.scheduler, self.ema)
+            state.finished = False
+        elif resume and self.accelerator.is_main_process:
+            notice(f"{self.run_dir}: no checkpoint yet (the run stopped before its first one); starting from step 0")
+        self.count_plan = plan_from_counts(len(self.dataset.train), config)
+        limits = training_limits(config)
+        if state.limits is not None and state.limits != limits:
+            state.planned_steps = self.count_plan
+            if config.minutes is not None and state.step > 0 and state.elapsed_s > 0:
+                state.planned_steps = plan_for_time_left(state.step, state.elapsed_s, state.elapsed_s / state.step,
+                                                         config, self.count_plan)
+        elif state.planned_steps is None or config.minutes is None:
+            state.planned_steps = self.count_plan
+        self.schedule.total = state.planned_steps
+        if state.planned_steps is not None and state.step >= state.planned_steps:
+            raise AlreadyFinished(f"{self.run_dir} is already at step {state.step} ({describe_limits(limits)} is "
+                                  f"{state.planned_steps} steps): nothing to do, nothing changed")
+        if config.minutes is not None and state.elapsed_s >= config.minutes * 60:
+            raise AlreadyFinished(f"{self.run_dir} has already trained {state.elapsed_s / 60:.2f} minutes "
+                                  f"({describe_limits(limits)}): nothing to do, nothing changed")
+        state.limits = limits
+        return state
+
+    def fix_horizon(self) -> None:
+        """With --minutes, the cosine schedule needs a length: measure 15 steps (after 5 warm-up steps)
+        and plan as many as fit in the budget. Done once; the plan is kept in the checkpoint."""
+        state = self.state
+        if self.config.minutes is None or state.planned_steps != self.count_plan:
+            return
+        if self.probe is None:
+            if state.step >= 5:
+                self.probe = (state.step, self.elapsed())
+            return
+        if state.step == self.probe[0] + 15:
+            seconds_per_step = (self.elapsed() - self.probe[1]) / 15
+            state.planned_steps = plan_for_time_left(state.step, self.elapsed(), seconds_per_step, self.config,
+                                                     self.count_plan)
+            self.schedule.total = state.planned_steps
+            self.bar.total = state.planned_steps
+            self.bar.refresh()
+
+    def checkpoint_due(self) -> bool:
+        if self.config.checkpoint_every:
+            return self.state.step - self.last_checkpoint[0] >= self.config.checkpoint_every
+        return time.perf_counter() - self.last_checkpoint[1] >= self.config.checkpoint_minutes * 60
+
+    def checkpoint(self) -> None:
+        """Resume state and exported weights, both atomic, written by the main process only."""
+        self.state.elapsed_s = self.elapsed()
+        if self.accelerator.is_main_process:
+            save_checkpoint(self.checkpoint_path, self.unwrapped, self.optimizer, self.scheduler, self.ema, self.state)
+            export_weights(self.export, self.unwrapped, self.ema, self.run_dir)
+        self.accelerator.wait_for_everyone()
+        self.last_checkpoint = (self.state.step, time.perf_counter())
+
+
+def diverged(state: TrainState, terms: dict[str, torch.Tensor], checkpoint_path: Path) -> TrainingDiverged:
+    values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+    kept = (f"the last good checkpoint {checkpoint_path} is kept" if checkpoint_path.is_file()
+            else "no checkpoint had been written yet")
+    return TrainingDiverged(f"loss is not finite at step {state.step + 1} (epoch {state.epoch + 1}; {values}); "
+                            f"{kept}; try a lower --lr")
+
+
+def default_ema(config: TrainConfig) -> Callable[[nn.Module], object]:
+    def make(module: nn.Module):
+        from diffusers.training_utils import EMAModel  # diffusers' import is slow; only runs with EMA pay it
+
+        # EMA warm-up (decay grows as 1 - (1 + step)^-2/3) keeps short CPU runs from averaging in
+        # their random initial weights; the cap is the configured decay.
+        return EMAModel(module.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=2 / 3,
+                        foreach=True)
+
+    return make

@@ -57,8 +57,11 @@ def test_report_states_the_numbers_of_the_runs(evaluated_runs, tmp_path):
     # the verdicts, computed here from metrics.json, not by the functions that wrote the report
     fid = {run.name: json.loads((run / "metrics.json").read_text())["fid"] for run in evaluated_runs}
     best = min(fid, key=fid.get)
-    assert f"Quality: {best} has the lowest FID ({fid[best]:.3g})." in text
-    assert f"Likelihood: {evaluated_runs[0].name} has the lowest NLL" in text  # the only run with one
+    assert f"Quality: {best} has the lowest FID ({fid[best]:.3g} [" in text
+    # likelihood ranks only the runs that have one, and names those that do not
+    assert f"Likelihood: {evaluated_runs[0].name} has the lowest NLL" in text
+    assert f"{evaluated_runs[1].name} have no likelihood" in text
+    assert "z-test on the bootstrap standard errors" in text
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html
     for name in ("samples.png", "losses.png", "steps.png", "guidance.png"):
@@ -67,10 +70,38 @@ def test_report_states_the_numbers_of_the_runs(evaluated_runs, tmp_path):
     assert [p["steps"] for p in steps] == [5, 10, 20, 50, 100]
 
 
+def test_metrics_json_has_an_interval_around_each_quality_number(evaluated_runs):
+    for run in evaluated_runs:
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["ci95_method"]["resamples"] >= 200
+        for key, (low, high) in metrics["ci95"].items():
+            value = metrics[key]["mean"] if key == "kid" else metrics[key]
+            assert low <= high and low - (high - low) <= value <= high + (high - low), key
+            assert low < high or value == low, key  # a zero width only where every resample agrees (recall 0)
+
+
+def test_identical_models_give_no_clear_difference(evaluated_runs, tmp_path):
+    """The same run evaluated twice with other seeds: its verdicts must all be 'no clear difference'."""
+    import shutil
+
+    from vaediff.report import findings, verdict
+
+    twin = tmp_path / "twin"
+    shutil.copytree(evaluated_runs[1], twin)
+    evaluate_run(twin, n_samples=100, sampler_options={"steps": 4}, seed=7, progress=False)
+    summaries = summarize_runs([evaluated_runs[1], twin])
+    for key in ("fid", "kid", "precision", "class_accuracy"):
+        clear, _, needed = verdict(summaries[0], summaries[1], key)
+        assert not clear, key
+    text = " ".join(findings(summaries, "en"))
+    assert "no clear difference at this sample size" in text and "is better than" not in text.split("**FID**")[1][:80]
+
+
 def test_report_in_chinese(evaluated_runs, tmp_path):
     compare(evaluated_runs, tmp_path, lang="zh", curves=False, progress=False)
     text = (tmp_path / "report.md").read_text()
     assert "模型比较" in text and "数据说明了什么" in text
+    assert "z 检验" in text and "没有似然" in text  # the test it used, and which runs have no likelihood
 
 
 def test_compare_refuses_unevaluated_runs(tmp_path, cli):

@@ -13,6 +13,7 @@ import torch
 
 from vaediff import __version__
 from vaediff import metrics as m
+from vaediff.cas import classification_accuracy_score, real_data_score
 from vaediff.checks import MAX_EVAL_SAMPLES, MAX_IW_SAMPLES, check_count, check_fits_in_memory
 from vaediff.data import Dataset, ImageSplit, load_dataset
 from vaediff.errors import ConfigError
@@ -20,6 +21,8 @@ from vaediff.evaluator_network import Evaluator, load_or_train_evaluator
 from vaediff.families import load_run
 from vaediff.figures import plot_confusion
 from vaediff.generation import timed_draw
+from vaediff.intervals import method as interval_method
+from vaediff.intervals import quality_intervals
 from vaediff.runs import atomic_write_json
 
 
@@ -46,8 +49,9 @@ def _cached(key: tuple, evaluator: Evaluator, dataset: Dataset, compute) -> torc
 
 
 def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.Tensor | None, dataset: Dataset,
-                    seed: int = 0, reference_size: int = 10000) -> dict:
-    """Every sample-quality number for `samples` (N, 1, 28, 28) in [0, 1].
+                    seed: int = 0, reference_size: int = 10000, intervals: bool = True) -> dict:
+    """Every sample-quality number for `samples` (N, 1, 28, 28) in [0, 1], and (`intervals`) under "ci95"
+    their 95% intervals from a bootstrap over the samples (intervals.py).
 
     The real reference is a fixed subset of the training split (up to `reference_size` images): FID and
     KID against all of it, precision/recall/density/coverage against as many real images as samples
@@ -78,6 +82,9 @@ def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.T
     if labels is not None:
         result["class_accuracy"] = float((predicted == labels).float().mean())
         result["confusion"] = m.confusion_matrix(labels, predicted).tolist()
+    if intervals:
+        result["ci95"] = quality_intervals(real_features, matched, features, probabilities, labels, seed)
+        result["ci95_method"] = interval_method()
     result["predicted_class_share"] = (torch.bincount(predicted, minlength=10).float() / len(predicted)).tolist()
     test_distances = _cached(("test_distances",), evaluator, dataset,
                              lambda: m.nearest_distances(dataset.test.images, dataset.train.images))
@@ -95,7 +102,7 @@ def real_reference(evaluator: Evaluator, dataset: Dataset, size: int, seed: int 
     count = min(size, len(dataset.test))
     index = torch.randperm(len(dataset.test), generator=torch.Generator().manual_seed(seed + 1))[:count]
     images, labels = dataset.test.images[index], dataset.test.labels[index]
-    reference = quality_metrics(evaluator, images, labels, dataset, seed)
+    reference = quality_metrics(evaluator, images, labels, dataset, seed, intervals=False)
     for key in ("memorisation", "memorisation_detail", "confusion"):
         reference.pop(key, None)
     return reference
@@ -132,13 +139,18 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binari
     if sampler_options:
         metrics["sampler"] = sampler_options
     metrics.update(quality_metrics(evaluator, samples, labels, dataset, seed))
+    if labels is not None:  # class-conditional: the Classification Accuracy Score and its real-data ceiling
+        score = classification_accuracy_score(samples, labels, dataset, seed)
+        metrics["cas"], metrics["ci95"]["cas"] = score["cas"], score["ci95"]
+        metrics["cas_real"] = real_data_score(dataset, n_samples, seed, cache_dir)["cas"]
+        metrics["ci95_method"]["cas"] = "bootstrap over the real test images (the classifier is trained once)"
     reference = real_reference(evaluator, dataset, n_samples, seed)
     metrics["fid_real"] = reference["fid"]
     metrics["reference"] = reference
     count = min(n_samples, len(dataset.test))
     reconstructions = run.reconstruct(dataset.test.images[:count])
     if reconstructions is not None:  # latent diffusion: its autoencoder bounds the quality it can reach
-        recon = quality_metrics(evaluator, reconstructions, dataset.test.labels[:count], dataset, seed)
+        recon = quality_metrics(evaluator, reconstructions, dataset.test.labels[:count], dataset, seed, intervals=False)
         metrics["autoencoder_fid"] = recon["fid"]
         metrics["autoencoder_reconstruction"] = {k: recon[k] for k in ("fid", "kid", "precision", "recall",
                                                                        "class_accuracy")}
@@ -158,21 +170,24 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binari
 
 
 TABLE_KEYS = ("fid", "fid_real", "autoencoder_fid", "kid", "precision", "recall", "density", "coverage", "is", "class_accuracy",
+              "cas", "cas_real",
               "memorisation", "evaluator_accuracy", "elbo_nats", "nll_nats", "bits_per_dim", "samples_per_second")
 
 
 def format_metrics(metrics: dict) -> str:
-    """A two-column text table of the headline metrics, with the real-data reference beside each."""
-    reference = metrics.get("reference", {})
+    """A text table of the headline metrics: value, its 95% interval, and the real-data reference."""
+    reference, intervals = metrics.get("reference", {}), metrics.get("ci95", {})
     lines = [f"{metrics.get('model_type', '?')} run {metrics.get('run', '')} on {metrics.get('dataset', '')}"
              f" ({metrics.get('num_samples', 0)} samples)",
-             f"  {'metric':<20} {'model':>12} {'real data':>12}"]
+             f"  {'metric':<20} {'model':>12} {'95% interval':>21} {'real data':>12}"]
     for key in TABLE_KEYS:
         if key not in metrics:
             continue
         value, ref = metrics[key], reference.get(key)
         if isinstance(value, dict):
             value, ref = value["mean"], (ref or {}).get("mean") if isinstance(ref, dict) else None
+        low_high = intervals.get(key)
+        interval_text = f"[{low_high[0]:.4g}, {low_high[1]:.4g}]" if low_high else ""
         ref_text = f"{ref:>12.4g}" if isinstance(ref, int | float) else f"{'':>12}"
-        lines.append(f"  {key:<20} {value:>12.4g} {ref_text}")
+        lines.append(f"  {key:<20} {value:>12.4g} {interval_text:>21} {ref_text}")
     return "\n".join(lines)

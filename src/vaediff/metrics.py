@@ -51,7 +51,7 @@ def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, 
     return float(mean), float(std)
 
 
-def _kth_neighbour_distances(points: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
+def kth_neighbour_distances(points: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
     """Distance of each point to its k-th nearest other point of the same set."""
     radii = []
     for start in range(0, len(points), chunk):
@@ -75,8 +75,8 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
     """Improved precision and recall (Kynkäänniemi et al. 2019): the share of fake samples inside the
     real manifold (union of k-NN balls of real features), and of real samples inside the fake one."""
     real, fake = real.float(), fake.float()
-    precision = (_count_inside(fake, real, _kth_neighbour_distances(real, k)) > 0).float().mean()
-    recall = (_count_inside(real, fake, _kth_neighbour_distances(fake, k)) > 0).float().mean()
+    precision = (_count_inside(fake, real, kth_neighbour_distances(real, k)) > 0).float().mean()
+    recall = (_count_inside(real, fake, kth_neighbour_distances(fake, k)) > 0).float().mean()
     return float(precision), float(recall)
 
 
@@ -87,7 +87,7 @@ def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> tupl
     coverage = (1 / N) sum_i 1[exists j: Y_j in B(X_i, NND_k(X_i))]
     """
     real, fake = real.float(), fake.float()
-    radii = _kth_neighbour_distances(real, k)
+    radii = kth_neighbour_distances(real, k)
     density = _count_inside(fake, real, radii).float().sum() / (k * len(fake))
     nearest_fake = []
     for start in range(0, len(real), 2048):

@@ -21,12 +21,13 @@ from vaediff.evaluator_network import load_or_train_evaluator
 from vaediff.families import load_run
 from vaediff.figures import plot_curves, plot_losses, plot_sample_grids
 from vaediff.generation import timed_draw, write_sample_grid
+from vaediff.intervals import difference_test
 from vaediff.runs import atomic_write_json, atomic_write_text, read_json, read_run_config
 
 # metric key, direction (+1 higher is better, -1 lower is better), format
 TABLE_METRICS = (
     ("fid", -1, "{:.3g}"), ("kid", -1, "{:.3g}"), ("precision", 1, "{:.3f}"), ("recall", 1, "{:.3f}"),
-    ("density", 1, "{:.3f}"), ("coverage", 1, "{:.3f}"), ("is", 1, "{:.2f}"), ("class_accuracy", 1, "{:.3f}"),
+    ("density", 1, "{:.3f}"), ("coverage", 1, "{:.3f}"), ("is", 1, "{:.2f}"), ("class_accuracy", 1, "{:.3f}"), ("cas", 1, "{:.3f}"),
     ("memorisation", -1, "{:.3f}"), ("nll_nats", -1, "{:.1f}"), ("samples_per_second", 1, "{:.3g}"),
     ("train_minutes", -1, "{:.1f}"),
 )
@@ -43,18 +44,29 @@ TEXT = {
         "steps": "Quality against sampling steps", "guidance": "Guidance-scale sweep",
         "findings": "What the numbers say", "confusion": "Class confusion",
         "wins": "**{metric}**: {winner} is best with {best}, {runner} follows with {second} ({ratio}).",
+        "clear": "**{metric}**: {winner} is better than {runner}: {best} against {second} ({ratio}; clear at 5%, "
+                 "z = {z:.1f}).",
+        "unclear": "**{metric}**: {winner} {best}, {runner} {second}: no clear difference at this sample size "
+                   "(z = {z:.1f}); about {needed} samples per model would tell.",
+        "test_note": "A difference is called clear when a two-sided z-test on the bootstrap standard errors "
+                     "(200 resamples of each model's samples, the real reference fixed; for NLL the standard "
+                     "error over test images) rejects equality at 5%. Brackets are 95% intervals.",
         "only": "**{metric}**: only {winner} has this number ({best}).",
         "better_by": "{factor:.2f}x better", "same": "a tie",
         "curve_note": "{n} samples per point (FID at few samples is biased upward; compare points within a curve). "
                       "The seed's sampler is DDPM with 1000 steps and no guidance.",
         "metric_names": {"fid": "FID", "kid": "KID", "precision": "precision", "recall": "recall",
                          "density": "density", "coverage": "coverage", "is": "Inception-score analogue",
-                         "class_accuracy": "class accuracy", "memorisation": "memorisation share",
+                         "class_accuracy": "class accuracy", "cas": "CAS (classifier trained on samples)",
+                         "memorisation": "memorisation share",
                          "nll_nats": "NLL (nats)", "samples_per_second": "samples per second",
                          "train_minutes": "training minutes"},
-        "run": "run", "model": "model", "headline_quality": "Quality: {winner} has the lowest FID ({value:.3g}).",
-        "headline_likelihood": "Likelihood: {winner} has the lowest NLL ({value:.1f} nats).",
+        "run": "run", "model": "model", "headline_quality": "Quality: {winner} has the lowest FID ({value}){verdict}.",
+        "headline_likelihood": "Likelihood: {winner} has the lowest NLL ({value} nats){verdict}; {without}.",
         "headline_likelihood_none": "Likelihood: no run has a likelihood (only VAEs do).",
+        "verdict_clear": ", clearly lower than {runner} ({value})", "verdict_unclear": ", not clearly lower than {runner} "
+        "({value}) at this sample size", "without": "{names} have no likelihood",
+        "all_have": "every run has one",
         "headline_speed": "Speed: {winner} draws the most samples per second ({value:.3g}).",
         "figure_note": "",
         "three_way": "The three families: VAEs sample in one decoder pass but blur; pixel diffusion is sharp but "
@@ -71,17 +83,25 @@ TEXT = {
         "steps": "质量与采样步数", "guidance": "引导强度扫描",
         "findings": "数据说明了什么", "confusion": "类别混淆",
         "wins": "**{metric}**：{winner} 最好（{best}），其次是 {runner}（{second}，{ratio}）。",
+        "clear": "**{metric}**：{winner} 优于 {runner}：{best} 对 {second}（{ratio}；在 5% 水平上显著，z = {z:.1f}）。",
+        "unclear": "**{metric}**：{winner} {best}，{runner} {second}：在当前样本量下差异不显著（z = {z:.1f}）；"
+                   "每个模型约需 {needed} 个样本才能区分。",
+        "test_note": "差异“显著”指：基于自助法标准误（每个模型的样本重抽样 200 次，真实参考集固定；负对数似然用测试图像上的"
+                     "标准误）的双侧 z 检验在 5% 水平上拒绝相等。方括号内为 95% 区间。",
         "only": "**{metric}**：只有 {winner} 有此指标（{best}）。",
         "better_by": "好 {factor:.2f} 倍", "same": "持平",
         "curve_note": "每个点 {n} 个样本（样本少时 FID 偏高，请在同一曲线内比较）。原项目的采样器为 1000 步 DDPM，无引导。",
         "metric_names": {"fid": "FID", "kid": "KID", "precision": "精确率", "recall": "召回率",
                          "density": "密度", "coverage": "覆盖率", "is": "类 Inception 分数",
-                         "class_accuracy": "类别准确率", "memorisation": "记忆比例",
+                         "class_accuracy": "类别准确率", "cas": "CAS（用样本训练的分类器的准确率）",
+                         "memorisation": "记忆比例",
                          "nll_nats": "负对数似然（nats）", "samples_per_second": "每秒样本数",
                          "train_minutes": "训练分钟数"},
-        "run": "运行", "model": "模型", "headline_quality": "质量：{winner} 的 FID 最低（{value:.3g}）。",
-        "headline_likelihood": "似然：{winner} 的负对数似然最低（{value:.1f} nats）。",
+        "run": "运行", "model": "模型", "headline_quality": "质量：{winner} 的 FID 最低（{value}）{verdict}。",
+        "headline_likelihood": "似然：{winner} 的负对数似然最低（{value} nats）{verdict}；{without}。",
         "headline_likelihood_none": "似然：没有运行提供似然（只有 VAE 有）。",
+        "verdict_clear": "，显著低于 {runner}（{value}）", "verdict_unclear": "，在当前样本量下与 {runner}（{value}）"
+        "差异不显著", "without": "{names} 没有似然", "all_have": "所有运行都有似然",
         "headline_speed": "速度：{winner} 每秒生成的样本最多（{value:.3g}）。",
         "figure_note": "说明：图中的标题、坐标轴和图例为英文（matplotlib 自带的字体没有中文字形），各图的中文说明见其标题。",
         "three_way": "三类模型：VAE 一次解码即可采样但图像模糊；像素空间扩散清晰但每张图需要多次网络计算；"
@@ -151,33 +171,80 @@ def _ratio_text(best: float, second: float, direction: int, words: dict) -> str:
     return f"Δ {abs(best - second):.3g}"
 
 
+def interval(summary: RunSummary, key: str) -> list[float] | None:
+    """The 95% interval of a run's number: the bootstrap's (metrics.json "ci95"), or for the NLL the
+    normal interval from its standard error over test images; None when there is none."""
+    if key == "nll_nats":
+        stderr = summary.metrics.get("likelihood", {}).get("nll_stderr")
+        value = summary.value(key)
+        return [value - 1.96 * stderr, value + 1.96 * stderr] if stderr is not None and value is not None else None
+    return summary.metrics.get("ci95", {}).get(key)
+
+
+def verdict(first: RunSummary, second: RunSummary, key: str) -> tuple[bool, float, str] | None:
+    """(clear at 5%, z, samples per model that would tell) for two runs' numbers; None without intervals."""
+    first_interval, second_interval = interval(first, key), interval(second, key)
+    if first_interval is None or second_interval is None:
+        return None
+    clear, z = difference_test(first.value(key), first_interval, second.value(key), second_interval)
+    samples = first.metrics.get("num_samples") if key != "nll_nats" else first.metrics.get("likelihood", {}).get(
+        "test_images")
+    # standard errors shrink as 1/sqrt(n): |z| reaches 1.96 at about n (1.96 / z)^2
+    needed = f"{math.ceil(samples * (1.96 / abs(z)) ** 2):,}" if samples and z and not clear else "?"
+    return clear, z, needed
+
+
+def _with_interval(summary: RunSummary, key: str, fmt: str) -> str:
+    value, bounds = summary.value(key), interval(summary, key)
+    text = fmt.format(value)
+    return f"{text} [{fmt.format(bounds[0])}, {fmt.format(bounds[1])}]" if bounds else text
+
+
 def findings(summaries: list[RunSummary], lang: str) -> list[str]:
-    """One sentence per metric: who wins and by how much, from the numbers."""
+    """One sentence per metric: who wins, by how much, and whether the difference is clear at 5%."""
     words = TEXT[lang]
     lines = []
     for key, direction, fmt in TABLE_METRICS:
         ranked = ranking(summaries, key, direction)
         name = words["metric_names"][key]
-        if len(ranked) >= 2:
-            (winner, best), (runner, second) = ranked[0], ranked[1]
-            lines.append(words["wins"].format(metric=name, winner=winner.name, best=fmt.format(best),
-                                              runner=runner.name, second=fmt.format(second),
-                                              ratio=_ratio_text(best, second, direction, words)))
-        elif len(ranked) == 1:
+        if len(ranked) == 1:
             lines.append(words["only"].format(metric=name, winner=ranked[0][0].name, best=fmt.format(ranked[0][1])))
+        if len(ranked) < 2:
+            continue
+        (winner, best), (runner, second) = ranked[0], ranked[1]
+        texts = {"metric": name, "winner": winner.name, "runner": runner.name,
+                 "best": _with_interval(winner, key, fmt), "second": _with_interval(runner, key, fmt),
+                 "ratio": _ratio_text(best, second, direction, words)}
+        tested = verdict(winner, runner, key)
+        if tested is None:  # speed, time, memorisation: measured once, no interval
+            lines.append(words["wins"].format(**texts))
+        else:
+            clear, z, needed = tested
+            lines.append(words["clear" if clear else "unclear"].format(**texts, z=z, needed=needed))
     return lines
 
 
 def headlines(summaries: list[RunSummary], lang: str = "en") -> list[str]:
-    """The three lines that matter: best quality, best likelihood (VAEs), fastest sampling."""
+    """The three lines that matter: best quality, best likelihood (of the runs that have one), fastest
+    sampling; each winner is called clearly better only when the test says so."""
     words = TEXT[lang]
     out = []
-    quality = ranking(summaries, "fid", -1)
-    if quality:
-        out.append(words["headline_quality"].format(winner=quality[0][0].name, value=quality[0][1]))
-    likelihood = ranking(summaries, "nll_nats", -1)
-    out.append(words["headline_likelihood"].format(winner=likelihood[0][0].name, value=likelihood[0][1])
-               if likelihood else words["headline_likelihood_none"])
+    for key, fmt, template in (("fid", "{:.3g}", "headline_quality"), ("nll_nats", "{:.1f}", "headline_likelihood")):
+        ranked = ranking(summaries, key, -1)
+        if not ranked:
+            if key == "nll_nats":
+                out.append(words["headline_likelihood_none"])
+            continue
+        text = ""
+        if len(ranked) > 1:
+            tested = verdict(ranked[0][0], ranked[1][0], key)
+            if tested is not None:
+                text = words["verdict_clear" if tested[0] else "verdict_unclear"].format(
+                    runner=ranked[1][0].name, value=_with_interval(ranked[1][0], key, fmt))
+        without = [s.name for s in summaries if s.value(key) is None]
+        out.append(words[template].format(winner=ranked[0][0].name, value=_with_interval(ranked[0][0], key, fmt),
+                                          verdict=text, without=words["without"].format(names=", ".join(without))
+                                          if without else words["all_have"]))
     speed = ranking(summaries, "samples_per_second", 1)
     if speed:
         out.append(words["headline_speed"].format(winner=speed[0][0].name, value=speed[0][1]))
@@ -346,7 +413,7 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
         if sweeps:
             plot_curves(sweeps, "guidance", out_dir / "guidance.png", TEXT["en"]["guidance"], "guidance scale w")
             blocks += [("h2", words["guidance"]), ("image", ("guidance.png", words["guidance"]))]
-    blocks += [("h2", words["findings"]), ("list", findings(summaries, lang))]
+    blocks += [("h2", words["findings"]), ("p", words["test_note"]), ("list", findings(summaries, lang))]
     recon = [s.metrics.get("autoencoder_fid") for s in summaries if s.metrics.get("autoencoder_fid") is not None]
     if len({s.model_type for s in summaries}) > 1:
         blocks.append(("p", words["three_way"].format(recon=f"{recon[0]:.3g}" if recon else "–")))

@@ -1,0 +1,152 @@
+"""95% intervals for the sample-quality numbers, by a bootstrap over the generated samples.
+
+The real reference is fixed (it is the yardstick, not what is measured). Each of B resamples draws n of the
+n samples with replacement (seeded) and recomputes every metric; the interval is the 2.5th and 97.5th
+percentile of the B values (the percentile interval, Efron & Tibshirani 1993, ch. 13). A resample is held
+as counts (how often each sample is drawn), so each metric over all B resamples is one matrix product with
+per-sample quantities computed once: the bootstrap costs a small fraction of an evaluation.
+
+k-NN radii are those of the full sets (a resample with repeated samples would otherwise give zero radii).
+Recall and coverage count real points inside a union of the samples' balls; a resample holds only about
+63% distinct samples, so their bootstrap values sit systematically low. Their interval keeps the
+bootstrap's spread but is shifted to centre on the estimate (`centred_on`), which is said in metrics.json.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torchmetrics.image.fid import _compute_fid  # the Fréchet formula FID uses, batched over resamples
+
+from vaediff.metrics import inception_score, kth_neighbour_distances
+
+RESAMPLES = 200
+LEVEL = 0.95
+CENTRED = ("recall", "coverage")  # union-of-balls metrics: their bootstrap is biased low (module docstring)
+
+
+def method(resamples: int = RESAMPLES) -> dict:
+    """How the intervals were made, for metrics.json beside them."""
+    return {"method": "percentile bootstrap over the generated samples, the real reference fixed",
+            "level": LEVEL, "resamples": resamples, "centred_on_estimate": list(CENTRED)}
+
+
+def resample_counts(n: int, resamples: int, seed: int) -> torch.Tensor:
+    """(resamples, n) counts: row b says how often each of n samples is drawn in resample b."""
+    generator = torch.Generator().manual_seed(seed)
+    drawn = torch.randint(n, (resamples, n), generator=generator)
+    return torch.zeros(resamples, n).scatter_add_(1, drawn, torch.ones(resamples, n))
+
+
+def percentile_interval(values: torch.Tensor, level: float = LEVEL) -> list[float]:
+    tail = (1 - level) / 2
+    low, high = torch.quantile(values.double(), torch.tensor([tail, 1 - tail], dtype=torch.float64))
+    return [float(low), float(high)]
+
+
+def quality_intervals(real_features: torch.Tensor, matched_real: torch.Tensor, features: torch.Tensor,
+                      probabilities: torch.Tensor, labels: torch.Tensor | None, seed: int = 0,
+                      resamples: int = RESAMPLES) -> dict[str, list[float]]:
+    """{metric: [low, high]} for fid, kid, precision, recall, density, coverage, is (and class_accuracy when
+    the samples have labels), as metrics.py and evaluate.quality_metrics define them."""
+    counts = resample_counts(len(features), resamples, seed + 104729)
+    values = {"fid": fid_values(real_features, features, counts),
+              "kid": kid_values(real_features, features, counts),
+              **neighbourhood_values(matched_real, features, counts),
+              "is": is_values(probabilities, counts, seed)}
+    if labels is not None:
+        correct = (probabilities.argmax(dim=1) == labels).float()
+        values["class_accuracy"] = counts @ correct / len(features)
+    intervals = {name: percentile_interval(value) for name, value in values.items() if not name.endswith("_estimate")}
+    for name in CENTRED:
+        intervals[name] = centred_on(values[name], float(values[f"{name}_estimate"]))
+    return intervals
+
+
+
+def centred_on(values: torch.Tensor, estimate: float, level: float = LEVEL) -> list[float]:
+    """The percentile interval moved so that the bootstrap's mean falls on the estimate."""
+    low, high = percentile_interval(values, level)
+    shift = estimate - float(values.double().mean())
+    return [low + shift, high + shift]
+
+
+def fid_values(real: torch.Tensor, fake: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """FID of each resample: the weighted mean and (n - 1)-normalised covariance of the drawn features."""
+    real, fake, weights = real.double(), fake.double(), counts.double()
+    real_mean, real_cov = real.mean(dim=0), torch.cov(real.T)
+    n = len(fake)
+    means = weights @ fake / n                                          # (B, d)
+    second = torch.einsum("bn,nd,ne->bde", weights, fake, fake)         # sum_i c_i x_i x_i^T
+    covs = (second - n * means.unsqueeze(2) * means.unsqueeze(1)) / (n - 1)
+    return torch.stack([_compute_fid(mean, cov, real_mean, real_cov) for mean, cov in zip(means, covs, strict=True)])
+
+
+def _polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """KID's kernel (Bińkowski et al. 2018): k(x, y) = (x.y / d + 1)^3."""
+    return (x @ y.T / x.shape[1] + 1) ** 3
+
+
+def kid_values(real: torch.Tensor, fake: torch.Tensor, counts: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """Unbiased MMD^2 with KID's kernel between the fixed real set and each resample of the fake one.
+
+    A resample's fake-fake term averages k over pairs of draws of two different samples: with counts c,
+    their sum is c^T K c - sum_i c_i^2 K_ii over n^2 - sum_i c_i^2 pairs (pairs of a sample with itself
+    would add k(x, x), the kernel's largest values)."""
+    real, fake, weights = real.double(), fake.double(), counts.double()
+    m, n = len(real), len(fake)
+    real_sum, cross = torch.zeros((), dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    for start in range(0, m, chunk):  # the real set may be the whole reference: in blocks of rows
+        block = real[start : start + chunk]
+        real_sum += _polynomial_kernel(block, real).sum() - _polynomial_kernel(block, block).diagonal().sum()
+        cross += _polynomial_kernel(block, fake).sum(dim=0)
+    fake_kernel = _polynomial_kernel(fake, fake)
+    squares = (weights**2).sum(dim=1)
+    pairs = ((weights @ fake_kernel) * weights).sum(dim=1) - weights**2 @ fake_kernel.diagonal()
+    return real_sum / (m * (m - 1)) + pairs / (n * n - squares) - 2 * (weights @ cross) / (m * n)
+
+
+def neighbourhood_values(real: torch.Tensor, fake: torch.Tensor, counts: torch.Tensor,
+                         chunk: int = 2048) -> dict[str, torch.Tensor]:
+    """Precision, recall (k = 3) and density, coverage (k = 5) of each resample (metrics.py's definitions),
+    and "recall_estimate", "coverage_estimate": the full set's values, which CENTRED intervals sit on."""
+    real, fake = real.float(), fake.float()
+    n = len(fake)
+    weights = torch.cat([counts, torch.ones(1, n)])  # the last row: every sample once (the estimate)
+    real_radius_3, real_radius_5 = kth_neighbour_distances(real, 3), kth_neighbour_distances(real, 5)
+    fake_radius_3 = kth_neighbour_distances(fake, 3)
+    in_real_manifold = torch.zeros(n, dtype=torch.bool)  # per sample: inside some real k=3 ball
+    in_real_balls = torch.zeros(n)                        # per sample: how many real k=5 balls hold it
+    recalled, covered = torch.zeros(len(weights)), torch.zeros(len(weights))
+    for start in range(0, len(real), chunk):
+        distances = torch.cdist(real[start : start + chunk], fake)  # (real rows, n)
+        in_real_manifold |= (distances <= real_radius_3[start : start + chunk, None]).any(dim=0)
+        inside_5 = (distances <= real_radius_5[start : start + chunk, None]).float()
+        in_real_balls += inside_5.sum(dim=0)
+        # a real point is recalled (covered) by a resample when a drawn sample's ball (its own ball) holds it
+        recalled += ((distances <= fake_radius_3[None, :]).float() @ weights.T > 0).float().sum(dim=0)
+        covered += (inside_5 @ weights.T > 0).float().sum(dim=0)
+    recall, coverage = recalled / len(real), covered / len(real)
+    return {"precision": counts @ in_real_manifold.float() / n, "recall": recall[:-1], "recall_estimate": recall[-1],
+            "density": counts @ in_real_balls / (5 * n), "coverage": coverage[:-1], "coverage_estimate": coverage[-1]}
+
+
+def is_values(probabilities: torch.Tensor, counts: torch.Tensor, seed: int) -> torch.Tensor:
+    """The Inception-score analogue of each resample (its own seeded split into ten parts)."""
+    drawn = counts.long()
+    return torch.tensor([inception_score(torch.repeat_interleave(probabilities, row, dim=0), seed=seed + b)[0]
+                         for b, row in enumerate(drawn)])
+
+
+def difference_test(first: float, first_interval: list[float], second: float, second_interval: list[float],
+                    level: float = LEVEL) -> tuple[bool, float]:
+    """Is first - second different from 0 at 1 - level? A z-test on the bootstrap standard errors (each
+    interval's width / (2 * 1.96)) of two independent evaluations. Returns (clear, z)."""
+    z_level = 1.959963984540054 if level == LEVEL else math.sqrt(2) * torch.erfinv(torch.tensor(level)).item()
+    spread = math.hypot((first_interval[1] - first_interval[0]) / (2 * z_level),
+                        (second_interval[1] - second_interval[0]) / (2 * z_level))
+    if spread == 0:
+        return first != second, math.inf if first != second else 0.0
+    z = (first - second) / spread
+    return abs(z) > z_level, z

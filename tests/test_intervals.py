@@ -1,0 +1,77 @@
+"""Bootstrap intervals: they cover known true values at about their level, and they are reproducible."""
+
+from __future__ import annotations
+
+import torch
+
+from vaediff import metrics as m
+from vaediff.intervals import (
+    difference_test,
+    fid_values,
+    percentile_interval,
+    quality_intervals,
+    resample_counts,
+)
+
+
+def test_resample_counts_draw_n_of_n_with_replacement():
+    counts = resample_counts(50, 200, seed=3)
+    assert counts.shape == (200, 50) and torch.all(counts.sum(dim=1) == 50)
+    assert counts.max() > 1 and (counts == 0).any()  # with replacement: repeats and misses
+    assert torch.equal(counts, resample_counts(50, 200, seed=3))
+    assert not torch.equal(counts, resample_counts(50, 200, seed=4))
+
+
+def test_fid_interval_covers_the_true_distance_about_95_percent_of_the_time():
+    """Real N(0, I) (a large fixed reference) against samples of N(mu, I), |mu|^2 = 1: the true FID is 1."""
+    generator = torch.Generator().manual_seed(0)
+    dims, samples, repeats = 4, 400, 60
+    real = torch.randn(40000, dims, generator=generator)
+    shift = torch.zeros(dims)
+    shift[0] = 1.0
+    covered = 0
+    for repeat in range(repeats):
+        fake = torch.randn(samples, dims, generator=generator) + shift
+        low, high = percentile_interval(fid_values(real, fake, resample_counts(samples, 200, seed=repeat)))
+        covered += low <= 1.0 <= high
+    assert 0.85 <= covered / repeats <= 1.0, covered
+
+
+def test_accuracy_interval_covers_the_true_rate_about_95_percent_of_the_time():
+    generator = torch.Generator().manual_seed(1)
+    samples, repeats, rate = 300, 200, 0.8
+    covered = 0
+    for repeat in range(repeats):
+        correct = (torch.rand(samples, generator=generator) < rate).float()
+        values = resample_counts(samples, 200, seed=repeat) @ correct / samples
+        low, high = percentile_interval(values)
+        covered += low <= rate <= high
+    assert 0.9 <= covered / repeats <= 0.99, covered
+
+
+def test_every_metric_gets_an_interval_around_its_estimate():
+    generator = torch.Generator().manual_seed(2)
+    real = torch.randn(600, 16, generator=generator)
+    fake = torch.randn(300, 16, generator=generator) * 1.1 + 0.2
+    logits = torch.randn(300, 10, generator=generator) * 3
+    probabilities, labels = torch.softmax(logits, dim=1), torch.arange(300) % 10
+    intervals = quality_intervals(real, real[:300], fake, probabilities, labels, seed=0)
+    assert set(intervals) == {"fid", "kid", "precision", "recall", "density", "coverage", "is", "class_accuracy"}
+    matched = real[:300]
+    estimates = {"fid": m.frechet_distance(real, fake), "kid": m.kernel_distance(matched, fake)[0],
+                 "precision": m.precision_recall(matched, fake)[0], "recall": m.precision_recall(matched, fake)[1],
+                 "density": m.density_coverage(matched, fake)[0], "coverage": m.density_coverage(matched, fake)[1],
+                 "is": m.inception_score(probabilities)[0],
+                 "class_accuracy": float((probabilities.argmax(1) == labels).float().mean())}
+    for name, (low, high) in intervals.items():
+        width = high - low
+        assert width > 0, name  # computed from resamples, never a constant
+        assert low - 0.25 * width <= estimates[name] <= high + 0.25 * width, (name, low, high, estimates[name])
+    assert quality_intervals(real, real[:300], fake, probabilities, labels, seed=0) == intervals  # seeded
+
+
+def test_difference_test_needs_a_difference_larger_than_the_noise():
+    assert difference_test(1.0, [0.9, 1.1], 1.0, [0.9, 1.1]) == (False, 0.0)
+    clear, z = difference_test(1.0, [0.95, 1.05], 2.0, [1.95, 2.05])
+    assert clear and z < -10
+    assert not difference_test(1.0, [0.8, 1.2], 1.1, [0.9, 1.3])[0]

@@ -6,7 +6,6 @@ import torch
 
 from vaediff import metrics as m
 from vaediff.intervals import (
-    difference_test,
     fid_values,
     percentile_interval,
     quality_intervals,
@@ -70,8 +69,34 @@ def test_every_metric_gets_an_interval_around_its_estimate():
     assert quality_intervals(real, real[:300], fake, probabilities, labels, seed=0) == intervals  # seeded
 
 
-def test_difference_test_needs_a_difference_larger_than_the_noise():
-    assert difference_test(1.0, [0.9, 1.1], 1.0, [0.9, 1.1]) == (False, 0.0)
-    clear, z = difference_test(1.0, [0.95, 1.05], 2.0, [1.95, 2.05])
+def _summary(name: str, fid: float, low: float, high: float, members=()):
+    from vaediff.report import RunSummary
+
+    return RunSummary(name, None, "diffusion", {"fid": fid, "ci95": {"fid": [low, high]}, "num_samples": 1000},
+                      members=list(members))
+
+
+def test_a_verdict_needs_a_difference_larger_than_the_noise():
+    from vaediff.report import verdict
+
+    assert verdict(_summary("a", 1.0, 0.9, 1.1), _summary("b", 1.0, 0.9, 1.1), "fid")[:2] == (False, 0.0)
+    clear, z, _ = verdict(_summary("a", 1.0, 0.95, 1.05), _summary("b", 2.0, 1.95, 2.05), "fid")
     assert clear and z < -10
-    assert not difference_test(1.0, [0.8, 1.2], 1.1, [0.9, 1.3])[0]
+    clear, _, needed = verdict(_summary("a", 1.0, 0.8, 1.2), _summary("b", 1.1, 0.9, 1.3), "fid")
+    assert not clear and needed.endswith("samples") and int(needed.split()[0].replace(",", "")) > 1000
+
+
+def test_seed_groups_are_tested_over_their_seeds():
+    from vaediff.report import interval, verdict
+
+    tight = [_summary(f"a-seed{i}", v, v - 0.5, v + 0.5) for i, v in enumerate((1.00, 1.02, 0.98))]
+    other = [_summary(f"b-seed{i}", v, v - 0.5, v + 0.5) for i, v in enumerate((1.50, 1.49, 1.52))]
+    first, second = _summary("a", 1.0, 0, 0, tight), _summary("b", 1.5, 0, 0, other)
+    assert first.value("fid") == 1.0 and first.seeds == 3
+    low, high = interval(first, "fid")  # t-interval over the seeds, not the members' wide bootstrap intervals
+    assert 0.9 < low < 1.0 < high < 1.1
+    clear, t, _ = verdict(first, second, "fid")
+    assert clear and t < -10  # each seed's own interval overlaps the other's; the seeds' spread does not
+    spread = [_summary(f"c-seed{i}", v, v - 0.5, v + 0.5) for i, v in enumerate((0.6, 1.9, 1.2))]
+    clear, _, needed = verdict(_summary("c", 1.23, 0, 0, spread), second, "fid")
+    assert not clear and needed.endswith("seeds")

@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -82,14 +83,12 @@ def test_metrics_json_has_an_interval_around_each_quality_number(evaluated_runs)
 
 def test_identical_models_give_no_clear_difference(evaluated_runs, tmp_path):
     """The same run evaluated twice with other seeds: its verdicts must all be 'no clear difference'."""
-    import shutil
-
     from vaediff.report import findings, verdict
 
     twin = tmp_path / "twin"
     shutil.copytree(evaluated_runs[1], twin)
     evaluate_run(twin, n_samples=100, sampler_options={"steps": 4}, seed=7, progress=False)
-    summaries = summarize_runs([evaluated_runs[1], twin])
+    summaries = summarize_runs([evaluated_runs[1], twin], group_seeds=False)  # same config: would be one group
     for key in ("fid", "kid", "precision", "class_accuracy"):
         clear, _, needed = verdict(summaries[0], summaries[1], key)
         assert not clear, key
@@ -108,3 +107,33 @@ def test_compare_refuses_unevaluated_runs(tmp_path, cli):
     run = train_run("vae", tmp_path / "vae", train_options={"max_steps": 5}, progress=False).run_dir
     code, _, err = cli("compare", run, "--out", tmp_path / "report")
     assert code == 2 and "vaediff evaluate" in err
+
+
+def test_runs_that_differ_only_in_seed_are_compared_as_a_group(evaluated_runs, tmp_path):
+    cvae = evaluated_runs[0]
+    seeds = []
+    for seed in (0, 1):
+        copy = tmp_path / f"cvae-seed{seed}"
+        shutil.copytree(cvae, copy)
+        config = json.loads((copy / "config.json").read_text())
+        config["train"]["seed"] = seed
+        (copy / "config.json").write_text(json.dumps(config))
+        evaluate_run(copy, n_samples=100, iw_samples=10, seed=seed, progress=False)
+        seeds.append(copy)
+    summaries = summarize_runs([evaluated_runs[1], *seeds])
+    assert [s.name for s in summaries] == ["diffusion", "cvae"] and summaries[1].seeds == 2
+    fids = [json.loads((run / "metrics.json").read_text())["fid"] for run in seeds]
+    assert summaries[1].value("fid") == pytest.approx(sum(fids) / 2)
+    (tmp_path / "report").mkdir()
+    report = compare([evaluated_runs[1], *seeds], tmp_path / "report", curves=False, progress=False)
+    text = report.read_text()
+    assert "cvae ×2" in text and "Welch's t-test" in text
+
+
+def test_quickstart_plan_splits_the_budget_between_seeds():
+    from vaediff.quickstart import QuickstartPlan
+
+    one, three = QuickstartPlan(minutes=15), QuickstartPlan(minutes=15, seeds=3, seed=4)
+    assert [name for name, _, _ in one.runs()] == ["vae", "cvae", "diffusion", "latent-diffusion"]
+    assert three.runs()[:3] == [("vae-seed4", "vae", 4), ("vae-seed5", "vae", 5), ("vae-seed6", "vae", 6)]
+    assert len(three.runs()) == 12 and three.train_minutes("diffusion") == pytest.approx(one.train_minutes("diffusion") / 3)

@@ -245,9 +245,10 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     from vaediff.runs import read_json
 
     report = quickstart(args.out, args.dataset, args.minutes, args.data_dir, overwrite=args.overwrite,
-                        resume=args.resume, seed=args.seed, lang=args.lang)
-    runs = [report.parent.parent / name for name in ("vae", "cvae", "diffusion", "latent-diffusion")]
-    lang = read_json(report.parent / "config.json")["settings"].get("lang", "en")  # a resumed study keeps its own
+                        resume=args.resume, seed=args.seed, lang=args.lang, seeds=args.seeds)
+    settings = read_json(report.parent / "config.json")["settings"]  # a resumed study keeps its own
+    runs = [report.parent.parent / name for name in settings["runs"]]
+    lang = settings.get("lang", "en")
     print(f"\nreport: {report} (and {report.with_suffix('.html')})")
     for line in headlines(summarize_runs(runs), lang):
         print(line.replace("**", ""))
@@ -378,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     quick.add_argument("--resume", action="store_true", help="continue an interrupted quickstart")
     quick.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    quick.add_argument("--seeds", type=at_most(100), default=1,
+                       help="train every model with this many seeds (SEED, SEED+1, ...), sharing the budget; "
+                       "the report compares their means over seeds (default: 1)")
     quick.add_argument("--lang", choices=("en", "zh"), default="en",
                        help="language of the report and the closing headlines (default: en)")
     quick.set_defaults(handler=cmd_quickstart)

@@ -198,19 +198,25 @@ def plot_losses(histories: list[tuple[str, list[dict]]], path: Path) -> None:
 
 
 def plot_curves(curves: dict[str, list[dict]], x_key: str, path: Path, title: str, x_label: str,
+                panels: Sequence[tuple[str, str]] = (("kid", "KID ↓"), ("class_accuracy", "class accuracy ↑")),
                 log_x: bool = False) -> None:
-    """FID and class accuracy against `x_key` (steps or guidance), one line per run."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6))
-    for name, points in curves.items():
-        xs = [p[x_key] for p in points]
-        left.plot(xs, [p["fid"] for p in points], "-o", markersize=3, label=name)
-        right.plot(xs, [p["class_accuracy"] for p in points], "-o", markersize=3, label=name)
-    for axis, label in ((left, "FID ↓"), (right, "class accuracy ↑")):
+    """One panel per (metric, label) against `x_key` (steps or guidance), one line per run, its 95%
+    interval (the point's "ci95") shaded where the point has one."""
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.75 * len(panels), 3.6), squeeze=False)
+    for axis, (metric, label) in zip(axes[0], panels, strict=True):
+        for name, points in curves.items():
+            shown = [p for p in points if p.get(metric) is not None]
+            xs = [p[x_key] for p in shown]
+            (line,) = axis.plot(xs, [p[metric] for p in shown], "-o", markersize=3, label=name)
+            bounds = [p.get("ci95", {}).get(metric) for p in shown]
+            if shown and all(bounds):
+                axis.fill_between(xs, [b[0] for b in bounds], [b[1] for b in bounds], color=line.get_color(),
+                                  alpha=0.2, linewidth=0)
         axis.set_xlabel(x_label)
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
         if log_x:
             axis.set_xscale("log")
-    right.legend(fontsize=7)
-    figure.suptitle(title)
+    axes[0][-1].legend(fontsize=7)
+    figure.suptitle(title + " (shaded: 95% intervals)")
     save_figure(figure, path, dpi=100)

@@ -14,8 +14,6 @@ bootstrap's spread but is shifted to centre on the estimate (`centred_on`), whic
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torchmetrics.image.fid import _compute_fid  # the Fréchet formula FID uses, batched over resamples
 
@@ -137,16 +135,3 @@ def is_values(probabilities: torch.Tensor, counts: torch.Tensor, seed: int) -> t
     drawn = counts.long()
     return torch.tensor([inception_score(torch.repeat_interleave(probabilities, row, dim=0), seed=seed + b)[0]
                          for b, row in enumerate(drawn)])
-
-
-def difference_test(first: float, first_interval: list[float], second: float, second_interval: list[float],
-                    level: float = LEVEL) -> tuple[bool, float]:
-    """Is first - second different from 0 at 1 - level? A z-test on the bootstrap standard errors (each
-    interval's width / (2 * 1.96)) of two independent evaluations. Returns (clear, z)."""
-    z_level = 1.959963984540054 if level == LEVEL else math.sqrt(2) * torch.erfinv(torch.tensor(level)).item()
-    spread = math.hypot((first_interval[1] - first_interval[0]) / (2 * z_level),
-                        (second_interval[1] - second_interval[0]) / (2 * z_level))
-    if spread == 0:
-        return first != second, math.inf if first != second else 0.0
-    z = (first - second) / spread
-    return abs(z) > z_level, z

@@ -36,27 +36,37 @@ class QuickstartPlan:
     iw_samples: int = 200         # importance samples for the VAEs' NLL bound
     curve_samples: int = 50       # samples per point of the report's steps and guidance curves
     seed: int = 0
+    seeds: int = 1                # runs per model type (seeds seed, seed + 1, ...), sharing the budget
     lang: str = "en"              # report and headlines: "en" or "zh"
     # per model type, extra options for its training run (e.g. {"diffusion": {"model": {...}}}): tiny
     # networks in the tests, other presets for users who want them
     model_options: dict = field(default_factory=dict)
 
     def train_minutes(self, model_type: str) -> float:
-        return self.minutes * TRAIN_FRACTION * SHARES[model_type]
+        return self.minutes * TRAIN_FRACTION * SHARES[model_type] / self.seeds
+
+    def runs(self) -> list[tuple[str, str, int]]:
+        """(run directory name, model type, seed) of every run: one per model type, named after it; with
+        several seeds, NAME-seedS for each (the report groups them back by their config)."""
+        if self.seeds == 1:
+            return [(model_type, model_type, self.seed) for model_type in SHARES]
+        return [(f"{model_type}-seed{seed}", model_type, seed) for model_type in SHARES
+                for seed in range(self.seed, self.seed + self.seeds)]
 
 
 def _stages(plan: QuickstartPlan) -> list[tuple[str, str]]:
     stages = [("eda", "exploratory plots of the data set"), ("evaluator", "evaluator network")]
-    for model_type in SHARES:
-        stages.append((f"train:{model_type}", f"train {model_type} ({plan.train_minutes(model_type):.1f} min)"))
-    stages += [(f"evaluate:{m}", f"evaluate {m}") for m in SHARES]
+    for name, model_type, _ in plan.runs():
+        stages.append((f"train:{name}", f"train {name} ({plan.train_minutes(model_type):.1f} min)"))
+    stages += [(f"evaluate:{name}", f"evaluate {name}") for name, _, _ in plan.runs()]
     stages.append(("compare", "comparison report"))
     return stages
 
 
 def _run_stage(name: str, plan: QuickstartPlan, out: Path, data_dir: str | None, resume: bool) -> None:
-    kind, _, model_type = name.partition(":")
-    run_dir = out / model_type
+    kind, _, run_name = name.partition(":")
+    run_dir = out / run_name
+    model_type, seed = next(((m, s) for n, m, s in plan.runs() if n == run_name), (None, plan.seed))
     if kind == "eda":
         eda_dir = prepare_output_dir(out / "eda", overwrite=True)
         write_run_config(eda_dir, "eda", {"dataset": plan.dataset, "data_dir": data_dir, "seed": plan.seed})
@@ -68,25 +78,26 @@ def _run_stage(name: str, plan: QuickstartPlan, out: Path, data_dir: str | None,
         can_resume = resume and (run_dir / "config.json").is_file()
         try:
             train_run(model_type, run_dir, plan.dataset, data_dir, options,
-                      {"minutes": plan.train_minutes(model_type), "seed": plan.seed}, resume=can_resume,
+                      {"minutes": plan.train_minutes(model_type), "seed": seed}, resume=can_resume,
                       overwrite=not can_resume)
         except AlreadyFinished:
             pass  # stopped after training finished but before the stage was recorded: nothing to redo
     elif kind == "evaluate":
-        evaluate_run(run_dir, n_samples=plan.eval_samples, iw_samples=plan.iw_samples, seed=plan.seed)
+        evaluate_run(run_dir, n_samples=plan.eval_samples, iw_samples=plan.iw_samples, seed=seed)
     elif kind == "compare":
         report_dir = prepare_output_dir(out / "report", overwrite=True)
-        write_run_config(report_dir, "compare", {"runs": list(SHARES), "seed": plan.seed, "lang": plan.lang})
-        compare([out / m for m in SHARES], report_dir, lang=plan.lang, seed=plan.seed,
+        names = [name for name, _, _ in plan.runs()]
+        write_run_config(report_dir, "compare", {"runs": names, "seed": plan.seed, "lang": plan.lang})
+        compare([out / name for name in names], report_dir, lang=plan.lang, seed=plan.seed,
                 curve_samples=plan.curve_samples, with_ddpm_1000=False)
 
 
 def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", minutes: float = 15.0,
                data_dir: str | None = None, overwrite: bool = False, resume: bool = False, seed: int = 0,
-               plan: QuickstartPlan | None = None, lang: str = "en") -> Path:
+               plan: QuickstartPlan | None = None, lang: str = "en", seeds: int = 1) -> Path:
     """Run (or resume) the study into `out`; returns the report's path. `plan`, when given, replaces
-    `dataset`, `minutes`, `seed` and `lang` (and sets sample counts and model options too)."""
-    plan = plan or QuickstartPlan(dataset=dataset, minutes=minutes, seed=seed, lang=lang)
+    `dataset`, `minutes`, `seed`, `seeds` and `lang` (and sets sample counts and model options too)."""
+    plan = plan or QuickstartPlan(dataset=dataset, minutes=minutes, seed=seed, seeds=seeds, lang=lang)
     check_language(plan.lang)
     out = Path(out)
     done: list[str] = []

@@ -9,10 +9,15 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scipy import stats
+
+from vaediff.cas import classification_accuracy_score
 from vaediff.console import progress_bar
 from vaediff.data import load_dataset
 from vaediff.errors import ConfigError, RunError
@@ -21,7 +26,6 @@ from vaediff.evaluator_network import load_or_train_evaluator
 from vaediff.families import load_run
 from vaediff.figures import plot_curves, plot_losses, plot_sample_grids
 from vaediff.generation import timed_draw, write_sample_grid
-from vaediff.intervals import difference_test
 from vaediff.runs import atomic_write_json, atomic_write_text, read_json, read_run_config
 
 # metric key, direction (+1 higher is better, -1 lower is better), format
@@ -45,16 +49,22 @@ TEXT = {
         "findings": "What the numbers say", "confusion": "Class confusion",
         "wins": "**{metric}**: {winner} is best with {best}, {runner} follows with {second} ({ratio}).",
         "clear": "**{metric}**: {winner} is better than {runner}: {best} against {second} ({ratio}; clear at 5%, "
-                 "z = {z:.1f}).",
+                 "{test} = {z:.1f}).",
         "unclear": "**{metric}**: {winner} {best}, {runner} {second}: no clear difference at this sample size "
-                   "(z = {z:.1f}); about {needed} samples per model would tell.",
+                   "({test} = {z:.1f}); about {needed} per model would tell.",
+        "samples_unit": "{n:,} samples", "seeds_unit": "{n:,} seeds",
         "test_note": "A difference is called clear when a two-sided z-test on the bootstrap standard errors "
                      "(200 resamples of each model's samples, the real reference fixed; for NLL the standard "
-                     "error over test images) rejects equality at 5%. Brackets are 95% intervals.",
+                     "error over test images) rejects equality at 5%; where a model was trained with several seeds, "
+                     "Welch's t-test over its seeds' values, and its number is their mean. Brackets are 95% "
+                     "intervals (over seeds for those).",
         "only": "**{metric}**: only {winner} has this number ({best}).",
         "better_by": "{factor:.2f}x better", "same": "a tie",
-        "curve_note": "{n} samples per point (FID at few samples is biased upward; compare points within a curve). "
-                      "The seed's sampler is DDPM with 1000 steps and no guidance.",
+        "curve_note": "{n} samples per point, 95% intervals shaded. The steps curve shows KID, which is unbiased at "
+                      "any sample count (FID at few samples is biased upward); the seed's sampler, DDPM with 1000 "
+                      "steps and no guidance, is its rightmost point when it was measured. The guidance sweep "
+                      "shows class accuracy (is each sample recognisable?) beside CAS (can a classifier learn the "
+                      "classes from the samples alone?): pick the guidance scale by the trade between them.",
         "metric_names": {"fid": "FID", "kid": "KID", "precision": "precision", "recall": "recall",
                          "density": "density", "coverage": "coverage", "is": "Inception-score analogue",
                          "class_accuracy": "class accuracy", "cas": "CAS (classifier trained on samples)",
@@ -83,14 +93,18 @@ TEXT = {
         "steps": "质量与采样步数", "guidance": "引导强度扫描",
         "findings": "数据说明了什么", "confusion": "类别混淆",
         "wins": "**{metric}**：{winner} 最好（{best}），其次是 {runner}（{second}，{ratio}）。",
-        "clear": "**{metric}**：{winner} 优于 {runner}：{best} 对 {second}（{ratio}；在 5% 水平上显著，z = {z:.1f}）。",
-        "unclear": "**{metric}**：{winner} {best}，{runner} {second}：在当前样本量下差异不显著（z = {z:.1f}）；"
-                   "每个模型约需 {needed} 个样本才能区分。",
+        "clear": "**{metric}**：{winner} 优于 {runner}：{best} 对 {second}（{ratio}；在 5% 水平上显著，{test} = {z:.1f}）。",
+        "unclear": "**{metric}**：{winner} {best}，{runner} {second}：在当前样本量下差异不显著（{test} = {z:.1f}）；"
+                   "每个模型约需 {needed}才能区分。",
+        "samples_unit": "{n:,} 个样本", "seeds_unit": "{n:,} 个随机种子",
         "test_note": "差异“显著”指：基于自助法标准误（每个模型的样本重抽样 200 次，真实参考集固定；负对数似然用测试图像上的"
-                     "标准误）的双侧 z 检验在 5% 水平上拒绝相等。方括号内为 95% 区间。",
+                     "标准误）的双侧 z 检验在 5% 水平上拒绝相等；若模型用多个随机种子训练，则对各种子的数值做 Welch t 检验，"
+                     "其数值为各种子的均值。方括号内为 95% 区间（多种子时为种子间区间）。",
         "only": "**{metric}**：只有 {winner} 有此指标（{best}）。",
         "better_by": "好 {factor:.2f} 倍", "same": "持平",
-        "curve_note": "每个点 {n} 个样本（样本少时 FID 偏高，请在同一曲线内比较）。原项目的采样器为 1000 步 DDPM，无引导。",
+        "curve_note": "每个点 {n} 个样本，阴影为 95% 区间。步数曲线用 KID（任何样本量下都无偏；样本少时 FID 偏高）；"
+                      "若测量过，最右的点是原项目的采样器（1000 步 DDPM，无引导）。引导扫描并列类别准确率（每个样本是否可辨认）"
+                      "和 CAS（仅用样本能否学会这些类别）：按两者的权衡选择引导强度。",
         "metric_names": {"fid": "FID", "kid": "KID", "precision": "精确率", "recall": "召回率",
                          "density": "密度", "coverage": "覆盖率", "is": "类 Inception 分数",
                          "class_accuracy": "类别准确率", "cas": "CAS（用样本训练的分类器的准确率）",
@@ -113,14 +127,26 @@ TEXT = {
 
 @dataclass
 class RunSummary:
+    """One evaluated run, or a group of runs that differ only in their seed (`members`)."""
+
     name: str
     run_dir: Path
     model_type: str
     metrics: dict
     history: list[dict] = field(default_factory=list)
     stage_one_history: list[dict] = field(default_factory=list)  # latent diffusion's autoencoder, if trained here
+    config: dict = field(default_factory=dict)
+    members: list[RunSummary] = field(default_factory=list)  # the seeds of a group; empty for a single run
+
+    @property
+    def seeds(self) -> int:
+        return len(self.members) or 1
 
     def value(self, key: str) -> float | None:
+        """The run's number; for a group, the mean over its seeds."""
+        if self.members:
+            values = [member.value(key) for member in self.members]
+            return None if any(v is None for v in values) else sum(values) / len(values)
         if key == "train_minutes":  # both stages of latent diffusion (a reused autoencoder cost this run nothing)
             seconds = [h[-1]["elapsed_s"] for h in (self.history, self.stage_one_history) if h]
             return sum(seconds) / 60 if seconds else None
@@ -138,7 +164,8 @@ def read_history(run_dir: Path) -> list[dict]:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
 
 
-def summarize_runs(run_dirs: list[Path]) -> list[RunSummary]:
+def summarize_runs(run_dirs: list[Path], group_seeds: bool = True) -> list[RunSummary]:
+    """The runs' metrics and histories; runs that differ only in their seed become one group."""
     summaries = []
     for run_dir in run_dirs:
         config = read_run_config(run_dir)
@@ -146,11 +173,37 @@ def summarize_runs(run_dirs: list[Path]) -> list[RunSummary]:
             raise RunError(f"{run_dir} has no metrics.json; run `vaediff evaluate {run_dir}` first")
         name = run_dir.name if run_dir.name not in {s.name for s in summaries} else str(run_dir)
         summaries.append(RunSummary(name, run_dir, config["model_type"], read_json(run_dir / "metrics.json"),
-                                    read_history(run_dir), read_history(run_dir / "autoencoder")))
+                                    read_history(run_dir), read_history(run_dir / "autoencoder"), config))
     datasets = {s.metrics.get("dataset") for s in summaries}
     if len(datasets) > 1:
         raise RunError(f"runs on different data sets cannot be compared: {', '.join(sorted(map(str, datasets)))}")
-    return summaries
+    return group_by_seed(summaries) if group_seeds else summaries
+
+
+def _without_seed(summary: RunSummary) -> str:
+    """What makes runs the same experiment: everything in config.json but the seed and the command line."""
+    config = summary.config
+    train = {k: v for k, v in config.get("train", {}).items() if k != "seed"}
+    return json.dumps([config.get("model_type"), config.get("settings"), config.get("model"), train],
+                      sort_keys=True, default=str)
+
+
+def group_by_seed(summaries: list[RunSummary]) -> list[RunSummary]:
+    """Runs that differ only in their seed, as one summary per group (first-seen order)."""
+    groups: dict[str, list[RunSummary]] = {}
+    for summary in summaries:
+        groups.setdefault(_without_seed(summary), []).append(summary)
+    result = []
+    for members in groups.values():
+        if len(members) == 1:
+            result.append(members[0])
+            continue
+        first = members[0]
+        stems = {re.sub(r"-seed\d+$", "", member.name) for member in members}
+        name = stems.pop() if len(stems) == 1 else f"{first.name}+{len(members) - 1}"
+        result.append(RunSummary(name, first.run_dir, first.model_type, first.metrics, first.history,
+                                 first.stage_one_history, first.config, members))
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -172,8 +225,14 @@ def _ratio_text(best: float, second: float, direction: int, words: dict) -> str:
 
 
 def interval(summary: RunSummary, key: str) -> list[float] | None:
-    """The 95% interval of a run's number: the bootstrap's (metrics.json "ci95"), or for the NLL the
-    normal interval from its standard error over test images; None when there is none."""
+    """The 95% interval of a number: over seeds for a group (Student's t), else the run's bootstrap
+    (metrics.json "ci95"), or for the NLL the normal interval of its standard error over test images."""
+    if summary.members:
+        spread = standard_error(summary, key)
+        if spread is None:
+            return None
+        half = stats.t.ppf(0.975, len(summary.members) - 1) * spread[0]
+        return [summary.value(key) - half, summary.value(key) + half]
     if key == "nll_nats":
         stderr = summary.metrics.get("likelihood", {}).get("nll_stderr")
         value = summary.value(key)
@@ -181,17 +240,49 @@ def interval(summary: RunSummary, key: str) -> list[float] | None:
     return summary.metrics.get("ci95", {}).get(key)
 
 
-def verdict(first: RunSummary, second: RunSummary, key: str) -> tuple[bool, float, str] | None:
-    """(clear at 5%, z, samples per model that would tell) for two runs' numbers; None without intervals."""
-    first_interval, second_interval = interval(first, key), interval(second, key)
-    if first_interval is None or second_interval is None:
+def standard_error(summary: RunSummary, key: str) -> tuple[float, float] | None:
+    """(standard error, degrees of freedom) of a number: over seeds for a group (sd / sqrt(n), n - 1),
+    else from the run's interval (width / (2 * 1.96), a normal: infinite degrees of freedom)."""
+    if summary.members:
+        values = [member.value(key) for member in summary.members]
+        if any(v is None for v in values):
+            return None
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        return sd / math.sqrt(len(values)), len(values) - 1
+    bounds = interval(summary, key)
+    return ((bounds[1] - bounds[0]) / (2 * 1.959964), math.inf) if bounds else None
+
+
+def verdict(first: RunSummary, second: RunSummary, key: str, lang: str = "en") -> tuple[bool, float, str] | None:
+    """(clear at 5%, test statistic, what would tell) for two summaries' numbers; None without intervals.
+
+    Welch's t-test over seeds where a side is a group of seeds; for two single runs the z-test on their
+    bootstrap standard errors (intervals.difference_test)."""
+    first_error, second_error = standard_error(first, key), standard_error(second, key)
+    if first_error is None or second_error is None:
         return None
-    clear, z = difference_test(first.value(key), first_interval, second.value(key), second_interval)
-    samples = first.metrics.get("num_samples") if key != "nll_nats" else first.metrics.get("likelihood", {}).get(
-        "test_images")
-    # standard errors shrink as 1/sqrt(n): |z| reaches 1.96 at about n (1.96 / z)^2
-    needed = f"{math.ceil(samples * (1.96 / abs(z)) ** 2):,}" if samples and z and not clear else "?"
-    return clear, z, needed
+    difference = first.value(key) - second.value(key)
+    variance = first_error[0] ** 2 + second_error[0] ** 2
+    if variance == 0:
+        return difference != 0, math.inf if difference else 0.0, "?"
+    statistic = difference / math.sqrt(variance)
+    # Welch-Satterthwaite degrees of freedom; a bootstrap side is a normal (infinite degrees of freedom)
+    finite = [(error, dof) for error, dof in (first_error, second_error) if math.isfinite(dof) and error > 0]
+    dof = variance**2 / sum(error**4 / dof for error, dof in finite) if finite else math.inf
+    critical = stats.t.ppf(0.975, dof) if math.isfinite(dof) else 1.959964
+    clear = abs(statistic) > critical
+    grouped = bool(first.members or second.members)
+    if grouped:
+        count = max(first.seeds, second.seeds)
+    elif key == "nll_nats":
+        count = first.metrics.get("likelihood", {}).get("test_images") or 0
+    else:
+        count = first.metrics.get("num_samples") or 0
+    # standard errors shrink as 1/sqrt(n): the statistic reaches the critical value at about n (critical / t)^2
+    unit = TEXT[lang]["seeds_unit" if grouped else "samples_unit"]
+    needed = unit.format(n=math.ceil(count * (critical / abs(statistic)) ** 2)) if statistic and not clear else "?"
+    return clear, statistic, needed
 
 
 def _with_interval(summary: RunSummary, key: str, fmt: str) -> str:
@@ -215,12 +306,13 @@ def findings(summaries: list[RunSummary], lang: str) -> list[str]:
         texts = {"metric": name, "winner": winner.name, "runner": runner.name,
                  "best": _with_interval(winner, key, fmt), "second": _with_interval(runner, key, fmt),
                  "ratio": _ratio_text(best, second, direction, words)}
-        tested = verdict(winner, runner, key)
+        tested = verdict(winner, runner, key, lang)
         if tested is None:  # speed, time, memorisation: measured once, no interval
             lines.append(words["wins"].format(**texts))
         else:
             clear, z, needed = tested
-            lines.append(words["clear" if clear else "unclear"].format(**texts, z=z, needed=needed))
+            test = "t" if winner.members or runner.members else "z"
+            lines.append(words["clear" if clear else "unclear"].format(**texts, z=z, test=test, needed=needed))
     return lines
 
 
@@ -237,7 +329,7 @@ def headlines(summaries: list[RunSummary], lang: str = "en") -> list[str]:
             continue
         text = ""
         if len(ranked) > 1:
-            tested = verdict(ranked[0][0], ranked[1][0], key)
+            tested = verdict(ranked[0][0], ranked[1][0], key, lang)
             if tested is not None:
                 text = words["verdict_clear" if tested[0] else "verdict_unclear"].format(
                     runner=ranked[1][0].name, value=_with_interval(ranked[1][0], key, fmt))
@@ -259,7 +351,7 @@ def metrics_table(summaries: list[RunSummary], lang: str) -> tuple[list[str], li
         f"{words['metric_names'][k]} {'↓' if d < 0 else '↑'}" for k, d, _ in present]
     rows = []
     for summary in summaries:
-        row = [summary.name, summary.model_type]
+        row = [summary.name, summary.model_type + (f" ×{summary.seeds}" if summary.members else "")]
         for key, direction, fmt in present:
             value = summary.value(key)
             best = ranking(summaries, key, direction)[0][1]
@@ -277,14 +369,18 @@ def metrics_table(summaries: list[RunSummary], lang: str) -> tuple[list[str], li
 # Curves (cached in RUN/curves.json: they cost minutes on a CPU)
 
 
-def quality_point(run, evaluator, dataset, count: int, seed: int, options: dict) -> dict:
-    """FID, KID, class accuracy and speed of `count` samples drawn with sampler `options`: one point of a
-    curve (the benchmarks' quality numbers too)."""
+def quality_point(run, evaluator, dataset, count: int, seed: int, options: dict, cas: bool = False) -> dict:
+    """FID, KID, precision, recall, class accuracy (and with `cas` the CAS), their 95% intervals and the
+    speed of `count` samples drawn with sampler `options`: one point of a curve (and the benchmarks')."""
     images, labels, seconds = timed_draw(run, count, seed, options)
     metrics = quality_metrics(evaluator, images, labels, dataset, seed)
-    return {**options, "fid": metrics["fid"], "kid": metrics["kid"]["mean"], "precision": metrics["precision"],
-            "recall": metrics["recall"], "class_accuracy": metrics["class_accuracy"],
-            "samples_per_second": count / seconds, "num_samples": count}
+    point = {**options, "fid": metrics["fid"], "kid": metrics["kid"]["mean"], "precision": metrics["precision"],
+             "recall": metrics["recall"], "class_accuracy": metrics["class_accuracy"],
+             "samples_per_second": count / seconds, "num_samples": count, "ci95": metrics["ci95"]}
+    if cas:
+        score = classification_accuracy_score(images, labels, dataset, seed)
+        point["cas"], point["ci95"]["cas"] = score["cas"], score["ci95"]
+    return point
 
 
 def run_curves(run, evaluator, dataset, count: int, seed: int, with_ddpm_1000: bool, progress: bool) -> dict:
@@ -300,9 +396,9 @@ def run_curves(run, evaluator, dataset, count: int, seed: int, with_ddpm_1000: b
     result: dict[str, list[dict]] = {"steps": [], "guidance": []}
     for kind, options in progress_bar(plan, desc=f"curves for {run.run_dir.name}", unit="point", enabled=progress):
         key = (f"{options['sampler']}:{options['steps']}:{options['guidance']}:{list(options['guidance_interval'])}:"
-               f"{count}:{seed}")
+               f"{count}:{seed}:v2{':cas' if kind == 'guidance' else ''}")  # v2: points with intervals
         if key not in cache:
-            cache[key] = quality_point(run, evaluator, dataset, count, seed, options)
+            cache[key] = quality_point(run, evaluator, dataset, count, seed, options, cas=kind == "guidance")
             atomic_write_json(cache_path, cache)
         result[kind].append(cache[key])
     return result
@@ -411,7 +507,9 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
                    ("image", ("steps.png", words["steps"]))]
         sweeps = {name: c["guidance"] for name, c in curve_data.items() if c["guidance"]}
         if sweeps:
-            plot_curves(sweeps, "guidance", out_dir / "guidance.png", TEXT["en"]["guidance"], "guidance scale w")
+            plot_curves(sweeps, "guidance", out_dir / "guidance.png", TEXT["en"]["guidance"], "guidance scale w",
+                        panels=(("class_accuracy", "class accuracy ↑ (recognisable)"),
+                                ("cas", "CAS ↑ (diverse enough to learn from)")))
             blocks += [("h2", words["guidance"]), ("image", ("guidance.png", words["guidance"]))]
     blocks += [("h2", words["findings"]), ("p", words["test_note"]), ("list", findings(summaries, lang))]
     recon = [s.metrics.get("autoencoder_fid") for s in summaries if s.metrics.get("autoencoder_fid") is not None]

@@ -17,14 +17,14 @@ import torch
 
 from vaediff.data import NUM_CLASSES, Dataset, ImageSplit
 from vaediff.evaluator_network import RECIPE_VERSION, default_cache_dir, train_evaluator
-from vaediff.intervals import percentile_interval, resample_counts
+from vaediff.intervals import RESAMPLES, percentile_interval, resample_counts
 from vaediff.runs import atomic_write_json
 
 
 def classification_accuracy_score(samples: torch.Tensor, labels: torch.Tensor, dataset: Dataset, seed: int = 0,
                                   progress: bool = False) -> dict:
     """{"cas", "ci95"}: the test accuracy of a classifier trained on (samples, labels) alone; the interval
-    is a bootstrap over the real test images (a bootstrap over the samples would retrain 200 times)."""
+    is a bootstrap over the real test images (a bootstrap over the samples would retrain RESAMPLES times)."""
     generated = Dataset(f"{dataset.name} samples", ImageSplit(samples.float(), labels), dataset.test,
                         dataset.class_names, "generated")
     net, _ = train_evaluator(generated, seed=seed, progress=progress)
@@ -32,7 +32,7 @@ def classification_accuracy_score(samples: torch.Tensor, labels: torch.Tensor, d
         predicted = torch.cat([net.logits(dataset.test.images[s : s + 1000]).argmax(dim=1)
                                for s in range(0, len(dataset.test), 1000)])
     correct = (predicted == dataset.test.labels).float()
-    values = resample_counts(len(correct), 200, seed + 7) @ correct / len(correct)
+    values = resample_counts(len(correct), RESAMPLES, seed + 7) @ correct / len(correct)
     return {"cas": float(correct.mean()), "ci95": percentile_interval(values)}
 
 

@@ -8,6 +8,7 @@ Every number comes with its reference point: the same metrics computed for held-
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,7 +23,7 @@ from vaediff.families import load_run
 from vaediff.figures import plot_confusion
 from vaediff.generation import timed_draw
 from vaediff.intervals import method as interval_method
-from vaediff.intervals import quality_intervals
+from vaediff.intervals import quality_intervals, real_kernel_mean
 from vaediff.runs import atomic_write_json
 
 
@@ -36,7 +37,7 @@ def _reference_subset(split: ImageSplit, size: int, seed: int) -> torch.Tensor:
 _REAL_CACHE: dict[tuple, tuple[object, object, torch.Tensor]] = {}
 
 
-def _cached(key: tuple, evaluator: Evaluator, dataset: Dataset, compute) -> torch.Tensor:
+def _cached(key: tuple, evaluator: Evaluator, dataset: Dataset, compute) -> Any:
     entry = _REAL_CACHE.get(key)
     # identity, not equality: the entry keeps its evaluator and images alive, so `is` cannot be fooled
     if entry is not None and entry[0] is evaluator and entry[1] is dataset.train.images:
@@ -83,7 +84,10 @@ def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.T
         result["class_accuracy"] = float((predicted == labels).float().mean())
         result["confusion"] = m.confusion_matrix(labels, predicted).tolist()
     if intervals:
-        result["ci95"] = quality_intervals(real_features, matched, features, probabilities, labels, seed)
+        real_term = _cached(("kid_real_term", seed, reference_count), evaluator, dataset,
+                            lambda: real_kernel_mean(real_features))
+        result["ci95"] = quality_intervals(real_features, matched, features, probabilities, labels, seed,
+                                           real_term=real_term)
         result["ci95_method"] = interval_method()
     result["predicted_class_share"] = (torch.bincount(predicted, minlength=10).float() / len(predicted)).tolist()
     test_distances = _cached(("test_distances",), evaluator, dataset,

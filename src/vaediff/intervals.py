@@ -45,12 +45,12 @@ def percentile_interval(values: torch.Tensor, level: float = LEVEL) -> list[floa
 
 def quality_intervals(real_features: torch.Tensor, matched_real: torch.Tensor, features: torch.Tensor,
                       probabilities: torch.Tensor, labels: torch.Tensor | None, seed: int = 0,
-                      resamples: int = RESAMPLES) -> dict[str, list[float]]:
+                      resamples: int = RESAMPLES, real_term: float | None = None) -> dict[str, list[float]]:
     """{metric: [low, high]} for fid, kid, precision, recall, density, coverage, is (and class_accuracy when
     the samples have labels), as metrics.py and evaluate.quality_metrics define them."""
     counts = resample_counts(len(features), resamples, seed + 104729)
     values = {"fid": fid_values(real_features, features, counts),
-              "kid": kid_values(real_features, features, counts),
+              "kid": kid_values(real_features, features, counts, real_term),
               **neighbourhood_values(matched_real, features, counts),
               "is": is_values(probabilities, counts, seed)}
     if labels is not None:
@@ -86,23 +86,37 @@ def _polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x @ y.T / x.shape[1] + 1) ** 3
 
 
-def kid_values(real: torch.Tensor, fake: torch.Tensor, counts: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """Unbiased MMD^2 with KID's kernel between the fixed real set and each resample of the fake one.
+def real_kernel_mean(real: torch.Tensor, chunk: int = 2048) -> float:
+    """KID's real-real term: the mean of k over pairs of different real features. It depends on the
+    reference alone, so evaluate.py computes it once per reference (curves score many sample sets)."""
+    real = real.double()
+    total = 0.0
+    for start in range(0, len(real), chunk):  # the reference may hold 10,000 features: in blocks of rows
+        block = real[start : start + chunk]
+        self_similarity = ((block * block).sum(dim=1) / block.shape[1] + 1) ** 3  # k(x, x)
+        total += float(_polynomial_kernel(block, real).sum() - self_similarity.sum())
+    return total / (len(real) * (len(real) - 1))
+
+
+def kid_values(real: torch.Tensor, fake: torch.Tensor, counts: torch.Tensor, real_term: float | None = None,
+               chunk: int = 2048) -> torch.Tensor:
+    """Unbiased MMD^2 with KID's kernel between the fixed real set and each resample of the fake one
+    (`real_term`: real_kernel_mean(real), computed here when not given).
 
     A resample's fake-fake term averages k over pairs of draws of two different samples: with counts c,
     their sum is c^T K c - sum_i c_i^2 K_ii over n^2 - sum_i c_i^2 pairs (pairs of a sample with itself
     would add k(x, x), the kernel's largest values)."""
     real, fake, weights = real.double(), fake.double(), counts.double()
     m, n = len(real), len(fake)
-    real_sum, cross = torch.zeros((), dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
-    for start in range(0, m, chunk):  # the real set may be the whole reference: in blocks of rows
-        block = real[start : start + chunk]
-        real_sum += _polynomial_kernel(block, real).sum() - _polynomial_kernel(block, block).diagonal().sum()
-        cross += _polynomial_kernel(block, fake).sum(dim=0)
+    if real_term is None:
+        real_term = real_kernel_mean(real)
+    cross = torch.zeros(n, dtype=torch.float64)
+    for start in range(0, m, chunk):
+        cross += _polynomial_kernel(real[start : start + chunk], fake).sum(dim=0)
     fake_kernel = _polynomial_kernel(fake, fake)
     squares = (weights**2).sum(dim=1)
     pairs = ((weights @ fake_kernel) * weights).sum(dim=1) - weights**2 @ fake_kernel.diagonal()
-    return real_sum / (m * (m - 1)) + pairs / (n * n - squares) - 2 * (weights @ cross) / (m * n)
+    return real_term + pairs / (n * n - squares) - 2 * (weights @ cross) / (m * n)
 
 
 def neighbourhood_values(real: torch.Tensor, fake: torch.Tensor, counts: torch.Tensor,

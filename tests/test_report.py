@@ -128,6 +128,9 @@ def test_runs_that_differ_only_in_seed_are_compared_as_a_group(evaluated_runs, t
     report = compare([evaluated_runs[1], *seeds], tmp_path / "report", curves=False, progress=False)
     text = report.read_text()
     assert "cvae ×2" in text and "Welch's t-test" in text
+    spread = abs(fids[0] - fids[1]) / math.sqrt(2)  # the sd of two values
+    row = next(line for line in text.splitlines() if line.startswith("| cvae"))
+    assert f"± {spread:.3g}" in row, row
 
 
 def test_quickstart_plan_splits_the_budget_between_seeds():

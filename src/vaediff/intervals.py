@@ -7,9 +7,13 @@ as counts (how often each sample is drawn), so each metric over all B resamples 
 per-sample quantities computed once: the bootstrap costs a small fraction of an evaluation.
 
 k-NN radii are those of the full sets (a resample with repeated samples would otherwise give zero radii).
-Recall and coverage count real points inside a union of the samples' balls; a resample holds only about
-63% distinct samples, so their bootstrap values sit systematically low. Their interval keeps the
-bootstrap's spread but is shifted to centre on the estimate (`centred_on`), which is said in metrics.json.
+Three metrics have a bootstrap that is biased, because a resample holds only about 63% distinct samples:
+recall and coverage count real points inside a union of the samples' balls, so their bootstrap values sit
+low; FID sees a resample as less diverse than the set, so its bootstrap values sit high (measured on two
+Gaussian clouds of 1,000 points: 1.5 bootstrap standard deviations above the estimate). Their interval keeps
+the bootstrap's spread but is shifted so the bootstrap's mean falls on the estimate (`centred_on`), which is
+said in metrics.json. The other metrics' bootstrap means lie within 0.35 standard deviations of their
+estimates.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from vaediff.metrics import inception_score, kth_neighbour_distances
 
 RESAMPLES = 200
 LEVEL = 0.95
-CENTRED = ("recall", "coverage")  # union-of-balls metrics: their bootstrap is biased low (module docstring)
+CENTRED = ("fid", "recall", "coverage")  # metrics whose bootstrap is biased (module docstring)
 
 
 def method(resamples: int = RESAMPLES) -> dict:
@@ -49,7 +53,8 @@ def quality_intervals(real_features: torch.Tensor, matched_real: torch.Tensor, f
     """{metric: [low, high]} for fid, kid, precision, recall, density, coverage, is (and class_accuracy when
     the samples have labels), as metrics.py and evaluate.quality_metrics define them."""
     counts = resample_counts(len(features), resamples, seed + 104729)
-    values = {"fid": fid_values(real_features, features, counts),
+    fid_and_estimate = fid_values(real_features, features, torch.cat([counts, torch.ones(1, len(features))]))
+    values = {"fid": fid_and_estimate[:-1], "fid_estimate": fid_and_estimate[-1],
               "kid": kid_values(real_features, features, counts, real_term),
               **neighbourhood_values(matched_real, features, counts),
               "is": is_values(probabilities, counts, seed)}

@@ -57,7 +57,7 @@ TEXT = {
                      "(200 resamples of each model's samples, the real reference fixed; for NLL the standard "
                      "error over test images) rejects equality at 5%; where a model was trained with several seeds, "
                      "Welch's t-test over its seeds' values, and its number is their mean. Brackets are 95% "
-                     "intervals (over seeds for those).",
+                     "intervals (over seeds for those); in the table, ± is the standard deviation over seeds.",
         "only": "**{metric}**: only {winner} has this number ({best}).",
         "better_by": "{factor:.2f}x better", "same": "a tie",
         "curve_note": "{n} samples per point, 95% intervals shaded. The steps curve shows KID, which is unbiased at "
@@ -99,7 +99,7 @@ TEXT = {
         "samples_unit": "{n:,} 个样本", "seeds_unit": "{n:,} 个随机种子",
         "test_note": "差异“显著”指：基于自助法标准误（每个模型的样本重抽样 200 次，真实参考集固定；负对数似然用测试图像上的"
                      "标准误）的双侧 z 检验在 5% 水平上拒绝相等；若模型用多个随机种子训练，则对各种子的数值做 Welch t 检验，"
-                     "其数值为各种子的均值。方括号内为 95% 区间（多种子时为种子间区间）。",
+                     "其数值为各种子的均值。方括号内为 95% 区间（多种子时为种子间区间）；表中 ± 为种子间的标准差。",
         "only": "**{metric}**：只有 {winner} 有此指标（{best}）。",
         "better_by": "好 {factor:.2f} 倍", "same": "持平",
         "curve_note": "每个点 {n} 个样本，阴影为 95% 区间。步数曲线用 KID（任何样本量下都无偏；样本少时 FID 偏高）；"
@@ -240,16 +240,22 @@ def interval(summary: RunSummary, key: str) -> list[float] | None:
     return summary.metrics.get("ci95", {}).get(key)
 
 
+def seed_spread(summary: RunSummary, key: str) -> float | None:
+    """The standard deviation of a number over a group's seeds (n - 1 in the denominator); None for a
+    single run or when a seed lacks the number."""
+    values = [member.value(key) for member in summary.members]
+    if len(values) < 2 or any(v is None for v in values):
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
 def standard_error(summary: RunSummary, key: str) -> tuple[float, float] | None:
     """(standard error, degrees of freedom) of a number: over seeds for a group (sd / sqrt(n), n - 1),
     else from the run's interval (width / (2 * 1.96), a normal: infinite degrees of freedom)."""
     if summary.members:
-        values = [member.value(key) for member in summary.members]
-        if any(v is None for v in values):
-            return None
-        mean = sum(values) / len(values)
-        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-        return sd / math.sqrt(len(values)), len(values) - 1
+        sd = seed_spread(summary, key)
+        return None if sd is None else (sd / math.sqrt(len(summary.members)), len(summary.members) - 1)
     bounds = interval(summary, key)
     return ((bounds[1] - bounds[0]) / (2 * 1.959964), math.inf) if bounds else None
 
@@ -356,6 +362,8 @@ def metrics_table(summaries: list[RunSummary], lang: str) -> tuple[list[str], li
             value = summary.value(key)
             best = ranking(summaries, key, direction)[0][1]
             text = "–" if value is None else fmt.format(value)
+            sd = seed_spread(summary, key) if summary.members else None
+            text += "" if sd is None else f" ± {fmt.format(sd)}"
             row.append(f"**{text}**" if value is not None and value == best and len(summaries) > 1 else text)
         rows.append(row)
     return header, rows

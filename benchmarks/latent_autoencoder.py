@@ -53,7 +53,7 @@ def measure(name: str, config: AutoencoderConfig, dataset, evaluator, steps: int
     train(AutoencoderObjective(config), partial(AdversarialAutoencoder, config), dataset, train_config, work / name,
           export=save_autoencoder, title=f"autoencoder: {name}")
     seconds = time.perf_counter() - started
-    images, labels = dataset.test.images[:samples], dataset.test.labels[:samples]
+    images, labels = dataset.test.as_float(slice(0, samples)), dataset.test.labels[:samples]
     reconstructions = load_autoencoder_weights(config, work / name).reconstruct(images)
     metrics = quality_metrics(evaluator, reconstructions, labels, dataset)
     return {"autoencoder": name, "steps": steps, "train_seconds": round(seconds, 1),
@@ -88,7 +88,7 @@ class _ScoredAtEachCheckpoint:
 def trajectory(dataset, evaluator, steps: int, every: int, samples: int, seed: int, work: Path) -> dict:
     model = LatentDiffusionConfig()
     config = model.autoencoder
-    images, labels = dataset.test.images[:samples], dataset.test.labels[:samples]
+    images, labels = dataset.test.as_float(slice(0, samples)), dataset.test.labels[:samples]
 
     def score(autoencoder) -> float:
         return quality_metrics(evaluator, autoencoder.reconstruct(images), labels, dataset)["fid"]
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, config in variants.items()]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    real = quality_metrics(evaluator, dataset.test.images[: args.samples], dataset.test.labels[: args.samples], dataset)
+    real = quality_metrics(evaluator, dataset.test.as_float(slice(0, args.samples)), dataset.test.labels[: args.samples], dataset)
     result = {"date": datetime.date.today().isoformat(), "dataset": dataset.name, "threads": torch.get_num_threads(),
               "command": "python benchmarks/latent_autoencoder.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "real_test_images_fid": round(real["fid"], 3), "rows": rows}

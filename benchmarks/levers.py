@@ -59,7 +59,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions (median reported)")
     args = parser.parse_args()
     dataset = load_dataset("fashion-mnist")
-    images, labels = dataset.train.images[:64] * 2 - 1, dataset.train.labels[:64]
+    images, labels = dataset.train.as_float(slice(0, 64)) * 2 - 1, dataset.train.labels[:64]
     config = preset_config("fast")
     objective = DiffusionObjective(config)
     results: dict = {"threads": torch.get_num_threads()}

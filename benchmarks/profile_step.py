@@ -31,7 +31,7 @@ def main() -> int:
     torch.manual_seed(0)
     model = build()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
-    images, labels = dataset.train.images[:64], dataset.train.labels[:64]
+    images, labels = dataset.train.as_float(slice(0, 64)), dataset.train.labels[:64]
     _step(objective, model, optimizer, images, labels, 0)  # warm-up: allocations, first-call costs
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for step in range(args.steps):

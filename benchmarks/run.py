@@ -58,7 +58,7 @@ def _write_idx_copy(dataset: Dataset, root: Path) -> Path:
 
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    images = (dataset.train.images[:, 0] * 255).round().to(torch.uint8).numpy()
+    images = dataset.train.images[:, 0].numpy()
     labels = dataset.train.labels.to(torch.uint8).numpy()
     for name, array, magic in (("train-images-idx3-ubyte", images, 0x803), ("train-labels-idx1-ubyte", labels, 0x801)):
         header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
@@ -147,7 +147,7 @@ def training_throughput(dataset: Dataset, peak: float, seconds: float) -> dict:
     """Images per second and achieved GFLOP/s of a batch-64 training step (forward, backward, Adam)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    images, labels = dataset.train.images[:64], dataset.train.labels[:64]
+    images, labels = dataset.train.as_float(slice(0, 64)), dataset.train.labels[:64]
     out = {"train_images_per_second": {}, "train_gflops": {}, "train_gflop_per_step": {},
            "train_percent_of_peak": {}}
     for name, (objective, build) in _models().items():
@@ -328,7 +328,7 @@ with torch.inference_mode():  # sampling first: its peak is what inference costs
 sample_peak = peak_mb()
 net.train(); optimizer = torch.optim.AdamW(net.parameters(), foreach=True)
 for step in range(2):  # the second step holds Adam's state as well: the steady-state peak
-    _step(objective, net, optimizer, dataset.train.images[:64], dataset.train.labels[:64], step)
+    _step(objective, net, optimizer, dataset.train.as_float(slice(0, 64)), dataset.train.labels[:64], step)
 print(json.dumps({"sample": sample_peak, "train": peak_mb(), "data_mb": data_mb}))
 """
 
@@ -368,7 +368,7 @@ def latent(dataset: Dataset, minutes: float, samples: int, work: Path, fast_run=
     run = _train("latent-diffusion", work / f"latent-{minutes:g}", dataset.name, minutes, {})
     options = run.sampler_settings()
     result = _quality(run, evaluator, dataset, samples, options)
-    recon = run.autoencoder.reconstruct(dataset.test.images[:samples])
+    recon = run.autoencoder.reconstruct(dataset.test.as_float(slice(0, samples)))
     from vaediff.evaluate import quality_metrics
 
     recon_fid = quality_metrics(evaluator, recon, dataset.test.labels[:samples], dataset)["fid"]
@@ -414,6 +414,7 @@ def markdown(results: dict) -> str:
             ("70,000 images in memory (MB)", results.get("dataset_in_memory_mb"))]
     lines = [f"# vaediff benchmark, {results['date']} on {results['host']} ({results['device']}, "
              f"{results['threads']} threads, torch {results['torch']}, commit {results['commit']})", "",
+             f"CPU: {results.get('cpu', '?')}", "",
              f"`{results['command']}` on {results['dataset']}", "", "| measure | value |", "|---|---|"]
     for label, value in rows:
         if value is None:
@@ -440,6 +441,17 @@ def _latent_rows(latent: dict | None) -> list[tuple[str, dict]]:
             ("pixel fast with the latent preset's guidance", pick(latent["pixel_fast_with_latent_guidance"]))]
 
 
+def cpu_description() -> str:
+    """The CPU model and the vector flags that set its matmul peak (lscpu), printed beside every ratio."""
+    try:
+        fields = dict(line.split(":", 1) for line in subprocess.run(
+            ["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines() if ":" in line)
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or platform.machine()
+    flags = [f for f in fields.get("Flags", "").split() if f.startswith(("avx", "amx", "fma"))]
+    return f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs, {' '.join(flags)}"
+
+
 def _commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -462,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     budgets = args.minutes or ([3.0] if args.quick else [2.0, 5.0, 10.0])
     dataset = load_dataset(args.dataset)
     results: dict = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(),
-                     "device": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                     "device": platform.processor() or platform.machine(), "cpu": cpu_description(), "threads": torch.get_num_threads(),
                      "torch": torch.__version__, "commit": _commit(), "dataset": dataset.name, "quick": args.quick,
                      "command": "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     started = time.perf_counter()

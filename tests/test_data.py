@@ -50,8 +50,9 @@ def test_idx_dataset_flat_gz_and_torchvision_layout(tmp_path):
     for root in (flat, tmp_path / "nested"):
         ds = load_dataset("mnist", root, download=False)
         assert ds.train.images.shape == (60, 1, 28, 28) and ds.test.images.shape == (20, 1, 28, 28)
-        assert ds.train.images.dtype == torch.float32 and ds.train.labels.dtype == torch.int64
-        assert 0 <= float(ds.train.images.min()) and float(ds.train.images.max()) <= 1
+        assert ds.train.images.dtype == torch.uint8 and ds.train.labels.dtype == torch.int64  # float per batch
+        batch = ds.train.as_float(slice(0, 10))
+        assert batch.dtype == torch.float32 and 0 <= float(batch.min()) and float(batch.max()) <= 1
 
 
 def test_count_mismatch_and_label_range(tmp_path):
@@ -87,8 +88,9 @@ def test_failed_download_names_data_dir_and_mnist_5k(tmp_path, monkeypatch):
 
 def test_mnist_5k_split(mnist5k):
     assert mnist5k.train.images.shape == (4000, 1, 28, 28) and mnist5k.test.images.shape == (1000, 1, 28, 28)
-    assert mnist5k.train.class_counts() == [400] * 10 and mnist5k.test.class_counts() == [100] * 10
-    assert 0.0 <= float(mnist5k.train.images.min()) and float(mnist5k.train.images.max()) == 1.0
+    assert mnist5k.train.class_counts(10) == [400] * 10 and mnist5k.test.class_counts(10) == [100] * 10
+    assert mnist5k.train.images.dtype == torch.uint8 and int(mnist5k.train.images.max()) == 255
+    assert float(mnist5k.train.as_float().max()) == 1.0
     again = load_dataset("mnist-5k")
     assert torch.equal(again.train.images, mnist5k.train.images) and torch.equal(again.test.labels, mnist5k.test.labels)
 
@@ -104,7 +106,7 @@ def test_fashion_mnist_from_debian_package():
     require_system_package("dataset-fashion-mnist", data.DEBIAN_FASHION_DIR.is_dir())
     ds = load_dataset("fashion-mnist")
     assert len(ds.train) == 60000 and len(ds.test) == 10000
-    assert ds.class_names[0] == "T-shirt/top" and ds.train.class_counts() == [6000] * 10
+    assert ds.class_names[0] == "T-shirt/top" and ds.train.class_counts(10) == [6000] * 10
 
 
 def test_batch_sampler_resumes_mid_epoch_and_depends_only_on_seed_and_epoch():

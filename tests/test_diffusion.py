@@ -76,7 +76,7 @@ def test_noising_and_loss_match_a_hand_computation(prediction_type):
 def test_twenty_training_steps_lower_the_loss(tiny, tmp_path):
     config = tiny_config()
     objective = DiffusionObjective(config)
-    images, labels = tiny.train.images[:64], tiny.train.labels[:64]
+    images, labels = tiny.train.as_float(slice(0, 64)), tiny.train.labels[:64]
 
     def fixed_loss(model):
         with torch.no_grad():

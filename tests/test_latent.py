@@ -32,7 +32,7 @@ def test_two_stages_write_a_loadable_run_with_unit_variance_latents(latent_run, 
         assert (latent_run / name).is_file(), name
     run = load_run(latent_run)
     with torch.no_grad():
-        means, _ = run.autoencoder.encode(mnist5k.test.images[:500])
+        means, _ = run.autoencoder.encode(mnist5k.test.as_float(slice(0, 500)))
     latents = means * run.scaling_factor
     assert latents.shape[1:] == (4, 7, 7)
     assert 0.8 < float(latents.std()) < 1.25  # the scale factor makes the denoiser's data unit-variance

@@ -32,6 +32,7 @@ MODELS = {
     "latent-diffusion": ["--model-config", json.dumps({
         "autoencoder": {"block_out_channels": [8, 16, 16], "norm_num_groups": 4},
         "denoiser": {**TINY_UNET, "block_out_channels": [16]}}), "--batch-size", "16"],
+    "flow": ["--model-config", json.dumps({"denoiser": TINY_UNET, "sampling_steps": 2}), "--batch-size", "16"],
 }
 
 
@@ -74,6 +75,7 @@ def snapshot(run_dir: Path) -> dict[str, bytes]:
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     names = {"vae": ["model.safetensors"], "diffusion": ["unet/diffusion_pytorch_model.safetensors"],
+             "flow": ["unet/diffusion_pytorch_model.safetensors"],
              "latent-diffusion": ["unet/diffusion_pytorch_model.safetensors", f"{AUTOENCODER_DIR}/{AUTOENCODER_WEIGHTS}"]}
     model = json.loads((run_dir / "config.json").read_text())["model_type"]
     return {f"{name}:{key}": value for name in names[model] for key, value in load_safetensors(run_dir / name).items()}
@@ -134,6 +136,9 @@ TABLE = [
         ("--max-steps", "4"), kill_step=1, stage="2/2"),
     Row("latent-diffusion", "finished", ("--max-steps", "4"), (), "nothing to do"),
     Row("latent-diffusion", "finished", ("--max-steps", "4"), ("--max-steps", "5"), "trains"),
+    Row("flow", "killed between checkpoints", ("--max-steps", "6"), (), "trains", ("--max-steps", "6"),
+        kill_step=5, every=2),
+    Row("flow", "finished", ("--max-steps", "4"), ("--max-steps", "6"), "trains", ("--max-steps", "6")),
 ]
 
 

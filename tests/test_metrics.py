@@ -15,13 +15,13 @@ def evaluator(mnist5k, evaluator_cache):
 
 def _held_out(mnist5k, count=500):
     index = torch.randperm(len(mnist5k.test), generator=torch.Generator().manual_seed(0))[:count]
-    return mnist5k.test.images[index], mnist5k.test.labels[index]
+    return mnist5k.test.as_float(index), mnist5k.test.labels[index]
 
 
 def test_evaluator_learns_well_above_chance_in_seconds(tiny):
     net, accuracy = train_evaluator(tiny, image_passes=3000, progress=False)
     assert accuracy > 0.5  # chance is 0.1
-    assert net(tiny.test.images[:3]).shape == (3, 128)
+    assert net(tiny.test.as_float(slice(0, 3))).shape == (3, 128)
 
 
 def test_noise_makes_fid_and_kid_grow_and_precision_fall(evaluator, mnist5k):
@@ -49,7 +49,7 @@ def test_dropping_classes_lowers_recall_and_coverage(evaluator, mnist5k):
 
 
 def test_copying_the_training_set_scores_high_memorisation(mnist5k):
-    copies = mnist5k.train.images[:300]
+    copies = mnist5k.train.as_float(slice(0, 300))
     fresh, _ = _held_out(mnist5k, 300)  # a random share of the very images that set the threshold
     assert m.memorisation(copies, mnist5k.train.images, mnist5k.test.images)["share_closer_than_test_p05"] == 1.0
     share = m.memorisation(fresh, mnist5k.train.images, mnist5k.test.images)["share_closer_than_test_p05"]

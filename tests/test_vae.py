@@ -54,7 +54,7 @@ def test_kl_is_zero_for_the_prior_and_positive_otherwise():
 def test_importance_weighted_bound_is_below_the_elbo_and_tightens(tiny):
     torch.manual_seed(0)
     model = VAE(VAEConfig(hidden=64, latent=8))
-    images = tiny.test.images[:50]
+    images = tiny.test.as_float(slice(0, 50))
     bounds = {}
     for k in (1, 10, 200):
         weights = log_importance_weights(model, images, None, k, torch.Generator().manual_seed(1))
@@ -125,7 +125,7 @@ def test_cvae_draws_the_class_it_is_asked_for(mnist5k, tmp_path):
     run = train_run("cvae", tmp_path / "run", train_options={"max_steps": 400, "batch_size": 64}, progress=False)
     labels = torch.arange(10).repeat_interleave(20)
     samples = run.generate(len(labels), labels, torch.Generator().manual_seed(0))
-    means = torch.stack([mnist5k.train.images[mnist5k.train.labels == c].mean(0) for c in range(10)])
+    means = torch.stack([mnist5k.train.as_float(mnist5k.train.labels == c).mean(0) for c in range(10)])
     predicted = torch.cdist(samples.flatten(1), means.flatten(1)).argmin(dim=1)
     assert float((predicted == labels).float().mean()) > 0.25  # chance is 0.1 (sd 0.02 for 200 draws)
 

@@ -23,7 +23,7 @@ from vaediff.checks import (
     output_file,
 )
 from vaediff.console import clear_progress_bars
-from vaediff.constants import DATASETS, DIFFUSION_PRESETS, MODEL_TYPES, SAMPLERS
+from vaediff.constants import DATASETS, DIFFUSION_PRESETS, FLOW_SAMPLERS, IMAGE_SIZES, MODEL_TYPES, SAMPLERS
 from vaediff.errors import AlreadyFinished, VaediffError
 
 PROG = "vaediff"
@@ -124,10 +124,14 @@ def class_label(text: str) -> int:
 
 
 def add_dataset_flags(parser: argparse.ArgumentParser, default: str | None = "mnist-5k") -> None:
-    parser.add_argument("--dataset", default=default, choices=DATASETS, metavar="NAME",
-                        help=f"data set: {', '.join(DATASETS)} (default: {default})")
+    parser.add_argument("--dataset", default=default, metavar="NAME|PATH",
+                        help=f"data set: {', '.join(DATASETS)}, an image folder (a sub-folder a class) or an .npz "
+                             f"file (default: {default})")
     parser.add_argument("--data-dir", metavar="DIR",
-                        help="where the IDX files of mnist / fashion-mnist live (downloaded there if absent)")
+                        help="where the files of mnist, fashion-mnist or cifar10 live (downloaded there if absent)")
+    parser.add_argument("--image-size", type=int, choices=IMAGE_SIZES, metavar="S",
+                        help=f"resize images to S x S ({', '.join(map(str, IMAGE_SIZES))}): centre crop to a square, then "
+                             f"bilinear with antialiasing; needed for images of mixed sizes or modes")
 
 
 def add_output_flags(parser: argparse.ArgumentParser, out_help: str) -> None:
@@ -137,7 +141,8 @@ def add_output_flags(parser: argparse.ArgumentParser, out_help: str) -> None:
 
 def add_sampler_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("diffusion sampling")
-    group.add_argument("--sampler", choices=SAMPLERS, help="ddpm, ddim or dpm (DPM-Solver++; default)")
+    group.add_argument("--sampler", choices=SAMPLERS + FLOW_SAMPLERS,
+                       help="diffusion: ddpm, ddim or dpm (DPM-Solver++; default); flow: euler (default) or heun")
     group.add_argument("--steps", type=at_most(MAX_SAMPLING_STEPS), help="denoising steps (default: the run's)")
     group.add_argument("--guidance", type=nonnegative_float,
                        help="classifier-free guidance scale W: eps_u + W (eps_c - eps_u); 1 = none")
@@ -155,9 +160,10 @@ def cmd_eda(args: argparse.Namespace) -> None:
     from vaediff.eda import run_eda
     from vaediff.runs import prepare_output_dir, write_run_config
 
-    dataset = load_dataset(args.dataset, args.data_dir)
+    dataset = load_dataset(args.dataset, args.data_dir, image_size=args.image_size)
     out = prepare_output_dir(args.out, overwrite=args.overwrite)
-    write_run_config(out, "eda", {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed})
+    write_run_config(out, "eda", {"dataset": args.dataset, "data_dir": args.data_dir, "image_size": args.image_size,
+                                  "data_shape": dataset.shape.to_dict(), "seed": args.seed})
     summary = run_eda(dataset, out, seed=args.seed)
     train, test = summary["splits"]["train"], summary["splits"]["test"]
     print(f"{dataset.name}: {train['num_images']:,} train + {test['num_images']:,} test images "
@@ -182,7 +188,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         "checkpoint_every": args.checkpoint_every,
     }
     run = train_run(args.model_type, args.out, args.dataset, args.data_dir, options, train_options,
-                    resume=args.resume, overwrite=args.overwrite)
+                    resume=args.resume, overwrite=args.overwrite, image_size=args.image_size)
     if is_main_process():
         print(f"trained {args.model_type}: {run.run_dir} (loss.csv, loss.png, samples.png, weights, config.json)")
 
@@ -193,14 +199,13 @@ def _sampler_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from vaediff.data import class_names_for  # torch: imported when the command runs (instant --help)
-    from vaediff.families import load_run
+    from vaediff.families import class_names_of, load_run  # torch: imported when the command runs
     from vaediff.generation import write_sample_grid
 
     output_file(args.out)  # before loading anything: a bad path fails at once
     run = load_run(args.run)
     options = run.sampler_settings(**_sampler_options(args))
-    names = class_names_for(run.config["settings"]["dataset"])
+    names = class_names_of(run.config)
     write_sample_grid(run, args.out, seed=args.seed, count=args.n, label=args.label, class_names=names, **options)
     print(f"wrote {args.out}")
 
@@ -219,7 +224,7 @@ def cmd_evaluator(args: argparse.Namespace) -> None:
     from vaediff.data import load_dataset  # torch: imported when the command runs (instant --help)
     from vaediff.evaluator_network import load_or_train_evaluator
 
-    dataset = load_dataset(args.dataset, args.data_dir)
+    dataset = load_dataset(args.dataset, args.data_dir, image_size=args.image_size)
     evaluator = load_or_train_evaluator(dataset, args.cache_dir, retrain=args.retrain)
     print(f"evaluator for {dataset.name}: test accuracy {evaluator.accuracy:.4f} ({evaluator.path})")
 
@@ -245,7 +250,8 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     from vaediff.runs import read_json
 
     report = quickstart(args.out, args.dataset, args.minutes, args.data_dir, overwrite=args.overwrite,
-                        resume=args.resume, seed=args.seed, lang=args.lang, seeds=args.seeds)
+                        resume=args.resume, seed=args.seed, lang=args.lang, seeds=args.seeds,
+                        image_size=args.image_size)
     settings = read_json(report.parent / "config.json")["settings"]  # a resumed study keeps its own
     runs = [report.parent.parent / name for name in settings["runs"]]
     lang = settings.get("lang", "en")

@@ -1,6 +1,8 @@
 """Names shared by the library and the CLI; kept free of heavy imports so `vaediff --help` is instant."""
 
-DATASETS = ("mnist-5k", "mnist", "fashion-mnist")
-MODEL_TYPES = ("vae", "cvae", "diffusion", "latent-diffusion")
+IMAGE_SIZES = (28, 32, 64)  # square sizes the models are built for
+DATASETS = ("mnist-5k", "mnist", "fashion-mnist", "cifar10")  # built-in names; paths are accepted too
+MODEL_TYPES = ("vae", "cvae", "diffusion", "latent-diffusion", "flow")
 DIFFUSION_PRESETS = ("fast", "seed")  # the --preset choices; their configs: models.unet.preset_config
-SAMPLERS = ("ddpm", "ddim", "dpm")
+SAMPLERS = ("ddpm", "ddim", "dpm")  # diffusion's
+FLOW_SAMPLERS = ("euler", "heun")   # flow matching's

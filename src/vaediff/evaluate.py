@@ -16,10 +16,10 @@ from vaediff import __version__
 from vaediff import metrics as m
 from vaediff.cas import classification_accuracy_score, real_data_score
 from vaediff.checks import MAX_EVAL_SAMPLES, MAX_IW_SAMPLES, check_count, check_fits_in_memory
-from vaediff.data import Dataset, ImageSplit, load_dataset
+from vaediff.data import Dataset, ImageSplit
 from vaediff.errors import ConfigError
 from vaediff.evaluator_network import Evaluator, load_or_train_evaluator
-from vaediff.families import load_run
+from vaediff.families import load_run, run_dataset
 from vaediff.figures import plot_confusion
 from vaediff.generation import timed_draw
 from vaediff.intervals import method as interval_method
@@ -29,7 +29,7 @@ from vaediff.runs import atomic_write_json
 
 def _reference_subset(split: ImageSplit, size: int, seed: int) -> torch.Tensor:
     index = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:size]
-    return split.images[index]
+    return split.as_float(index)
 
 
 # What quality_metrics computes from real images alone (reference features, test-to-train distances) is
@@ -51,8 +51,9 @@ def _cached(key: tuple, evaluator: Evaluator, dataset: Dataset, compute) -> Any:
 
 def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.Tensor | None, dataset: Dataset,
                     seed: int = 0, reference_size: int = 10000, intervals: bool = True) -> dict:
-    """Every sample-quality number for `samples` (N, 1, 28, 28) in [0, 1], and (`intervals`) under "ci95"
-    their 95% intervals from a bootstrap over the samples (intervals.py).
+    """Every sample-quality number for `samples` (N, C, S, S) in [0, 1], and (`intervals`) under "ci95"
+    their 95% intervals from a bootstrap over the samples (intervals.py). The Inception-score analogue
+    needs class probabilities, so an unlabelled set (whose evaluator predicts rotations) has none.
 
     The real reference is a fixed subset of the training split (up to `reference_size` images): FID and
     KID against all of it, precision/recall/density/coverage against as many real images as samples
@@ -82,14 +83,19 @@ def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.T
     predicted = probabilities.argmax(dim=1)
     if labels is not None:
         result["class_accuracy"] = float((predicted == labels).float().mean())
-        result["confusion"] = m.confusion_matrix(labels, predicted).tolist()
+        result["confusion"] = m.confusion_matrix(labels, predicted, dataset.num_classes).tolist()
     if intervals:
         real_term = _cached(("kid_real_term", seed, reference_count), evaluator, dataset,
                             lambda: real_kernel_mean(real_features))
         result["ci95"] = quality_intervals(real_features, matched, features, probabilities, labels, seed,
                                            real_term=real_term)
         result["ci95_method"] = interval_method()
-    result["predicted_class_share"] = (torch.bincount(predicted, minlength=10).float() / len(predicted)).tolist()
+    if not dataset.labelled:
+        for table in (result, result.get("ci95", {})):
+            table.pop("is", None), table.pop("is_std", None)
+    else:
+        shares = torch.bincount(predicted, minlength=dataset.num_classes).float() / len(predicted)
+        result["predicted_class_share"] = shares.tolist()
     test_distances = _cached(("test_distances",), evaluator, dataset,
                              lambda: m.nearest_distances(dataset.test.images, dataset.train.images))
     detail = m.memorisation(samples, dataset.train.images, test_distances=test_distances)
@@ -105,7 +111,7 @@ def real_reference(evaluator: Evaluator, dataset: Dataset, size: int, seed: int 
     """
     count = min(size, len(dataset.test))
     index = torch.randperm(len(dataset.test), generator=torch.Generator().manual_seed(seed + 1))[:count]
-    images, labels = dataset.test.images[index], dataset.test.labels[index]
+    images, labels = dataset.test.as_float(index), dataset.test.labels[index] if dataset.labelled else None
     reference = quality_metrics(evaluator, images, labels, dataset, seed, intervals=False)
     for key in ("memorisation", "memorisation_detail", "confusion"):
         reference.pop(key, None)
@@ -132,7 +138,7 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binari
     check_count(iw_samples, "--iw-samples", MAX_IW_SAMPLES)
     run = load_run(run_dir)
     settings = run.config["settings"]
-    dataset = load_dataset(settings["dataset"], settings.get("data_dir"))
+    dataset = run_dataset(run.config, str(run_dir))
     sampler_options = run.sampler_settings(**(sampler_options or {}))
     # the samples, their features and the real reference's are held at once (float32)
     check_fits_in_memory(n_samples, 4 * (3 * dataset.train.images[0].numel() + 2 * 256), "--n-samples")
@@ -152,12 +158,13 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binari
     metrics["fid_real"] = reference["fid"]
     metrics["reference"] = reference
     count = min(n_samples, len(dataset.test))
-    reconstructions = run.reconstruct(dataset.test.images[:count])
+    reconstructions = run.reconstruct(dataset.test.as_float(slice(0, count)))
     if reconstructions is not None:  # latent diffusion: its autoencoder bounds the quality it can reach
-        recon = quality_metrics(evaluator, reconstructions, dataset.test.labels[:count], dataset, seed, intervals=False)
+        recon = quality_metrics(evaluator, reconstructions, dataset.test.labels[:count] if dataset.labelled else None,
+                                dataset, seed, intervals=False)
         metrics["autoencoder_fid"] = recon["fid"]
         metrics["autoencoder_reconstruction"] = {k: recon[k] for k in ("fid", "kid", "precision", "recall",
-                                                                       "class_accuracy")}
+                                                                       "class_accuracy") if k in recon}
     metrics["samples_per_second"] = n_samples / seconds
     metrics.update(device_description())
     use_binarized = bool(settings.get("binarize")) if binarize is None else binarize

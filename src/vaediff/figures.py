@@ -27,17 +27,25 @@ def save_figure(figure, path: str | Path, dpi: int = 100, **kwargs) -> None:
 
 
 def tile(images: torch.Tensor, columns: int, padding: int = 2) -> np.ndarray:
-    """Tile (N, 1, H, W) images in [0, 1] into one (rows*(H+pad)+pad, columns*(W+pad)+pad) array with a
-    light gutter (torchvision's make_grid)."""
-    if images.ndim != 4 or images.shape[1] != 1:
-        raise ValueError(f"expected images of shape (N, 1, H, W), got {tuple(images.shape)}")
+    """Tile (N, C, H, W) images in [0, 1] (C = 1 or 3) into one array with a light gutter (torchvision's
+    make_grid): (rows*(H+pad)+pad, columns*(W+pad)+pad) for grayscale, with a last axis of 3 for colour."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected images of shape (N, 1 or 3, H, W), got {tuple(images.shape)}")
     pixels = images.detach().float().clamp(0, 1).cpu()
     nrow = columns
     if len(pixels) < max(columns, 2):  # make_grid narrows a short single row and drops a lone image's gutter
         nrow = max(columns, 2)
         pixels = torch.cat([pixels, torch.full((nrow - len(pixels), *pixels.shape[1:]), 0.15)])
-    grid = make_grid(pixels, nrow=nrow, padding=padding, pad_value=0.15)
-    return grid[0, :, : columns * (pixels.shape[3] + padding) + padding].numpy()
+    grid = make_grid(pixels, nrow=nrow, padding=padding, pad_value=0.15)[:, :, : columns * (pixels.shape[3] + padding) + padding]
+    return grid[0].numpy() if images.shape[1] == 1 else grid.permute(1, 2, 0).numpy()
+
+
+def show_images(axis, canvas: np.ndarray) -> None:
+    """Grayscale as ink on paper (1 = black, the digits' convention), colour as it is."""
+    if canvas.ndim == 2:
+        axis.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        axis.imshow(canvas, interpolation="nearest")
 
 
 def save_grid(images: torch.Tensor, path: str | Path, title: str, columns: int | None = None,
@@ -47,10 +55,10 @@ def save_grid(images: torch.Tensor, path: str | Path, title: str, columns: int |
     columns = columns or max(1, int(np.ceil(np.sqrt(count))))
     canvas = tile(images, columns)
     rows = -(-count // columns)
-    scale = 0.5  # inches per 28-pixel cell: legible digits without huge files
+    scale = 0.5 * max(1.0, images.shape[-1] / 40)  # inches per cell: legible 28-pixel digits, larger for 64
     figure, axis = plt.subplots(figsize=(max(3.0, columns * scale + (1.4 if row_labels else 0.3)),
                                          max(2.0, rows * scale + 0.8)))
-    axis.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    show_images(axis, canvas)
     axis.set_title(title, fontsize=10)
     cell_h, cell_w = images.shape[2] + 2, images.shape[3] + 2
     axis.set_xticks([] if not column_labels else [2 + cell_w * (i + 0.5) - 1 for i in range(len(column_labels))])
@@ -135,16 +143,24 @@ def plot_labelled_images(images: torch.Tensor, titles: Sequence[str], path: Path
     for axis in axes.flat:
         axis.axis("off")
     for axis, image, name in zip(axes.flat, images, titles, strict=False):
-        axis.imshow(image[0].numpy(), cmap="gray_r", vmin=0, vmax=1)
+        show_images(axis, tile(image[None], 1, padding=0))
         axis.set_title(name, fontsize=7)
     figure.suptitle(title)
     save_figure(figure, path, dpi=100)
 
 
 def plot_pixel_histogram(values: np.ndarray, path: Path, title: str) -> None:
+    """Histogram of pixel intensities in [0, 1]: `values` (pixels,) for grayscale, or (3, pixels) for colour
+    (one histogram per channel)."""
     figure, axis = plt.subplots(figsize=(6, 3.6))
-    axis.hist(values, bins=51, range=(0, 1), log=True, color="tab:blue")
-    axis.set_xlabel("pixel intensity (0 = background, 1 = ink)")
+    if values.ndim == 1:
+        axis.hist(values, bins=51, range=(0, 1), log=True, color="tab:blue")
+        axis.set_xlabel("pixel intensity (0 = background, 1 = ink)")
+    else:
+        for channel, colour in zip(values, ("red", "green", "blue"), strict=True):
+            axis.hist(channel, bins=51, range=(0, 1), log=True, color=colour, histtype="step", label=colour)
+        axis.set_xlabel("channel intensity")
+        axis.legend()
     axis.set_ylabel("number of pixels (log scale)")
     axis.set_title(title)
     save_figure(figure, path, dpi=100)
@@ -169,7 +185,7 @@ def plot_sample_grids(grids: list[tuple[str, torch.Tensor]], path: Path, seed: i
     """One 10x10 grid per run, side by side (rows are classes for conditional runs)."""
     figure, axes = plt.subplots(1, len(grids), figsize=(3.6 * len(grids), 3.9), squeeze=False)
     for axis, (name, images) in zip(axes[0], grids, strict=True):
-        axis.imshow(tile(images, 10), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        show_images(axis, tile(images, 10))
         axis.set_title(name, fontsize=9)
         axis.axis("off")
     figure.suptitle(f"samples, seed {seed}")

@@ -14,9 +14,10 @@ import torch
 
 from vaediff.checks import MAX_GRID_IMAGES, check_count, output_file
 from vaediff.console import progress_bar
-from vaediff.data import NUM_CLASSES
 from vaediff.errors import ConfigError
 from vaediff.figures import save_grid
+
+GRID_ROWS = 10  # class rows in a grid: a set with more classes shows its first ten
 
 
 class ImageModel(Protocol):
@@ -24,10 +25,11 @@ class ImageModel(Protocol):
 
     model_type: str
     conditional: bool
+    num_classes: int  # classes of its data (1 for an unlabelled set)
 
     def generate(self, count: int, labels: torch.Tensor | None, generator: torch.Generator,
                  **options: Any) -> torch.Tensor:
-        """`count` images (count, 1, 28, 28) in [0, 1], of the given labels when conditional."""
+        """`count` images (count, C, S, S) in [0, 1], of the given labels when conditional."""
         ...
 
 
@@ -36,13 +38,13 @@ def check_label(run: ImageModel, label: int | None) -> None:
         return
     if not run.conditional:
         raise ConfigError(f"a {run.model_type} run is unconditional; --label needs a class-conditional run")
-    if not 0 <= label < NUM_CLASSES:
-        raise ConfigError(f"class label must be in 0..{NUM_CLASSES - 1}, got {label}")
+    if not 0 <= label < run.num_classes:
+        raise ConfigError(f"class label must be in 0..{run.num_classes - 1}, got {label}")
 
 
 def draw(run: ImageModel, count: int, label: int | None = None, seed: int = 0, batch_size: int = 100,
          progress: bool = False, **options: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`count` images; for a conditional run, all of class `label`, or classes 0, 1, ..., 9, 0, ... when None.
+    """`count` images; for a conditional run, all of class `label`, or classes 0, 1, ..., K-1, 0, ... when None.
 
     Returns (images, labels or None). One seeded generator for all batches: the same seed gives the same
     images. Batches of 100: on a 2-core CPU the fast UNet does 770 evaluations/s at batch 100 and 410 at
@@ -53,7 +55,7 @@ def draw(run: ImageModel, count: int, label: int | None = None, seed: int = 0, b
     check_label(run, label)
     labels = None
     if run.conditional:
-        labels = torch.full((count,), label) if label is not None else torch.arange(count) % NUM_CLASSES
+        labels = torch.full((count,), label) if label is not None else torch.arange(count) % run.num_classes
     generator = torch.Generator().manual_seed(seed)
     chunks = []
     for start in progress_bar(range(0, count, batch_size), desc=f"sampling {count} images", unit="batch",
@@ -75,19 +77,21 @@ def timed_draw(run: ImageModel, count: int, seed: int, options: dict, progress: 
 def write_sample_grid(run: ImageModel, path: str | Path, seed: int = 0, count: int | None = None,
                       label: int | None = None, class_names: tuple[str, ...] | None = None,
                       **options: Any) -> torch.Tensor:
-    """Save a PNG grid. Conditional runs without a label: 10 x 10, one row per class, names on the rows."""
-    names = class_names or tuple(str(c) for c in range(NUM_CLASSES))
+    """Save a PNG grid. Conditional runs without a label: 10 x 10, one row per class (the first ten classes
+    of a set with more), names on the rows."""
+    names = class_names or tuple(str(c) for c in range(run.num_classes))
     if count is not None:
         check_count(count, "number of images", MAX_GRID_IMAGES)
     output_file(path)
     if run.conditional and label is None:
-        per_class = max(1, (count or 100) // NUM_CLASSES)
-        labels_in_rows = torch.arange(NUM_CLASSES).repeat_interleave(per_class)
+        rows = min(run.num_classes, GRID_ROWS)
+        per_class = max(1, (count or 100) // rows)
+        labels_in_rows = torch.arange(rows).repeat_interleave(per_class)
         generator = torch.Generator().manual_seed(seed)
         images = torch.cat([run.generate(len(chunk), chunk, generator, **options)
                             for chunk in labels_in_rows.split(100)])
         save_grid(images, path, f"{run.model_type}: {per_class} samples per class (seed {seed})",
-                  columns=per_class, row_labels=list(names))
+                  columns=per_class, row_labels=list(names[:rows]))
         return images
     images, _ = draw(run, count or 64, label, seed, **options)
     what = f"class {names[label]}" if label is not None else "samples"

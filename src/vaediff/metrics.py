@@ -120,17 +120,26 @@ def _seeded(compute, seed: int):
         torch.random.set_rng_state(state)
 
 
-def nearest_distances(queries: torch.Tensor, references: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """Euclidean pixel distance from each query image to its nearest reference image."""
-    flat_refs = references.flatten(1).float()
-    ref_norms = flat_refs.pow(2).sum(dim=1)
-    out = []
-    for start in range(0, len(queries), chunk):
-        q = queries[start : start + chunk].flatten(1).float()
-        # |q - r|^2 = |q|^2 - 2 q.r + |r|^2, one matmul per chunk instead of a 3-d difference tensor
-        squared = q.pow(2).sum(dim=1, keepdim=True) - 2 * q @ flat_refs.T + ref_norms.unsqueeze(0)
-        out.append(squared.min(dim=1).values.clamp_min(0).sqrt())
-    return torch.cat(out)
+def _unit(images: torch.Tensor) -> torch.Tensor:
+    """Flattened float pixels in [0, 1], from uint8 (data as loaded) or float (samples)."""
+    flat = images.flatten(1)
+    return flat.float() / 255 if flat.dtype == torch.uint8 else flat.float()
+
+
+def nearest_distances(queries: torch.Tensor, references: torch.Tensor, chunk: int = 1024,
+                      reference_chunk: int = 10000) -> torch.Tensor:
+    """Euclidean pixel distance (pixels in [0, 1]) from each query image to its nearest reference image.
+    References are converted in blocks, so uint8 data sets never sit in memory whole as float."""
+    best = torch.full((len(queries),), float("inf"))
+    for ref_start in range(0, len(references), reference_chunk):
+        flat_refs = _unit(references[ref_start : ref_start + reference_chunk])
+        ref_norms = flat_refs.pow(2).sum(dim=1)
+        for start in range(0, len(queries), chunk):
+            q = _unit(queries[start : start + chunk])
+            # |q - r|^2 = |q|^2 - 2 q.r + |r|^2, one matmul per chunk instead of a 3-d difference tensor
+            squared = q.pow(2).sum(dim=1, keepdim=True) - 2 * q @ flat_refs.T + ref_norms.unsqueeze(0)
+            best[start : start + chunk] = torch.minimum(best[start : start + chunk], squared.min(dim=1).values)
+    return best.clamp_min(0).sqrt()
 
 
 def memorisation(samples: torch.Tensor, train_images: torch.Tensor, test_images: torch.Tensor | None = None,

@@ -19,11 +19,10 @@ from scipy import stats
 
 from vaediff.cas import classification_accuracy_score
 from vaediff.console import progress_bar
-from vaediff.data import load_dataset
 from vaediff.errors import ConfigError, RunError
 from vaediff.evaluate import quality_metrics
 from vaediff.evaluator_network import load_or_train_evaluator
-from vaediff.families import load_run
+from vaediff.families import load_run, run_dataset
 from vaediff.figures import plot_curves, plot_losses, plot_sample_grids
 from vaediff.generation import timed_draw, write_sample_grid
 from vaediff.runs import atomic_write_json, atomic_write_text, read_json, read_run_config
@@ -383,7 +382,7 @@ def quality_point(run, evaluator, dataset, count: int, seed: int, options: dict,
     images, labels, seconds = timed_draw(run, count, seed, options)
     metrics = quality_metrics(evaluator, images, labels, dataset, seed)
     point = {**options, "fid": metrics["fid"], "kid": metrics["kid"]["mean"], "precision": metrics["precision"],
-             "recall": metrics["recall"], "class_accuracy": metrics["class_accuracy"],
+             "recall": metrics["recall"], "class_accuracy": metrics.get("class_accuracy"),
              "samples_per_second": count / seconds, "num_samples": count, "ci95": metrics["ci95"]}
     if cas:
         score = classification_accuracy_score(images, labels, dataset, seed)
@@ -490,8 +489,7 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
         ("h2", words["table"]), ("p", words["best"]), ("table", metrics_table(summaries, lang)),
     ]
     runs = {s.name: load_run(s.run_dir) for s in summaries}
-    settings = runs[summaries[0].name].config["settings"]
-    dataset = load_dataset(settings["dataset"], settings.get("data_dir"))
+    dataset = run_dataset(runs[summaries[0].name].config, str(summaries[0].run_dir))
     grids = []
     for summary in summaries:
         path = out_dir / f"samples_{summary.name}.png"

@@ -19,10 +19,9 @@ import numpy as np
 import torch
 
 from vaediff.checks import MAX_GRID_IMAGES, MAX_SAMPLING_STEPS, check_count
-from vaediff.constants import SAMPLERS
-from vaediff.data import class_names_for, load_dataset
+from vaediff.constants import FLOW_SAMPLERS, SAMPLERS
 from vaediff.errors import VaediffError
-from vaediff.families import load_run
+from vaediff.families import class_names_of, load_run, run_dataset
 from vaediff.figures import tile
 from vaediff.generation import draw
 
@@ -68,11 +67,14 @@ def parse_float(text, name: str, low: float, high: float) -> float:
 
 
 def to_picture(images: torch.Tensor, columns: int | None = None, scale: int = 3) -> np.ndarray:
-    """(N, 1, 28, 28) in [0, 1] -> an RGB uint8 grid, black ink on white, each pixel `scale` x `scale`."""
+    """(N, C, S, S) in [0, 1] -> an RGB uint8 grid, each pixel `scale` x `scale`: grayscale as black ink on
+    white (the digits' convention), colour as it is."""
     columns = columns or min(8, len(images))
-    grid = 1.0 - tile(images, columns, padding=1)
-    grid = np.kron(grid, np.ones((scale, scale), dtype=np.float32))
-    return np.repeat((grid * 255).round().astype(np.uint8)[:, :, None], 3, axis=2)
+    grid = tile(images, columns, padding=1)
+    if grid.ndim == 2:
+        grid = np.repeat(1.0 - grid[:, :, None], 3, axis=2)
+    grid = np.kron(grid, np.ones((scale, scale, 1), dtype=np.float32))
+    return (grid * 255).round().astype(np.uint8)
 
 
 class Demo:
@@ -89,7 +91,7 @@ class Demo:
             if name in self.runs:
                 name = str(run_dir)
             self.runs[name] = run
-            self.class_names[name] = class_names_for(run.config["settings"]["dataset"])
+            self.class_names[name] = class_names_of(run.config)
         self._latent_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._lock = threading.Lock()
 
@@ -110,7 +112,7 @@ class Demo:
             seed = parse_int(seed_text, "seed", 0, 2**31 - 1)
             label = None
             if run.conditional:
-                label = parse_int(str(label_text).split(":")[0], "class", 0, 9)
+                label = parse_int(str(label_text).split(":")[0], "class", 0, run.num_classes - 1)
             options = {}
             if run.has_sampler:  # numbers parsed and bounded here; the rules are the command line's
                 options = run.sampler_settings(sampler=str(sampler),
@@ -131,14 +133,13 @@ class Demo:
         """Principal directions (2, latent) and class-mean latents (10, latent) of the test set."""
         if name not in self._latent_cache:
             run = self.runs[name]
-            settings = run.config["settings"]
-            test = load_dataset(settings["dataset"], settings.get("data_dir")).test
-            mu = run.latent_means(test.images[:2000], test.labels[:2000])
+            test = run_dataset(run.config, name).test
+            mu = run.latent_means(test.as_float(slice(0, 2000)), test.labels[:2000])
             centred = mu - mu.mean(0)
             _, _, directions = torch.linalg.svd(centred, full_matrices=False)
             scale = centred @ directions[:2].T
             axes = directions[:2] * scale.std(0).unsqueeze(1)  # one slider unit = one standard deviation
-            means = torch.stack([mu[test.labels[:2000] == c].mean(0) for c in range(10)])
+            means = torch.stack([mu[test.labels[:2000] == c].mean(0) for c in range(run.num_classes)])
             self._latent_cache[name] = (axes, means)
         return self._latent_cache[name]
 
@@ -151,7 +152,7 @@ class Demo:
             a = parse_float(first, "direction 1", -4, 4)
             b = parse_float(second, "direction 2", -4, 4)
             axes, _ = self._latent_axes(run_name)
-            label = torch.tensor([parse_int(str(label_text).split(":")[0], "class", 0, 9)]) if run.conditional else None
+            label = torch.tensor([parse_int(str(label_text).split(":")[0], "class", 0, run.num_classes - 1)]) if run.conditional else None
             image = run.decode((a * axes[0] + b * axes[1]).unsqueeze(0), label)
         except (InputError, VaediffError) as exc:
             return None, f"⚠️ {exc}"
@@ -163,14 +164,14 @@ class Demo:
             run = self._run(run_name)
             if not run.has_latent_space:
                 raise InputError(f"{run_name} is a {run.model_type} run; interpolation needs a VAE or CVAE")
-            start = parse_int(str(start_text).split(":")[0], "first class", 0, 9)
-            end = parse_int(str(end_text).split(":")[0], "second class", 0, 9)
+            start = parse_int(str(start_text).split(":")[0], "first class", 0, run.num_classes - 1)
+            end = parse_int(str(end_text).split(":")[0], "second class", 0, run.num_classes - 1)
             _, means = self._latent_axes(run_name)
             weights = torch.linspace(0, 1, 10).unsqueeze(1)
             latents = means[start] * (1 - weights) + means[end] * weights
             labels = None
             if run.conditional:
-                eye = torch.eye(10)
+                eye = torch.eye(run.num_classes)
                 labels = eye[start] * (1 - weights) + eye[end] * weights  # soft one-hot labels
             images = run.decode(latents, labels)
         except (InputError, VaediffError) as exc:
@@ -197,7 +198,7 @@ def build_app(demo: Demo):
                 count = gr.Textbox("16", label=f"number of images (1-{demo.limits.max_images})", elem_id="count")
             with gr.Row():
                 default = first.sampler_settings() or {"sampler": "dpm", "steps": 20, "guidance": 2.0}
-                sampler = gr.Dropdown(list(SAMPLERS), value=default["sampler"], label="sampler", elem_id="sampler",
+                sampler = gr.Dropdown(list(SAMPLERS + FLOW_SAMPLERS), value=default["sampler"], label="sampler", elem_id="sampler",
                                       allow_custom_value=True)
                 steps = gr.Textbox(str(default["steps"]), label="steps", elem_id="steps")
                 guidance = gr.Textbox(f"{default['guidance']:g}", label="guidance scale", elem_id="guidance")

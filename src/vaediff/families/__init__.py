@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vaediff.data import load_dataset
+from vaediff.data import (
+    DIGIT_NAMES,
+    FASHION_NAMES,
+    MNIST_SHAPE,
+    Dataset,
+    DataShape,
+    describe_source,
+    load_dataset,
+)
 from vaediff.errors import AlreadyFinished, ConfigError, RunError
-from vaediff.families import diffusion, latent, vae
+from vaediff.families import diffusion, flow, latent, vae
 from vaediff.families.base import Family, Run
 from vaediff.runs import (
     CONFIG_FILE,
@@ -31,6 +39,7 @@ FAMILIES: dict[str, Family] = {
     "cvae": vae.FAMILY,  # the same family; the model type sets VAEConfig.conditional
     "diffusion": diffusion.FAMILY,
     "latent-diffusion": latent.FAMILY,
+    "flow": flow.FAMILY,
 }
 
 
@@ -49,27 +58,55 @@ def load_run(run_dir: str | Path) -> Run:
     return FAMILIES[model_type].load(Path(run_dir), config)
 
 
+def run_dataset(config: dict, where: str) -> Dataset:
+    """The data a run was trained on, loaded again from its config.json settings; one line if the source now
+    gives data of another shape than the run recorded (a model is built for one shape)."""
+    settings = config.get("settings", {})
+    dataset = load_dataset(settings["dataset"], settings.get("data_dir"), image_size=settings.get("image_size"))
+    recorded = DataShape(**settings["data_shape"]) if "data_shape" in settings else MNIST_SHAPE
+    if dataset.shape != recorded:
+        raise RunError(f"{where} was trained on {recorded.describe()} images but {settings['dataset']} now gives "
+                       f"{dataset.shape.describe()}; a model works only on data of its own shape")
+    return dataset
+
+
+def class_names_of(config: dict) -> tuple[str, ...]:
+    """A run's class names without loading its data (recorded in config.json; runs written before that
+    were on the built-in 10-class sets)."""
+    settings = config.get("settings", {})
+    if settings.get("class_names"):
+        return tuple(settings["class_names"])
+    return FASHION_NAMES if settings.get("dataset") == "fashion-mnist" else DIGIT_NAMES
+
+
 def train_run(model_type: str, out: str | Path, dataset: str = "mnist-5k", data_dir: str | None = None,
               options: dict | None = None, train_options: dict | None = None, resume: bool = False,
-              overwrite: bool = False, progress: bool = True, figures: bool = True) -> Run:
+              overwrite: bool = False, progress: bool = True, figures: bool = True,
+              image_size: int | None = None) -> Run:
     """Train a model of `model_type` into the run directory `out` (or continue it with `resume`) and
     return the trained run, loaded back from its directory. `figures=False` skips the sample grids drawn
     after training (sweeps and benchmarks).
 
     `options` are the family's settings (e.g. {"preset": "fast"}, {"binarize": True}); `train_options`
     override fields of TrainConfig (None values are ignored). On resume, the stored configuration is
-    used and only the limits (epochs, minutes, max_steps) may be changed.
+    used and only the limits (epochs, minutes, max_steps) may be changed. `dataset` is a built-in name or
+    a path (data.load_dataset); `image_size` resizes its images. The models are built for the data's shape.
     """
     family = family_of(model_type)
     run_dir = Path(out)
     overrides = {k: v for k, v in (train_options or {}).items() if v is not None}
+    # the data are loaded before the output directory is touched: a bad source writes nothing
     if resume:
         model_config, train_config, settings = _resumed_configs(family, run_dir, model_type, overrides)
         previous_config = (run_dir / CONFIG_FILE).read_bytes()
+        data = run_dataset({"settings": settings}, str(run_dir))
     else:
-        model_config, train_config, settings = _new_configs(family, model_type, dataset, data_dir, options, overrides)
+        data = load_dataset(dataset, data_dir, image_size=image_size)
+        model_config, train_config, settings = _new_configs(family, model_type, data, options, overrides)
+        settings = {"dataset": describe_source(dataset), "data_dir": data_dir, "image_size": image_size,
+                    "data_shape": data.shape.to_dict(), "data_source": data.source,
+                    "class_names": list(data.class_names), **settings}
         previous_config = None
-    data = load_dataset(settings["dataset"], settings.get("data_dir"))  # before touching the output directory
     if not resume and is_main_process():
         prepare_output_dir(run_dir, overwrite=overwrite)
     wait_for_everyone()
@@ -90,15 +127,15 @@ def train_run(model_type: str, out: str | Path, dataset: str = "mnist-5k", data_
     return run
 
 
-def _new_configs(family: Family, model_type: str, dataset: str, data_dir: str | None, options: dict | None,
-                 overrides: dict):
-    """A new run's model config, TrainConfig (the family's recipe under the given fields) and settings."""
+def _new_configs(family: Family, model_type: str, data: Dataset, options: dict | None, overrides: dict):
+    """A new run's model config (for the data's shape), TrainConfig (the family's recipe under the given
+    fields) and the family's settings."""
     options = {**family.options, **{k: v for k, v in (options or {}).items() if v is not None}}
-    model_config = family.build_config(model_type, options)
+    model_config = family.build_config(model_type, options, data.shape)
     defaults = family.recipe(model_config)
     if any(k in overrides for k in LIMIT_KEYS):  # limits given replace the recipe's, not add to them
         defaults = {k: v for k, v in defaults.items() if k not in LIMIT_KEYS}
-    return model_config, TrainConfig(**{**defaults, **overrides}), {"dataset": dataset, "data_dir": data_dir, **options}
+    return model_config, TrainConfig(**{**defaults, **overrides}), options
 
 
 def _resumed_configs(family: Family, run_dir: Path, model_type: str, overrides: dict):

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaediff.data import Dataset, ImageSplit
+from vaediff.data import Dataset, DataShape, ImageSplit
 from vaediff.errors import ConfigError
 from vaediff.objectives import Objective
 from vaediff.training import Export, TrainConfig
@@ -34,7 +34,7 @@ class Family:
     """One model family, described: the shared code (families.train_run, load_run) does the rest."""
 
     config_class: type                                   # the frozen model config saved in config.json
-    build_config: Callable[[str, dict], Any]             # (model type, options) -> model config
+    build_config: Callable[[str, dict, DataShape], Any]  # (model type, options, data shape) -> model config
     recipe: Callable[[Any], dict]                        # model config -> its TrainConfig defaults
     # (run_dir, dataset, model config, train config, resume, options, progress) -> the session to train
     plan: Callable[..., TrainingPlan]
@@ -50,12 +50,13 @@ class Run:
     config: dict                # its config.json
     model_type: str
     conditional: bool
+    num_classes: int            # classes of its data (1 for an unlabelled set)
     has_sampler = False         # takes sampler options (sampler, steps, guidance, guidance interval)
     has_latent_space = False    # encode_means/decode: the web demo's latent sliders
 
     def generate(self, count: int, labels: torch.Tensor | None, generator: torch.Generator,
                  **sampler_options: Any) -> torch.Tensor:
-        """`count` images (count, 1, 28, 28) in [0, 1], of the given labels when conditional."""
+        """`count` images (count, C, S, S) in [0, 1], of the given labels when conditional."""
         raise NotImplementedError
 
     def sampler_settings(self, **options: Any) -> dict:

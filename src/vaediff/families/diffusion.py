@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from vaediff.data import Dataset
+from vaediff.data import MNIST_SHAPE, Dataset, DataShape
 from vaediff.errors import ConfigError
 from vaediff.families.base import Family, Run, TrainingPlan
 from vaediff.figures import save_grid
 from vaediff.generation import write_sample_grid
-from vaediff.models.unet import ClassConditionalUNet, DiffusionConfig, preset_config
+from vaediff.models.unet import ClassConditionalUNet, DiffusionConfig, data_fields, preset_config
 from vaediff.objectives.diffusion import (
     DiffusionObjective,
     check_sampler_settings,
@@ -63,11 +63,12 @@ class DiffusionRun(Run):
     """A trained class-conditional diffusion model loaded from its run directory."""
 
     model_type = "diffusion"
-    conditional = True
     has_sampler = True
 
     def __init__(self, run_dir: Path, config: dict, model_config: DiffusionConfig, model: ClassConditionalUNet):
         self.run_dir, self.config, self.model_config, self.model = Path(run_dir), config, model_config, model
+        self.conditional = model_config.class_conditional  # False when trained on unlabelled data
+        self.num_classes = model_config.num_classes
 
     @classmethod
     def load(cls, run_dir: str | Path, config: dict) -> DiffusionRun:
@@ -77,7 +78,7 @@ class DiffusionRun(Run):
 
     @property
     def supports_guidance(self) -> bool:
-        return self.model_config.has_null_class
+        return self.model_config.has_null_class and self.model_config.class_conditional
 
     def sampler_settings(self, sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
                          guidance_interval: tuple[float, float] | None = None) -> dict:
@@ -97,8 +98,10 @@ class DiffusionRun(Run):
                  guidance_interval: tuple[float, float] | None = None,
                  trajectory: list | None = None, record_at: set[int] | None = None) -> torch.Tensor:
         settings = self.sampler_settings(sampler, steps, guidance, guidance_interval)
+        if not self.conditional:
+            labels = torch.zeros(count, dtype=torch.long)  # the one class of unlabelled data
         if labels is None or labels.shape != (count,):
-            raise ConfigError("diffusion runs are class-conditional: give one label per image")
+            raise ConfigError("this diffusion run is class-conditional: give one label per image")
         config = self.model_config
         scheduler = make_sampling_scheduler(settings["sampler"], make_train_scheduler(config), settings["steps"], config)
         noise = torch.randn((count, config.channels, config.sample_size, config.sample_size), generator=generator)
@@ -122,11 +125,13 @@ def write_denoising_figure(run: DiffusionRun, path: Path, class_names: tuple[str
     steps = settings["steps"]
     record = {round(i * (steps - 1) / (columns - 1)) for i in range(columns)}
     trajectory: list[torch.Tensor] = []
-    run.generate(10, torch.arange(10), torch.Generator().manual_seed(seed), trajectory=trajectory, record_at=record,
-                 **settings)
-    frames = torch.stack(trajectory, dim=1).flatten(0, 1)  # (10 * columns, C, H, W), row = class
+    rows = min(run.num_classes, 10) if run.conditional else 10
+    run.generate(rows, torch.arange(rows), torch.Generator().manual_seed(seed), trajectory=trajectory,
+                 record_at=record, **settings)
+    frames = torch.stack(trajectory, dim=1).flatten(0, 1)  # (rows * columns, C, H, W), row = class
     save_grid(frames, path, f"{run.model_type}: reverse process, {settings['sampler']} {steps} steps, "
-              f"guidance {settings['guidance']:g}", columns=len(trajectory), row_labels=list(class_names))
+              f"guidance {settings['guidance']:g}", columns=len(trajectory),
+              row_labels=list(class_names[:rows]) if run.conditional else None)
 
 
 def write_run_figures(run: DiffusionRun, dataset: Dataset, seed: int, options: dict | None = None) -> None:
@@ -144,9 +149,11 @@ def _figure_sampler(config: DiffusionConfig) -> dict:
     return {}
 
 
-def build_model_config(model_type: str, options: dict) -> DiffusionConfig:
-    """The preset's config, with `options["model"]` (a dict of DiffusionConfig fields) overriding it."""
-    return preset_config(options.get("preset") or "fast", options.get("model") or {})
+def build_model_config(model_type: str, options: dict, shape: DataShape = MNIST_SHAPE) -> DiffusionConfig:
+    """The preset's config for the data's `shape`, with `options["model"]` (a dict of DiffusionConfig fields)
+    overriding it."""
+    preset = options.get("preset") or "fast"
+    return preset_config(preset, {**data_fields(preset, shape), **(options.get("model") or {})})
 
 
 def recipe(model_config: DiffusionConfig) -> dict:

@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vaediff.data import Dataset
+from vaediff.data import MNIST_SHAPE, Dataset, DataShape
 from vaediff.errors import AlreadyFinished, ConfigError, RunError
 from vaediff.families.base import Family, TrainingPlan
 from vaediff.families.diffusion import DiffusionRun, load_denoiser, save_denoiser, write_run_figures
 from vaediff.models.autoencoder import AdversarialAutoencoder, AutoencoderConfig, LatentAutoencoder
-from vaediff.models.unet import ClassConditionalUNet, DiffusionConfig, preset_config
+from vaediff.models.unet import ClassConditionalUNet, DiffusionConfig, data_fields, preset_config
 from vaediff.objectives.diffusion import LatentDiffusionObjective
 from vaediff.objectives.vae import AutoencoderObjective
 from vaediff.runs import (
@@ -59,8 +59,9 @@ class LatentDiffusionConfig:
     autoencoder_ema_decay: float | None = 0.995
 
     def __post_init__(self) -> None:
-        if self.denoiser.channels != self.autoencoder.latent_channels or self.denoiser.sample_size != 7:
-            raise ValueError("the denoiser must work on the autoencoder's latent (channels x 7 x 7)")
+        if (self.denoiser.channels != self.autoencoder.latent_channels
+                or self.denoiser.sample_size != self.autoencoder.latent_size):
+            raise ValueError("the denoiser must work on the autoencoder's latent (latent channels x S/4 x S/4)")
         if not 0 < self.autoencoder_share < 1:
             raise ValueError(f"autoencoder_share must be in (0, 1), got {self.autoencoder_share}")
         if self.autoencoder_ema_decay is not None and not 0 < self.autoencoder_ema_decay < 1:
@@ -121,18 +122,24 @@ class LatentDiffusionRun(DiffusionRun):
 # Training
 
 
-def build_model_config(model_type: str, options: dict) -> LatentDiffusionConfig:
+def build_model_config(model_type: str, options: dict, shape: DataShape = MNIST_SHAPE) -> LatentDiffusionConfig:
     overrides = dict(options.get("model") or {})
     unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(LatentDiffusionConfig)})
     if unknown:
         raise ConfigError(f"--model-config: unknown key {unknown[0]!r} for latent-diffusion")
     try:
+        image = {"channels": shape.channels, "image_size": shape.image_size}
         if options.get("autoencoder"):  # reusing one: its architecture comes from its run
             autoencoder = _reused_autoencoder_config(Path(options["autoencoder"]))
+            if (autoencoder.channels, autoencoder.image_size) != (shape.channels, shape.image_size):
+                raise ConfigError(f"--autoencoder {options['autoencoder']}: made for {autoencoder.channels}x"
+                                  f"{autoencoder.image_size}x{autoencoder.image_size} images, the data are "
+                                  f"{shape.channels}x{shape.image_size}x{shape.image_size}")
         else:
-            autoencoder = config_from_dict(AutoencoderConfig, overrides.get("autoencoder", {}),
+            autoencoder = config_from_dict(AutoencoderConfig, {**overrides.get("autoencoder", {}), **image},
                                            "--model-config 'autoencoder'")
-        denoiser = preset_config("latent", {"channels": autoencoder.latent_channels, **overrides.get("denoiser", {})})
+        latent_shape = DataShape(autoencoder.latent_channels, autoencoder.latent_size, shape.num_classes, shape.labelled)
+        denoiser = preset_config("latent", {**data_fields("latent", latent_shape), **overrides.get("denoiser", {})})
         stage_one = {k: v for k, v in overrides.items() if k not in ("autoencoder", "denoiser")}  # checked above
         return LatentDiffusionConfig(autoencoder, denoiser, **stage_one)
     except ValueError as exc:
@@ -159,8 +166,8 @@ def autoencoder_train_config(config: TrainConfig, model: LatentDiffusionConfig) 
 def fit_scaling_factor(autoencoder: LatentAutoencoder, dataset: Dataset, limit: int = 10000) -> float:
     """1 / std of the training latents (posterior means), so the denoiser sees unit-variance data
     (Rombach et al. 2022, sec. 4.3.2: "rescale the latent ... to unit standard deviation")."""
-    images = dataset.train.images[:limit]
-    means = torch.cat([autoencoder.encode(images[s : s + 500])[0] for s in range(0, len(images), 500)])
+    count = min(limit, len(dataset.train))
+    means = torch.cat([autoencoder.encode(dataset.train.as_float(slice(s, s + 500)))[0] for s in range(0, count, 500)])
     return float(1.0 / means.std())
 
 

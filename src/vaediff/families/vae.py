@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vaediff.data import Dataset, ImageSplit
+from vaediff.data import MNIST_SHAPE, Dataset, DataShape, ImageSplit
 from vaediff.errors import ConfigError
 from vaediff.families.base import Family, Run, TrainingPlan
 from vaediff.figures import save_grid, save_latent_scatter
@@ -33,6 +33,7 @@ class VAERun(Run):
     def __init__(self, run_dir: Path, config: dict, model: VAE):
         self.run_dir, self.config, self.model = Path(run_dir), config, model
         self.model_type, self.conditional = model.config.model_type, model.config.conditional
+        self.num_classes = model.config.num_classes
 
     @classmethod
     def load(cls, run_dir: str | Path, config: dict) -> VAERun:
@@ -74,10 +75,13 @@ def decoded_interpolations(model: VAE, starts: torch.Tensor, ends: torch.Tensor,
 
 def _interpolation_pairs(labels: torch.Tensor, conditional: bool, pairs: int) -> list[tuple[int, int]]:
     """Test-image index pairs: two images of one class for a CVAE (the label is fixed along the line),
-    images of two different classes for a VAE."""
+    images of two different classes for a VAE (two images in turn for an unlabelled set)."""
+    classes = int(labels.max()) + 1 if len(labels) else 1
+    if classes == 1:
+        return [(2 * k, 2 * k + 1) for k in range(min(pairs, len(labels) // 2))]
     chosen = []
     for k in range(pairs):
-        first_class, second_class = k % 10, k % 10 if conditional else (k + 3) % 10
+        first_class, second_class = k % classes, k % classes if conditional else (k + 3) % classes
         first = torch.nonzero(labels == first_class).flatten()
         second = torch.nonzero(labels == second_class).flatten()
         if len(first) == 0 or len(second) < (2 if conditional else 1):
@@ -91,13 +95,13 @@ def write_vae_figures(run: VAERun, dataset: Dataset, seed: int = 0, options: dic
     """samples.png, reconstructions.png, latent.png and interpolation.png of a trained VAE/CVAE run."""
     model, out, test, cond = run.model, run.run_dir, dataset.test, run.conditional
     write_sample_grid(run, out / "samples.png", seed=seed, class_names=dataset.class_names)
-    originals, labels = test.images[:20], test.labels[:20]
+    originals, labels = test.as_float(slice(0, 20)), test.labels[:20]
     recon = model.decode(run.latent_means(originals, labels), labels if cond else None)
     rows = torch.cat([originals[:10], recon[:10], originals[10:], recon[10:]])
     save_grid(rows, out / "reconstructions.png", f"{run.model_type}: test images above their reconstructions",
               columns=10, row_labels=["test", "reconstruction"] * 2)
     pairs = _interpolation_pairs(test.labels, cond, pairs=6)
-    starts, ends = test.images[[a for a, _ in pairs]], test.images[[b for _, b in pairs]]
+    starts, ends = test.as_float(torch.tensor([a for a, _ in pairs])), test.as_float(torch.tensor([b for _, b in pairs]))
     pair_labels = test.labels[[a for a, _ in pairs]] if cond else None
     lines = decoded_interpolations(model, starts, ends, pair_labels, steps=10)
     row_names = [f"{dataset.class_names[test.labels[a]]} → {dataset.class_names[test.labels[b]]}" for a, b in pairs]
@@ -105,7 +109,7 @@ def write_vae_figures(run: VAERun, dataset: Dataset, seed: int = 0, options: dic
               columns=10, row_labels=row_names)
     tsne = bool((options or {}).get("tsne"))
     limit = min(len(test), 3000 if tsne else 10000)  # t-SNE is quadratic; 3,000 points take seconds
-    coords, method = latent_plane(run.latent_means(test.images[:limit], test.labels[:limit]), tsne, seed)
+    coords, method = latent_plane(run.latent_means(test.as_float(slice(0, limit)), test.labels[:limit]), tsne, seed)
     save_latent_scatter(coords, test.labels[:limit].numpy(), dataset.class_names, out / "latent.png",
                         f"{run.model_type}: test-set latent means, {method}")
 
@@ -124,13 +128,17 @@ def latent_plane(means: torch.Tensor, tsne: bool, seed: int):
     return pca.transform(points), f"PCA ({100 * pca.explained_variance_ratio_.sum():.0f}% of variance)"
 
 
-def build_model_config(model_type: str, options: dict) -> VAEConfig:
-    """The seed's sizes unless `options["model"]` overrides fields (hidden, latent)."""
+def build_model_config(model_type: str, options: dict, shape: DataShape = MNIST_SHAPE) -> VAEConfig:
+    """The seed's sizes unless `options["model"]` overrides fields (hidden, latent); input size and classes
+    from the data's `shape`."""
+    if model_type == "cvae" and not shape.labelled:
+        raise ConfigError("cvae needs class labels and this data set is unlabelled; train vae instead")
     overrides = dict(options.get("model") or {})
     overrides.update({k: options[k] for k in ("hidden", "latent") if options.get(k) is not None})
-    overrides.pop("conditional", None)
+    data = {"conditional": model_type == "cvae", "image_size": shape.image_size, "channels": shape.channels,
+            "num_classes": shape.num_classes}
     try:
-        return config_from_dict(VAEConfig, {**overrides, "conditional": model_type == "cvae"}, "--model-config")
+        return config_from_dict(VAEConfig, {**overrides, **data}, "--model-config")
     except ValueError as exc:
         raise ConfigError(f"--model-config: {exc}") from None
 

@@ -1,5 +1,5 @@
-"""The convolutional VAE of latent diffusion: diffusers' AutoencoderKL, 28x28x1 -> 4x7x7, Bernoulli decoder,
-and the patch discriminator that trains it adversarially.
+"""The convolutional VAE of latent diffusion: diffusers' AutoencoderKL, 28x28x1 -> 4x7x7 (C x S x S ->
+4 x S/4 x S/4 in general), Bernoulli decoder, and the patch discriminator that trains it adversarially.
 
 It is a VAE (Kingma & Welling 2014) with a spatial latent and a small KL weight, as in Rombach et al.
 2022 (KL-regularised autoencoder, sec. 3 and appendix G): the latent stays smooth enough to diffuse.
@@ -20,7 +20,9 @@ from torch import nn
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    latent_channels: int = 4                          # latent is latent_channels x 7 x 7
+    channels: int = 1                                 # image channels (1 or 3)
+    image_size: int = 28                              # images are image_size square; latents a quarter of it
+    latent_channels: int = 4                          # latent is latent_channels x 7 x 7 for 28-pixel images
     block_out_channels: tuple[int, ...] = (16, 32, 64)  # 28 -> 14 -> 7: three blocks, two downsamplings
     layers_per_block: int = 1
     norm_num_groups: int = 8
@@ -35,6 +37,8 @@ class AutoencoderConfig:
     def __post_init__(self) -> None:
         if len(self.block_out_channels) != 3:
             raise ValueError("the autoencoder needs three blocks (28 -> 14 -> 7)")
+        if self.image_size % 4:
+            raise ValueError(f"image_size must be a multiple of 4 (two halvings), got {self.image_size}")
         if self.kl_weight < 0:
             raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight}")
         if self.adversarial_weight < 0:
@@ -50,18 +54,22 @@ class AutoencoderConfig:
     def adversarial(self) -> bool:
         return self.adversarial_weight > 0
 
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // 4
+
 
 def build_autoencoder_kl(config: AutoencoderConfig):
     return AutoencoderKL(
-        in_channels=1,
-        out_channels=1,
+        in_channels=config.channels,
+        out_channels=config.channels,
         latent_channels=config.latent_channels,
         block_out_channels=tuple(config.block_out_channels),
         down_block_types=("DownEncoderBlock2D",) * 3,
         up_block_types=("UpDecoderBlock2D",) * 3,
         layers_per_block=config.layers_per_block,
         norm_num_groups=config.norm_num_groups,
-        sample_size=28,
+        sample_size=config.image_size,
         mid_block_add_attention=config.mid_block_attention,
     )
 
@@ -75,7 +83,7 @@ class LatentAutoencoder(nn.Module):
         self.vae = build_autoencoder_kl(config)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 1, 28, 28) in [0, 1] -> mean and log-variance of q(z|x), each (N, C, 7, 7)."""
+        """(N, C, S, S) in [0, 1] -> mean and log-variance of q(z|x), each (N, latent channels, S/4, S/4)."""
         moments = self.vae.encode(images * 2 - 1).latent_dist  # the encoder sees [-1, 1], diffusers' convention
         return moments.mean, moments.logvar
 
@@ -104,10 +112,10 @@ class PatchDiscriminator(nn.Module):
     so that a score does not depend on the rest of the batch (real and fake images share one pass).
     """
 
-    def __init__(self, channels: int = 32):
+    def __init__(self, channels: int = 32, image_channels: int = 1):
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Conv2d(1, channels, 4, stride=2, padding=1),
+            nn.Conv2d(image_channels, channels, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2),
             nn.Conv2d(channels, 2 * channels, 4, stride=2, padding=1),
             nn.GroupNorm(8, 2 * channels),
@@ -116,7 +124,7 @@ class PatchDiscriminator(nn.Module):
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 1, 28, 28) in [0, 1] -> (N, 1, 7, 7) scores (logits: > 0 means "real")."""
+        """(N, C, S, S) in [0, 1] -> (N, 1, S/4, S/4) scores (logits: > 0 means "real")."""
         return self.layers(images * 2 - 1)
 
 
@@ -127,7 +135,7 @@ class AdversarialAutoencoder(nn.Module):
     def __init__(self, config: AutoencoderConfig):
         super().__init__()
         self.autoencoder = LatentAutoencoder(config)
-        self.discriminator = PatchDiscriminator(config.discriminator_channels) if config.adversarial else None
+        self.discriminator = PatchDiscriminator(config.discriminator_channels, config.channels) if config.adversarial else None
 
     def forward(self, images: torch.Tensor, noise: torch.Tensor):
         """(logits, mean, logvar, critic_scores, generator_scores); the scores are None in eval mode.

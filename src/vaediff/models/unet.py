@@ -38,6 +38,7 @@ class DiffusionConfig:
     conditioning: Literal["class_embedding", "concat"] = "class_embedding"
     class_embed_size: int = 4                             # concat only: channels of the label map
     num_classes: int = 10
+    class_conditional: bool = True                        # False: trained on unlabelled data (one class, no guidance)
     # diffusion process ----------------------------------------------------------------------------------
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
@@ -63,6 +64,8 @@ class DiffusionConfig:
         if self.sampling_steps <= 0:
             raise ValueError(f"sampling_steps must be positive, got {self.sampling_steps}")
         check_guidance_interval(self.guidance_interval)
+        if not self.class_conditional and self.guidance != 1.0:
+            raise ValueError("an unconditional model (unlabelled data) has no class guidance: guidance must be 1")
 
     @property
     def bounded(self) -> bool:
@@ -171,6 +174,19 @@ _PRESETS: dict[str, DiffusionConfig] = {
         guidance_interval=(0.1, 0.7),
     ),
 }
+
+
+def data_fields(name: str, shape) -> dict:
+    """The fields of preset `name` that follow the data (a data.DataShape): channels, size, classes. The fast
+    preset gains a fourth level at 64 pixels (64 -> 32 -> 16 -> 8), so its lowest map stays about 7x7;
+    on unlabelled data a model has one class and no guidance."""
+    fields = {"sample_size": shape.image_size, "channels": shape.channels, "num_classes": shape.num_classes}
+    if name == "fast" and shape.image_size >= 64:
+        fields.update(block_out_channels=(16, 32, 64, 64), down_block_types=("DownBlock2D",) * 4,
+                      up_block_types=("UpBlock2D",) * 4)
+    if not shape.labelled:
+        fields.update(class_conditional=False, guidance=1.0, label_dropout=0.0)
+    return fields
 
 
 def preset_config(name: str, overrides: dict | None = None, source: str = "--model-config") -> DiffusionConfig:

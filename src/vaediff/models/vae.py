@@ -17,13 +17,14 @@ from torch.nn import functional as F
 @dataclass(frozen=True)
 class VAEConfig:
     conditional: bool = False  # True: cvae, the label is an input of encoder and decoder
-    image_size: int = 28       # images are image_size x image_size, one channel
+    image_size: int = 28       # images are channels x image_size x image_size
+    channels: int = 1
     hidden: int = 400          # the seed's hidden width
     latent: int = 20           # the seed's latent size
     num_classes: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "hidden", "latent", "num_classes"):
+        for name in ("image_size", "channels", "hidden", "latent", "num_classes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"VAEConfig.{name} must be positive, got {getattr(self, name)}")
 
@@ -33,11 +34,12 @@ class VAEConfig:
 
     @property
     def pixels(self) -> int:
-        return self.image_size * self.image_size
+        return self.channels * self.image_size * self.image_size
 
 
 class VAE(nn.Module):
-    """784-400-(20, 20) encoder, 20-400-784 decoder; with `conditional`, a one-hot label joins both inputs."""
+    """784-400-(20, 20) encoder, 20-400-784 decoder (784 = the pixels of one 28x28 channel; C x S x S in
+    general); with `conditional`, a one-hot label joins both inputs."""
 
     def __init__(self, config: VAEConfig):
         super().__init__()
@@ -66,7 +68,7 @@ class VAE(nn.Module):
         return torch.cat([inputs, one_hot], dim=1)
 
     def encode(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 1, H, W) images in [0, 1] -> mean and log-variance of q(z|x[, y]), each (N, latent)."""
+        """(N, C, H, W) images in [0, 1] -> mean and log-variance of q(z|x[, y]), each (N, latent)."""
         flat = images.reshape(images.shape[0], -1)
         if flat.shape[1] != self.config.pixels:
             raise ValueError(f"expected {self.config.pixels} pixels per image, got {flat.shape[1]}")
@@ -74,9 +76,9 @@ class VAE(nn.Module):
         return self.fc_mu(hidden), self.fc_logvar(hidden)
 
     def decode_logits(self, latents: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, latent) -> Bernoulli logits of p(x|z[, y]) as (N, 1, H, W)."""
+        """(N, latent) -> Bernoulli logits of p(x|z[, y]) as (N, C, H, W)."""
         logits = self.decoder(self._with_label(latents, labels))
-        return logits.reshape(-1, 1, self.config.image_size, self.config.image_size)
+        return logits.reshape(-1, self.config.channels, self.config.image_size, self.config.image_size)
 
     def decode(self, latents: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """(N, latent) -> pixel probabilities in [0, 1], the image the decoder means."""

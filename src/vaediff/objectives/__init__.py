@@ -37,6 +37,16 @@ class BatchRandom:
         full = torch.rand((self.global_batch, *shape), generator=self.generator, device=self.device)
         return full[self.rows]
 
+    def logit_normal(self, mean: float, std: float) -> torch.Tensor:
+        """(rows,) times in (0, 1) with logit(t) ~ N(mean, std) (SD3's density, by diffusers)."""
+        from diffusers.training_utils import (
+            compute_density_for_timestep_sampling,  # imports diffusers' training kit
+        )
+
+        full = compute_density_for_timestep_sampling("logit_normal", self.global_batch, logit_mean=mean,
+                                                     logit_std=std, device=self.device, generator=self.generator)
+        return full[self.rows]
+
     def integers(self, low: int, high: int) -> torch.Tensor:
         full = torch.randint(low, high, (self.global_batch,), generator=self.generator, device=self.device)
         return full[self.rows]

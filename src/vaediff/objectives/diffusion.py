@@ -188,6 +188,9 @@ def check_sampler_settings(settings: dict, config: DiffusionConfig) -> dict:
                           f"got {steps}")
     if not (guidance == guidance and guidance >= 0):  # NaN fails the first test
         raise ConfigError(f"--guidance must be a number >= 0, got {guidance}")
+    if guidance != 1.0 and not config.class_conditional:
+        raise ConfigError("this run was trained on unlabelled data: it has no classes to guide towards; "
+                          "use --guidance 1")
     if guidance != 1.0 and not config.has_null_class:
         raise ConfigError("the seed preset has no null class, so classifier-free guidance is unavailable; "
                           "use --guidance 1 or train with --preset fast")

@@ -97,7 +97,7 @@ def held_out_bounds(model: VAE, split: ImageSplit, iw_samples: int = 1000, binar
     (seeded), the protocol of the binarized-MNIST literature.
     """
     generator = torch.Generator().manual_seed(seed)
-    images = split.images
+    images = split.as_float()
     if binarize:
         images = torch.bernoulli(images, generator=torch.Generator().manual_seed(seed + 1))
     conditional = model.config.conditional
@@ -168,7 +168,7 @@ class AutoencoderObjective:
     def losses(self, module: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                draw: BatchRandom) -> dict[str, torch.Tensor]:
         config = self.config
-        noise = draw.normal(config.latent_channels, 7, 7)
+        noise = draw.normal(config.latent_channels, config.latent_size, config.latent_size)
         logits, mean, logvar, critic_scores, generator_scores = module(images, noise)
         recon = bernoulli_nll(logits, images).mean()
         kl = gaussian_kl(mean.flatten(1), logvar.flatten(1)).mean()

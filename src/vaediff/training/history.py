@@ -27,7 +27,7 @@ def evaluate_losses(objective: Objective, module: nn.Module, split: ImageSplit, 
     was_training = module.training
     module.eval()
     for batch_index, start in enumerate(range(0, count, 250)):
-        images = split.images[start : min(count, start + 250)].to(device)
+        images = split.as_float(slice(start, min(count, start + 250))).to(device)
         labels = split.labels[start : min(count, start + 250)].to(device)
         draw = BatchRandom(config.seed + 7919, batch_index, len(images), slice(None), device)
         terms = objective.losses(module, images, labels, draw)

@@ -1,0 +1,167 @@
+"""Flow matching (objectives/flow.py): the fast preset's class-conditional UNet trained on a velocity target,
+sampled with diffusers' flow-matching Euler (default) or Heun scheduler, with classifier-free guidance.
+
+A run directory holds RUN/unet/ (diffusers' UNet2DModel, EMA weights) and RUN/scheduler/ (a
+FlowMatchEulerDiscreteScheduler), so stock diffusers samples it (README, "Flow matching").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from vaediff.constants import FLOW_SAMPLERS
+from vaediff.data import MNIST_SHAPE, Dataset, DataShape
+from vaediff.errors import ConfigError
+from vaediff.families.base import Family, Run, TrainingPlan
+from vaediff.families.diffusion import UNET_DIR, load_denoiser, write_denoising_figure
+from vaediff.generation import write_sample_grid
+from vaediff.models.unet import (
+    ClassConditionalUNet,
+    DiffusionConfig,
+    check_guidance_interval,
+    data_fields,
+    preset_config,
+)
+from vaediff.objectives.diffusion import from_model_range
+from vaediff.objectives.flow import FlowObjective, flow_sample_loop, make_flow_scheduler
+from vaediff.runs import atomic_save_pretrained, config_from_dict
+from vaediff.training import TrainConfig
+
+SCHEDULER_DIR = "scheduler"
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    # The network: the fast diffusion preset's UNet, class embedding with a null class and label dropout.
+    # Its diffusion-process fields (beta schedule, prediction type, sampler) are not used by flow matching.
+    denoiser: DiffusionConfig = dataclasses.field(default_factory=lambda: preset_config("fast"))
+    logit_mean: float = 0.0       # logit(t) ~ N(logit_mean, logit_std): SD3's default density
+    logit_std: float = 1.0
+    sampler: Literal["euler", "heun"] = "euler"
+    sampling_steps: int = 8       # a straight path needs few steps (benchmarks/run.py measures 1-32)
+    guidance: float = 2.0
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.logit_std <= 0:
+            raise ValueError(f"logit_std must be positive, got {self.logit_std}")
+        if self.sampling_steps <= 0:
+            raise ValueError(f"sampling_steps must be positive, got {self.sampling_steps}")
+        if self.denoiser.data_range != "minus_one_one":
+            raise ValueError("flow matching runs on pixels in [-1, 1] (denoiser.data_range 'minus_one_one')")
+        if not self.denoiser.class_conditional and self.guidance != 1.0:
+            raise ValueError("an unconditional model (unlabelled data) has no class guidance: guidance must be 1")
+        check_guidance_interval(self.guidance_interval)
+
+
+def save_flow(module: ClassConditionalUNet, run_dir: Path) -> None:
+    """RUN/unet/ and RUN/scheduler/ in diffusers' layout (the Euler scheduler: stock code's default)."""
+    atomic_save_pretrained(module.unet, run_dir / UNET_DIR)
+    atomic_save_pretrained(make_flow_scheduler("euler", 1), run_dir / SCHEDULER_DIR)
+
+
+class FlowRun(Run):
+    """A trained flow-matching model loaded from its run directory."""
+
+    model_type = "flow"
+    has_sampler = True
+
+    def __init__(self, run_dir: Path, config: dict, flow_config: FlowConfig, model: ClassConditionalUNet):
+        self.run_dir, self.config, self.flow_config, self.model = Path(run_dir), config, flow_config, model
+        self.model_config = flow_config.denoiser
+        self.conditional, self.num_classes = self.model_config.class_conditional, self.model_config.num_classes
+
+    @classmethod
+    def load(cls, run_dir: str | Path, config: dict) -> FlowRun:
+        run_dir = Path(run_dir)
+        flow_config = config_from_dict(FlowConfig, config.get("model"), f"{run_dir}/config.json 'model'")
+        return cls(run_dir, config, flow_config, load_denoiser(flow_config.denoiser, run_dir))
+
+    @property
+    def supports_guidance(self) -> bool:
+        return self.model_config.has_null_class and self.model_config.class_conditional
+
+    def sampler_settings(self, sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
+                         guidance_interval: tuple[float, float] | None = None) -> dict:
+        """The run's defaults, overridden by whatever is given; validated."""
+        config = self.flow_config
+        settings = {"sampler": sampler or config.sampler,
+                    "steps": steps if steps is not None else config.sampling_steps,
+                    "guidance": guidance if guidance is not None else config.guidance,
+                    "guidance_interval": tuple(guidance_interval or config.guidance_interval)}
+        if settings["sampler"] not in FLOW_SAMPLERS:
+            raise ConfigError(f"flow runs sample with {' or '.join(FLOW_SAMPLERS)}, not {settings['sampler']!r}")
+        if settings["steps"] <= 0:
+            raise ConfigError(f"--steps must be positive, got {settings['steps']}")
+        if settings["guidance"] != 1.0 and not self.supports_guidance:
+            raise ConfigError("this run was trained on unlabelled data: it has no classes to guide towards; "
+                              "use --guidance 1")
+        if not (settings["guidance"] == settings["guidance"] and settings["guidance"] >= 0):
+            raise ConfigError(f"--guidance must be a number >= 0, got {settings['guidance']}")
+        try:
+            check_guidance_interval(settings["guidance_interval"])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"--guidance-interval: {exc}") from None
+        return settings
+
+    def generate(self, count: int, labels: torch.Tensor | None, generator: torch.Generator,
+                 sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
+                 guidance_interval: tuple[float, float] | None = None,
+                 trajectory: list | None = None, record_at: set[int] | None = None) -> torch.Tensor:
+        settings = self.sampler_settings(sampler, steps, guidance, guidance_interval)
+        if not self.conditional:
+            labels = torch.zeros(count, dtype=torch.long)
+        if labels is None or labels.shape != (count,):
+            raise ConfigError("this flow run is class-conditional: give one label per image")
+        config = self.model_config
+        noise = torch.randn((count, config.channels, config.sample_size, config.sample_size), generator=generator)
+        scheduler = make_flow_scheduler(settings["sampler"], settings["steps"])
+        samples = flow_sample_loop(self.model, scheduler, noise, labels, settings["guidance"], config.null_label,
+                                   trajectory, record_at, settings["guidance_interval"])
+        if trajectory is not None:
+            trajectory[:] = [self.to_images(x) for x in trajectory]
+        return self.to_images(samples)
+
+    def to_images(self, samples: torch.Tensor) -> torch.Tensor:
+        return from_model_range(samples, self.model_config)
+
+
+def write_flow_figures(run: FlowRun, dataset: Dataset, seed: int, options: dict | None = None) -> None:
+    """samples.png (a row per class) and denoising.png (noise to image along the path) of a trained run."""
+    write_sample_grid(run, run.run_dir / "samples.png", seed=seed, class_names=dataset.class_names)
+    write_denoising_figure(run, run.run_dir / "denoising.png", dataset.class_names, seed=seed)
+
+
+def build_model_config(model_type: str, options: dict, shape: DataShape = MNIST_SHAPE) -> FlowConfig:
+    """The fast preset's network for the data's `shape`; `options["model"]` overrides FlowConfig fields
+    (and `denoiser` those of the network)."""
+    overrides = dict(options.get("model") or {})
+    denoiser = preset_config("fast", {**data_fields("fast", shape), **overrides.pop("denoiser", {})})
+    unconditional = {} if shape.labelled else {"guidance": 1.0}
+    try:
+        return config_from_dict(FlowConfig, {**unconditional, **overrides, "denoiser": dataclasses.asdict(denoiser)},
+                                "--model-config")
+    except ValueError as exc:
+        raise ConfigError(f"--model-config: {exc}") from None
+
+
+def recipe(model_config: FlowConfig) -> dict:
+    # the fast diffusion preset's recipe: the comparison between the two objectives is then like for like
+    return {"batch_size": 32, "lr": 1.5e-3, "lr_schedule": "cosine", "warmup_steps": 100, "grad_clip": 1.0,
+            "ema_decay": 0.999, "minutes": 10.0, "eval_images": 500}
+
+
+def training_plan(run_dir: Path, dataset: Dataset, model_config: FlowConfig, train_config: TrainConfig,
+                  resume: bool, options: dict, progress: bool) -> TrainingPlan:
+    objective = FlowObjective(model_config.denoiser, model_config.logit_mean, model_config.logit_std)
+    return TrainingPlan(objective, partial(ClassConditionalUNet, model_config.denoiser), save_flow, train_config,
+                        f"flow matching on {dataset.name}")
+
+
+FAMILY = Family(FlowConfig, build_model_config, recipe, training_plan, FlowRun.load, write_flow_figures)

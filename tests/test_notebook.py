@@ -22,6 +22,9 @@ def test_notebook_runs_end_to_end(tmp_path, evaluator_cache):
                                  "sampling_steps": 4}})
     train_run("latent-diffusion", tmp_path / "latent-diffusion", progress=False, train_options=small,
               options={"model": {**TINY_LATENT, "denoiser": {**TINY_LATENT["denoiser"], "sampling_steps": 4}}})
+    train_run("flow", tmp_path / "flow", progress=False, train_options=small,
+              options={"model": {"denoiser": {"block_out_channels": [8, 16, 16], "norm_num_groups": 4,
+                                              "attention_head_dim": 8}, "sampling_steps": 4}})
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     os.environ["VAEDIFF_RUNS"] = str(tmp_path)
     try:

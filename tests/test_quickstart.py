@@ -12,8 +12,9 @@ PLAN = QuickstartPlan(minutes=0.15, eval_samples=30, iw_samples=4, curve_samples
     "diffusion": {"model": TINY_UNET},
     "latent-diffusion": {"model": {"autoencoder": {"block_out_channels": [8, 16, 16], "norm_num_groups": 4},
                                    "denoiser": {**TINY_UNET, "block_out_channels": [16]}}},
+    "flow": {"model": {"denoiser": TINY_UNET, "sampling_steps": 3}},
 })
-MODELS = ("vae", "cvae", "diffusion", "latent-diffusion")
+MODELS = ("vae", "cvae", "diffusion", "latent-diffusion", "flow")
 
 
 def test_quickstart_writes_everything_refuses_overwrite_and_resumes(tmp_path, cli, evaluator_cache):

@@ -78,10 +78,11 @@ TEXT = {
         "all_have": "every run has one",
         "headline_speed": "Speed: {winner} draws the most samples per second ({value:.3g}).",
         "figure_note": "",
-        "three_way": "The three families: VAEs sample in one decoder pass but blur; pixel diffusion is sharp but "
-                     "needs many network passes per image; latent diffusion runs the same process on a 4x7x7 "
-                     "latent, so each pass is cheaper, and its quality is bounded by its autoencoder "
-                     "(reconstruction FID {recon}).",
+        "three_way": "The families: VAEs sample in one decoder pass but blur; diffusion learns to remove noise "
+                     "step by step, sharp but many network passes per image (latent diffusion runs the same "
+                     "process on a latent a quarter of the image's side, so each pass is cheaper, and its "
+                     "quality is bounded by its autoencoder, reconstruction FID {recon}); flow matching learns "
+                     "the velocity of a straight path from noise to data, so a few Euler steps follow it.",
     },
     "zh": {
         "title": "vaediff 模型比较（数据集 {dataset}）",
@@ -117,9 +118,9 @@ TEXT = {
         "差异不显著", "without": "{names} 没有似然", "all_have": "所有运行都有似然",
         "headline_speed": "速度：{winner} 每秒生成的样本最多（{value:.3g}）。",
         "figure_note": "说明：图中的标题、坐标轴和图例为英文（matplotlib 自带的字体没有中文字形），各图的中文说明见其标题。",
-        "three_way": "三类模型：VAE 一次解码即可采样但图像模糊；像素空间扩散清晰但每张图需要多次网络计算；"
-                     "潜空间扩散在 4x7x7 潜变量上运行同样的过程，每次计算更便宜，其质量受自编码器限制"
-                     "（重建 FID {recon}）。",
+        "three_way": "各类模型：VAE 一次解码即可采样但图像模糊；扩散模型逐步去除噪声，清晰但每张图需要多次网络计算"
+                     "（潜空间扩散在边长为图像四分之一的潜变量上运行同样的过程，每次计算更便宜，其质量受自编码器限制，"
+                     "重建 FID {recon}）；流匹配学习从噪声到数据的直线路径上的速度，几步欧拉积分即可沿路径生成。",
     },
 }
 

@@ -103,14 +103,20 @@ class DiffusionRun(Run):
         if labels is None or labels.shape != (count,):
             raise ConfigError("this diffusion run is class-conditional: give one label per image")
         config = self.model_config
-        scheduler = make_sampling_scheduler(settings["sampler"], make_train_scheduler(config), settings["steps"], config)
         noise = torch.randn((count, config.channels, config.sample_size, config.sample_size), generator=generator)
-        null = config.null_label if config.has_null_class else None
-        samples = sample_loop(self.model, scheduler, noise, labels, settings["guidance"], null, generator,
-                              trajectory, record_at, settings["guidance_interval"])
+        samples = self.integrate(noise, labels, settings, generator, trajectory, record_at)
         if trajectory is not None:
             trajectory[:] = [self.to_images(x) for x in trajectory]
         return self.to_images(samples)
+
+    def integrate(self, noise: torch.Tensor, labels: torch.Tensor, settings: dict, generator: torch.Generator,
+                  trajectory: list | None, record_at: set[int] | None) -> torch.Tensor:
+        """Noise -> the model's samples with the sampler of `settings` (the reverse diffusion process)."""
+        config = self.model_config
+        scheduler = make_sampling_scheduler(settings["sampler"], make_train_scheduler(config), settings["steps"], config)
+        null = config.null_label if config.has_null_class else None
+        return sample_loop(self.model, scheduler, noise, labels, settings["guidance"], null, generator,
+                           trajectory, record_at, settings["guidance_interval"])
 
     def to_images(self, samples: torch.Tensor) -> torch.Tensor:
         """What the sampler returns -> images in [0, 1]."""

@@ -18,8 +18,8 @@ import torch
 from vaediff.constants import FLOW_SAMPLERS
 from vaediff.data import MNIST_SHAPE, Dataset, DataShape
 from vaediff.errors import ConfigError
-from vaediff.families.base import Family, Run, TrainingPlan
-from vaediff.families.diffusion import UNET_DIR, load_denoiser, write_denoising_figure
+from vaediff.families.base import Family, TrainingPlan
+from vaediff.families.diffusion import UNET_DIR, DiffusionRun, load_denoiser, write_denoising_figure
 from vaediff.generation import write_sample_grid
 from vaediff.models.unet import (
     ClassConditionalUNet,
@@ -28,7 +28,7 @@ from vaediff.models.unet import (
     data_fields,
     preset_config,
 )
-from vaediff.objectives.diffusion import from_model_range
+from vaediff.objectives.diffusion import check_sampler_settings
 from vaediff.objectives.flow import FlowObjective, flow_sample_loop, make_flow_scheduler
 from vaediff.runs import atomic_save_pretrained, config_from_dict
 from vaediff.training import TrainConfig
@@ -66,26 +66,20 @@ def save_flow(module: ClassConditionalUNet, run_dir: Path) -> None:
     atomic_save_pretrained(make_flow_scheduler("euler", 1), run_dir / SCHEDULER_DIR)
 
 
-class FlowRun(Run):
-    """A trained flow-matching model loaded from its run directory."""
+class FlowRun(DiffusionRun):
+    """A trained flow-matching model: drawn like a diffusion run, with its own sampler settings and ODE loop."""
 
     model_type = "flow"
-    has_sampler = True
 
     def __init__(self, run_dir: Path, config: dict, flow_config: FlowConfig, model: ClassConditionalUNet):
-        self.run_dir, self.config, self.flow_config, self.model = Path(run_dir), config, flow_config, model
-        self.model_config = flow_config.denoiser
-        self.conditional, self.num_classes = self.model_config.class_conditional, self.model_config.num_classes
+        super().__init__(run_dir, config, flow_config.denoiser, model)
+        self.flow_config = flow_config
 
     @classmethod
     def load(cls, run_dir: str | Path, config: dict) -> FlowRun:
         run_dir = Path(run_dir)
         flow_config = config_from_dict(FlowConfig, config.get("model"), f"{run_dir}/config.json 'model'")
         return cls(run_dir, config, flow_config, load_denoiser(flow_config.denoiser, run_dir))
-
-    @property
-    def supports_guidance(self) -> bool:
-        return self.model_config.has_null_class and self.model_config.class_conditional
 
     def sampler_settings(self, sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
                          guidance_interval: tuple[float, float] | None = None) -> dict:
@@ -95,41 +89,14 @@ class FlowRun(Run):
                     "steps": steps if steps is not None else config.sampling_steps,
                     "guidance": guidance if guidance is not None else config.guidance,
                     "guidance_interval": tuple(guidance_interval or config.guidance_interval)}
-        if settings["sampler"] not in FLOW_SAMPLERS:
-            raise ConfigError(f"flow runs sample with {' or '.join(FLOW_SAMPLERS)}, not {settings['sampler']!r}")
-        if settings["steps"] <= 0:
-            raise ConfigError(f"--steps must be positive, got {settings['steps']}")
-        if settings["guidance"] != 1.0 and not self.supports_guidance:
-            raise ConfigError("this run was trained on unlabelled data: it has no classes to guide towards; "
-                              "use --guidance 1")
-        if not (settings["guidance"] == settings["guidance"] and settings["guidance"] >= 0):
-            raise ConfigError(f"--guidance must be a number >= 0, got {settings['guidance']}")
-        try:
-            check_guidance_interval(settings["guidance_interval"])
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"--guidance-interval: {exc}") from None
-        return settings
+        return check_sampler_settings(settings, config.denoiser, FLOW_SAMPLERS)
 
-    def generate(self, count: int, labels: torch.Tensor | None, generator: torch.Generator,
-                 sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
-                 guidance_interval: tuple[float, float] | None = None,
-                 trajectory: list | None = None, record_at: set[int] | None = None) -> torch.Tensor:
-        settings = self.sampler_settings(sampler, steps, guidance, guidance_interval)
-        if not self.conditional:
-            labels = torch.zeros(count, dtype=torch.long)
-        if labels is None or labels.shape != (count,):
-            raise ConfigError("this flow run is class-conditional: give one label per image")
-        config = self.model_config
-        noise = torch.randn((count, config.channels, config.sample_size, config.sample_size), generator=generator)
+    def integrate(self, noise: torch.Tensor, labels: torch.Tensor, settings: dict, generator: torch.Generator,
+                  trajectory: list | None, record_at: set[int] | None) -> torch.Tensor:
+        """Noise (t = 1) -> data (t = 0) along the learned velocity, with diffusers' flow-matching scheduler."""
         scheduler = make_flow_scheduler(settings["sampler"], settings["steps"])
-        samples = flow_sample_loop(self.model, scheduler, noise, labels, settings["guidance"], config.null_label,
-                                   trajectory, record_at, settings["guidance_interval"])
-        if trajectory is not None:
-            trajectory[:] = [self.to_images(x) for x in trajectory]
-        return self.to_images(samples)
-
-    def to_images(self, samples: torch.Tensor) -> torch.Tensor:
-        return from_model_range(samples, self.model_config)
+        return flow_sample_loop(self.model, scheduler, noise, labels, settings["guidance"], self.model_config.null_label,
+                                trajectory, record_at, settings["guidance_interval"])
 
 
 def write_flow_figures(run: FlowRun, dataset: Dataset, seed: int, options: dict | None = None) -> None:

@@ -178,10 +178,11 @@ def default_steps(sampler: str) -> int:
     return {"ddpm": 1000, "ddim": 50, "dpm": 20}.get(sampler, 20)
 
 
-def check_sampler_settings(settings: dict, config: DiffusionConfig) -> dict:
-    """The one check of sampler, steps, guidance and guidance interval (command line and web demo alike)."""
-    if settings["sampler"] not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {settings['sampler']!r}; choose {', '.join(SAMPLERS)}")
+def check_sampler_settings(settings: dict, config: DiffusionConfig, samplers: tuple[str, ...] = SAMPLERS) -> dict:
+    """The one check of sampler, steps, guidance and guidance interval (command line and web demo alike;
+    flow matching passes its own `samplers`)."""
+    if settings["sampler"] not in samplers:
+        raise ConfigError(f"this run samples with {', '.join(samplers)}, not {settings['sampler']!r}")
     steps, guidance = settings["steps"], settings["guidance"]
     if not 0 < steps <= config.num_train_timesteps:
         raise ConfigError(f"--steps must be between 1 and the {config.num_train_timesteps} training timesteps, "

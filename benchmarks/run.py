@@ -27,7 +27,7 @@ import torch
 from vaediff.data import Dataset, load_dataset
 
 RESULTS = Path(__file__).parent / "results"
-SECTIONS = ("peak", "data", "throughput", "quality", "sampling", "vae", "memory", "latent")
+SECTIONS = ("peak", "data", "throughput", "quality", "sampling", "vae", "memory", "latent", "flow")
 QUICK_SECTIONS = ("peak", "data", "throughput", "quality", "sampling", "vae", "memory")
 
 
@@ -389,6 +389,41 @@ def latent(dataset: Dataset, minutes: float, samples: int, work: Path, fast_run=
             "latent_images_per_second": result["images_per_second"]}
 
 
+FLOW_STEPS = (1, 2, 4, 8, 16, 32)
+
+
+def flow(dataset: Dataset, minutes: float, samples: int, work: Path, fast_run=None) -> dict:
+    """Flow matching against the fast diffusion preset, the same training minutes: quality and images/s at
+    each number of sampling steps, both families in one figure (flow_steps.png beside the results)."""
+    from vaediff.evaluator_network import load_or_train_evaluator
+    from vaediff.figures import plot_curves
+
+    evaluator = load_or_train_evaluator(dataset, progress=False)
+    log(f"training flow for {minutes} min")
+    flow_run = _train("flow", work / f"flow-{minutes:g}", dataset.name, minutes, {})
+    if fast_run is None:
+        log(f"training diffusion fast for {minutes} min (the reference)")
+        fast_run = _train("diffusion", work / f"fast-flow-{minutes:g}", dataset.name, minutes, {"preset": "fast"})
+    curves: dict[str, list[dict]] = {"flow (euler)": [], "diffusion (dpm)": []}
+    for steps in FLOW_STEPS:
+        for name, run in (("flow (euler)", flow_run), ("diffusion (dpm)", fast_run)):
+            point = _quality(run, evaluator, dataset, samples, run.sampler_settings(steps=steps))
+            curves[name].append({**point, "steps": steps})
+            log(f"  {name} {steps} steps: accuracy {point['class_accuracy']:.3f}, FID {point['fid']:.2f}, "
+                f"{point['images_per_second']:.1f} images/s")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    plot_curves(curves, "steps", RESULTS / "flow_steps.png", f"flow matching and diffusion, {minutes:g} min each",
+                "sampling steps", log_x=True, panels=(("fid", "FID ↓"), ("class_accuracy", "class accuracy ↑")))
+    flow_8 = next(p for p in curves["flow (euler)"] if p["steps"] == 8)
+    fast_20 = _quality(fast_run, evaluator, dataset, samples, fast_run.sampler_settings())
+    return {"flow": {"minutes": minutes, "curves": curves, "fast_default": fast_20,
+                     "flow_steps_trained": _steps_trained(flow_run.run_dir),
+                     "fast_steps_trained": _steps_trained(fast_run.run_dir)},
+            "flow8_class_accuracy": flow_8["class_accuracy"], "fast20_class_accuracy": fast_20["class_accuracy"],
+            "flow8_vs_fast20_fid_ratio": round(flow_8["fid"] / fast_20["fid"], 4),
+            "flow8_vs_fast20_images_per_second": round(flow_8["images_per_second"] / fast_20["images_per_second"], 2)}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Output
 
@@ -410,6 +445,10 @@ def markdown(results: dict) -> str:
             ("latent / fast Fréchet distance", results.get("latent_vs_fast_fid_ratio")),
             ("latent diffusion images/s (with guidance)", results.get("latent_images_per_second")),
             *_latent_rows(results.get("latent")),
+            ("flow, 8 Euler steps: class accuracy", results.get("flow8_class_accuracy")),
+            ("fast preset, its default 20 steps: class accuracy", results.get("fast20_class_accuracy")),
+            ("flow 8 steps / fast 20 steps Fréchet distance", results.get("flow8_vs_fast20_fid_ratio")),
+            ("flow 8 steps / fast 20 steps images/s", results.get("flow8_vs_fast20_images_per_second")),
             ("peak RSS (MB)", results.get("peak_rss_mb")),
             ("70,000 images in memory (MB)", results.get("dataset_in_memory_mb"))]
     lines = [f"# vaediff benchmark, {results['date']} on {results['host']} ({results['device']}, "
@@ -501,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
         if "latent" in sections:
             fast = trained.get("fast") if trained and max(budgets) == 10.0 else None  # reuse a 10-minute run
             results.update(latent(dataset, 10.0, samples, work, fast))
+        if "flow" in sections:
+            fast = trained.get("fast") if trained and max(budgets) == 10.0 else None  # reuse a 10-minute run
+            results.update(flow(dataset, max(budgets), samples, work, fast))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["wall_seconds"] = round(time.perf_counter() - started, 1)

@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="skip the seed's 1000-step DDPM point of the steps curve (the slowest point)")
     compare.set_defaults(handler=cmd_compare)
 
-    quick = commands.add_parser("quickstart", help="the whole study in one command: EDA, 4 models, report",
+    quick = commands.add_parser("quickstart", help="the whole study in one command: EDA, 5 models, report",
                                 description="EDA, then vae, cvae, diffusion (fast) and latent-diffusion trained "
                                 "within --minutes, evaluated and compared in a report. Offline.")
     add_dataset_flags(quick)

@@ -7,12 +7,11 @@ Layouts (PNG, JPEG or BMP files, read with Pillow; other files and hidden ones a
 
 Images keep their size and mode when all share one (grayscale or RGB, 28, 32 or 64 pixels square); with
 `--image-size S` mixed sizes are centre-cropped and resized to S (Pillow's ImageOps.fit, bilinear) and
-mixed modes become RGB. Decoding runs on a few threads: Pillow releases the GIL while it decodes.
+mixed modes become RGB.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -51,10 +50,12 @@ def _open(path: Path, size: int | None, mode: str | None):
                         ) from None
 
 
-def read_images(paths: list[Path], size: int | None, threads: int = 4) -> torch.Tensor:
-    """Decode `paths` into one uint8 (N, C, S, S) tensor; mixed sizes or modes are an error unless `size`."""
-    with ThreadPoolExecutor(threads) as pool:
-        decoded = list(pool.map(lambda p: _open(p, size, None), paths))
+def read_images(paths: list[Path], size: int | None) -> torch.Tensor:
+    """Decode `paths` into one uint8 (N, C, S, S) tensor; mixed sizes or modes are an error unless `size`.
+
+    One thread: small PNGs decode faster than threads can hand them over (10,000 32x32 PNGs: 6,700 images/s
+    here on one thread, 4,900 on two, 4,200 with a task per file; Pillow alone decodes 10,500)."""
+    decoded = [_open(path, size, None) for path in paths]
     modes = {mode for _, mode in decoded}
     if len(modes) > 1:
         if size is None:

@@ -83,7 +83,7 @@ def test_sample_command_and_its_refusals(flow_run, cli, tmp_path):
     code, _, err = cli("sample", flow_run.run_dir, "--out", tmp_path / "a.png", "--sampler", "heun", "--steps", "2")
     assert code == 0, err
     code, _, err = cli("sample", flow_run.run_dir, "--out", tmp_path / "b.png", "--sampler", "dpm")
-    assert_one_line_error(code, err, "euler, heun")
+    assert_one_line_error(code, err, "choose euler, heun")
     assert not (tmp_path / "b.png").exists()
     config = json.loads((flow_run.run_dir / "config.json").read_text())
     assert config["model_type"] == "flow" and config["model"]["sampler"] == "euler"

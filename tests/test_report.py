@@ -137,6 +137,6 @@ def test_quickstart_plan_splits_the_budget_between_seeds():
     from vaediff.quickstart import QuickstartPlan
 
     one, three = QuickstartPlan(minutes=15), QuickstartPlan(minutes=15, seeds=3, seed=4)
-    assert [name for name, _, _ in one.runs()] == ["vae", "cvae", "diffusion", "latent-diffusion"]
+    assert [name for name, _, _ in one.runs()] == ["vae", "cvae", "diffusion", "latent-diffusion", "flow"]
     assert three.runs()[:3] == [("vae-seed4", "vae", 4), ("vae-seed5", "vae", 5), ("vae-seed6", "vae", 6)]
     assert len(three.runs()) == 15 and three.train_minutes("diffusion") == pytest.approx(one.train_minutes("diffusion") / 3)

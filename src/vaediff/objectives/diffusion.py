@@ -182,7 +182,7 @@ def check_sampler_settings(settings: dict, config: DiffusionConfig, samplers: tu
     """The one check of sampler, steps, guidance and guidance interval (command line and web demo alike;
     flow matching passes its own `samplers`)."""
     if settings["sampler"] not in samplers:
-        raise ConfigError(f"this run samples with {', '.join(samplers)}, not {settings['sampler']!r}")
+        raise ConfigError(f"unknown sampler {settings['sampler']!r} for this run; choose {', '.join(samplers)}")
     steps, guidance = settings["steps"], settings["guidance"]
     if not 0 < steps <= config.num_train_timesteps:
         raise ConfigError(f"--steps must be between 1 and the {config.num_train_timesteps} training timesteps, "

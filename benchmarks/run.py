@@ -192,7 +192,9 @@ def _quality(run, evaluator, dataset, count: int, options: dict) -> dict:
     return {"class_accuracy": round(point["class_accuracy"], 4), "fid": round(point["fid"], 3),
             "kid": round(point["kid"], 4), "precision": round(point["precision"], 3),
             "recall": round(point["recall"], 3), "images_per_second": round(point["samples_per_second"], 2),
-            "num_samples": count, **options}
+            "num_samples": count, **options,
+            "ci95": {key: [round(bound, 4) for bound in point["ci95"][key]]
+                     for key in ("fid", "class_accuracy") if point["ci95"].get(key)}}
 
 
 def _comparison_settings(run) -> dict:
@@ -507,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=None, help="samples per quality measurement")
     parser.add_argument("--minutes", type=float, nargs="+", default=None,
                         help="training budgets of the quality section (default: 3 with --quick, else 2 5 10)")
+    parser.add_argument("--keep-runs", type=Path, default=None, metavar="DIR",
+                        help="train into DIR and keep the runs there (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
     sections = args.sections.split(",") if args.sections else list(QUICK_SECTIONS if args.quick else SECTIONS)
     samples = args.samples or (200 if args.quick else 1000)
@@ -517,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
                      "torch": torch.__version__, "commit": _commit(), "dataset": dataset.name, "quick": args.quick,
                      "command": "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     started = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="vaediff-bench-"))
+    work = args.keep_runs or Path(tempfile.mkdtemp(prefix="vaediff-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
     trained: dict = {}
     try:
         if "peak" in sections or "throughput" in sections:
@@ -544,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
             fast = trained.get("fast") if trained and max(budgets) == 10.0 else None  # reuse a 10-minute run
             results.update(flow(dataset, max(budgets), samples, work, fast))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep_runs is None:
+            shutil.rmtree(work, ignore_errors=True)
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / f"{results['date']}-{results['host']}{'-quick' if args.quick else ''}"

@@ -131,3 +131,33 @@ def test_each_player_learns_from_its_own_loss_from_its_start():
     decoder = "autoencoder.vae.decoder.conv_out.weight"
     assert not torch.allclose(both[decoder], early[decoder])
     assert all(torch.equal(both[name], critic_only[name]) for name in both if name.startswith("discriminator"))
+
+
+def test_latent_flow_trains_on_a_reused_autoencoder_and_samples_with_stock_diffusers(latent_run, cli, tmp_path):
+    """latent-flow: latent diffusion's stage one, flow matching's objective and schedulers on the latent."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DModel
+
+    run_dir = tmp_path / "latent-flow"
+    tiny_flow = {"sampling_steps": 3, "denoiser": {k: v for k, v in TINY["denoiser"].items() if k != "sampling_steps"}}
+    code, _, err = cli("train", "latent-flow", "--out", run_dir, "--autoencoder", latent_run, "--max-steps", "6",
+                       "--batch-size", "32", "--model-config", json.dumps({"flow": tiny_flow}))
+    assert code == 0, err
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model_type"] == "latent-flow" and config["model"]["flow"]["sampling_steps"] == 3
+    run = load_run(run_dir)
+    assert run.sampler_settings()["sampler"] == "euler" and run.scaling_factor == load_run(latent_run).scaling_factor
+    images = run.generate(4, torch.tensor([0, 1, 2, 3]), torch.Generator().manual_seed(0), sampler="heun", steps=2)
+    assert images.shape == (4, 1, 28, 28) and 0 <= float(images.min()) and float(images.max()) <= 1
+    # stage two in diffusers' layout: stock classes load the velocity field and its scheduler
+    stock = UNet2DModel.from_pretrained(run_dir / "unet").eval()
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(run_dir / "scheduler")
+    scheduler.set_timesteps(3)
+    x, y = torch.randn(2, 4, 7, 7), torch.tensor([3, 3])
+    with torch.no_grad():
+        t = scheduler.timesteps[0]
+        assert torch.allclose(stock(x, t, class_labels=y).sample, run.model.unet(x, t, class_labels=y).sample)
+    # errors name the option: the latent-diffusion key, a diffusion sampler
+    code, _, err = cli("train", "latent-flow", "--out", tmp_path / "bad", "--model-config", '{"denoiser": {}}')
+    assert code == 2 and "unknown key 'denoiser' for latent-flow" in err and not (tmp_path / "bad").exists()
+    code, _, err = cli("sample", run_dir, "--sampler", "dpm", "--out", tmp_path / "x.png")
+    assert code == 2 and "euler, heun" in err

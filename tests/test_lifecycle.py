@@ -33,6 +33,9 @@ MODELS = {
         "autoencoder": {"block_out_channels": [8, 16, 16], "norm_num_groups": 4},
         "denoiser": {**TINY_UNET, "block_out_channels": [16]}}), "--batch-size", "16"],
     "flow": ["--model-config", json.dumps({"denoiser": TINY_UNET, "sampling_steps": 2}), "--batch-size", "16"],
+    "latent-flow": ["--model-config", json.dumps({
+        "autoencoder": {"block_out_channels": [8, 16, 16], "norm_num_groups": 4},
+        "flow": {"sampling_steps": 2, "denoiser": {**TINY_UNET, "block_out_channels": [16]}}}), "--batch-size", "16"],
 }
 
 
@@ -76,6 +79,7 @@ def snapshot(run_dir: Path) -> dict[str, bytes]:
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     names = {"vae": ["model.safetensors"], "diffusion": ["unet/diffusion_pytorch_model.safetensors"],
              "flow": ["unet/diffusion_pytorch_model.safetensors"],
+             "latent-flow": ["unet/diffusion_pytorch_model.safetensors", f"{AUTOENCODER_DIR}/{AUTOENCODER_WEIGHTS}"],
              "latent-diffusion": ["unet/diffusion_pytorch_model.safetensors", f"{AUTOENCODER_DIR}/{AUTOENCODER_WEIGHTS}"]}
     model = json.loads((run_dir / "config.json").read_text())["model_type"]
     return {f"{name}:{key}": value for name in names[model] for key, value in load_safetensors(run_dir / name).items()}
@@ -139,6 +143,8 @@ TABLE = [
     Row("flow", "killed between checkpoints", ("--max-steps", "6"), (), "trains", ("--max-steps", "6"),
         kill_step=5, every=2),
     Row("flow", "finished", ("--max-steps", "4"), ("--max-steps", "6"), "trains", ("--max-steps", "6")),
+    Row("latent-flow", "killed in stage two between checkpoints", ("--max-steps", "4"), (), "trains",
+        ("--max-steps", "4"), kill_step=3, every=2, stage="2/2"),
 ]
 
 

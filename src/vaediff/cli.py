@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     eda.add_argument("--seed", type=int, default=0, help="seed for the random sample grid (default: 0)")
     eda.set_defaults(handler=cmd_eda)
 
-    train = commands.add_parser("train", help="train a vae, cvae, diffusion or latent-diffusion model",
+    train = commands.add_parser("train", help="train a vae, cvae, diffusion, latent-diffusion, flow or latent-flow model",
                                 description="Train a model into a run directory (weights, config.json, "
                                 "loss.csv, loss.png, samples.png). Stop it any time with Ctrl-C and continue "
                                 "with --resume.")
@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue a stopped run from its checkpoint")
     train.add_argument("--model-config", type=json_object, metavar="JSON",
                        help='override fields of the model\'s config, e.g. \'{"block_out_channels": [16, 32, 64]}\' '
-                       '(vae: hidden, latent; latent-diffusion: {"autoencoder": {...}, "denoiser": {...}})')
+                       '(vae: hidden, latent; latent-diffusion: {"autoencoder": {...}, "denoiser": {...}}; '
+                       'flow: {"sampling_steps": 8, "denoiser": {...}}; latent-flow: {"autoencoder": {...}, "flow": {...}})')
     train.add_argument("--checkpoint-every", type=nonnegative_int, metavar="STEPS",
                        help="checkpoint every STEPS optimizer steps (default 0: every minute)")
     train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"),
@@ -317,11 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     vae_flags.add_argument("--binarize", action="store_true",
                            help="dynamically binarize pixels (the binarized-MNIST likelihood protocol)")
     vae_flags.add_argument("--tsne", action="store_true", help="latent.png by t-SNE instead of PCA")
-    diffusion_flags = train.add_argument_group("diffusion / latent-diffusion")
+    diffusion_flags = train.add_argument_group("diffusion / latent-diffusion / latent-flow")
     diffusion_flags.add_argument("--preset", choices=DIFFUSION_PRESETS,
                                  help="diffusion recipe: fast (default, for CPUs) or seed (the course project's)")
     diffusion_flags.add_argument("--autoencoder", metavar="RUN",
-                                 help="latent-diffusion: reuse the autoencoder of this run instead of training one")
+                                 help="latent-diffusion, latent-flow: reuse the autoencoder of this (latent) run "
+                                 "instead of training one")
     train.set_defaults(handler=cmd_train)
 
     sample = commands.add_parser("sample", help="draw images from a trained run into a PNG grid",

@@ -40,6 +40,7 @@ FAMILIES: dict[str, Family] = {
     "diffusion": diffusion.FAMILY,
     "latent-diffusion": latent.FAMILY,
     "flow": flow.FAMILY,
+    "latent-flow": latent.FLOW_FAMILY,  # latent diffusion's two stages with flow matching's objective
 }
 
 

@@ -53,8 +53,9 @@ class FlowConfig:
             raise ValueError(f"logit_std must be positive, got {self.logit_std}")
         if self.sampling_steps <= 0:
             raise ValueError(f"sampling_steps must be positive, got {self.sampling_steps}")
-        if self.denoiser.data_range != "minus_one_one":
-            raise ValueError("flow matching runs on pixels in [-1, 1] (denoiser.data_range 'minus_one_one')")
+        if self.denoiser.data_range == "zero_one":
+            raise ValueError("flow matching runs on pixels in [-1, 1] or on latents (denoiser.data_range "
+                             "'minus_one_one' or 'unbounded'): noise N(0, I) must match the data's scale")
         if not self.denoiser.class_conditional and self.guidance != 1.0:
             raise ValueError("an unconditional model (unlabelled data) has no class guidance: guidance must be 1")
         check_guidance_interval(self.guidance_interval)
@@ -108,14 +109,20 @@ def write_flow_figures(run: FlowRun, dataset: Dataset, seed: int, options: dict 
 def build_model_config(model_type: str, options: dict, shape: DataShape = MNIST_SHAPE) -> FlowConfig:
     """The fast preset's network for the data's `shape`; `options["model"]` overrides FlowConfig fields
     (and `denoiser` those of the network)."""
-    overrides = dict(options.get("model") or {})
-    denoiser = preset_config("fast", {**data_fields("fast", shape), **overrides.pop("denoiser", {})})
-    unconditional = {} if shape.labelled else {"guidance": 1.0}
+    return make_flow_config("fast", dict(options.get("model") or {}), shape, "--model-config")
+
+
+def make_flow_config(preset: str, overrides: dict, shape: DataShape, where: str) -> FlowConfig:
+    """FlowConfig over the `preset` network for data (pixels or latents) of `shape`; `overrides` are FlowConfig
+    fields, with `denoiser` overriding the network's."""
+    overrides = dict(overrides)
     try:
+        denoiser = preset_config(preset, {**data_fields(preset, shape), **overrides.pop("denoiser", {})})
+        unconditional = {} if shape.labelled else {"guidance": 1.0}
         return config_from_dict(FlowConfig, {**unconditional, **overrides, "denoiser": dataclasses.asdict(denoiser)},
-                                "--model-config")
+                                where)
     except ValueError as exc:
-        raise ConfigError(f"--model-config: {exc}") from None
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def recipe(model_config: FlowConfig) -> dict:

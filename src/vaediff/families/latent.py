@@ -1,5 +1,6 @@
 """Latent diffusion (Rombach et al. 2022): a convolutional VAE compresses 28x28 images to 4x7x7 latents,
-and a class-conditional diffusion model learns the latents' distribution.
+and a class-conditional diffusion model learns the latents' distribution. Latent flow matching
+(`latent-flow`, Esser et al. 2024) is the same two stages with flow matching's objective and sampler.
 
 Stage one trains the autoencoder into RUN/autoencoder/ (diffusers' AutoencoderKL layout, with its
 `scaling_factor` set so that scaled latents have unit variance); stage two trains the denoiser with the
@@ -22,9 +23,11 @@ from vaediff.data import MNIST_SHAPE, Dataset, DataShape
 from vaediff.errors import AlreadyFinished, ConfigError, RunError
 from vaediff.families.base import Family, TrainingPlan
 from vaediff.families.diffusion import DiffusionRun, load_denoiser, save_denoiser, write_run_figures
+from vaediff.families.flow import FlowConfig, FlowRun, make_flow_config, save_flow, write_flow_figures
 from vaediff.models.autoencoder import AdversarialAutoencoder, AutoencoderConfig, LatentAutoencoder
 from vaediff.models.unet import ClassConditionalUNet, DiffusionConfig, data_fields, preset_config
 from vaediff.objectives.diffusion import LatentDiffusionObjective
+from vaediff.objectives.flow import LatentFlowObjective
 from vaediff.objectives.vae import AutoencoderObjective
 from vaediff.runs import (
     atomic_save_pretrained,
@@ -40,12 +43,14 @@ from vaediff.training import TrainConfig, is_main_process, train, wait_for_every
 AUTOENCODER_DIR = "autoencoder"
 AUTOENCODER_WEIGHTS = "diffusion_pytorch_model.safetensors"
 STAGE_ONE_DONE = "done.json"
+LATENT_TYPES = ("latent-diffusion", "latent-flow")
 
 
 @dataclass(frozen=True)
-class LatentDiffusionConfig:
+class AutoencoderStage:
+    """Stage one, shared by latent diffusion and latent flow matching: the autoencoder and how it is trained."""
+
     autoencoder: AutoencoderConfig = AutoencoderConfig()
-    denoiser: DiffusionConfig = dataclasses.field(default_factory=lambda: preset_config("latent"))
     # Share of a --minutes budget spent on the autoencoder. Half: on Fashion-MNIST the denoiser's FID was the
     # same after 5 minutes as after 6 (1.46 against 1.46-1.53), while its autoencoder bounds it (docs/performance.md).
     autoencoder_share: float = 0.5
@@ -58,14 +63,40 @@ class LatentDiffusionConfig:
     # (Yazici et al. 2019). The decay warms up to this cap as the denoiser's does. None: the live weights.
     autoencoder_ema_decay: float | None = 0.995
 
+    @property
+    def network(self) -> DiffusionConfig:
+        """Stage two's UNet (on the latent)."""
+        raise NotImplementedError
+
     def __post_init__(self) -> None:
-        if (self.denoiser.channels != self.autoencoder.latent_channels
-                or self.denoiser.sample_size != self.autoencoder.latent_size):
+        if (self.network.channels != self.autoencoder.latent_channels
+                or self.network.sample_size != self.autoencoder.latent_size):
             raise ValueError("the denoiser must work on the autoencoder's latent (latent channels x S/4 x S/4)")
         if not 0 < self.autoencoder_share < 1:
             raise ValueError(f"autoencoder_share must be in (0, 1), got {self.autoencoder_share}")
         if self.autoencoder_ema_decay is not None and not 0 < self.autoencoder_ema_decay < 1:
             raise ValueError(f"autoencoder_ema_decay must be in (0, 1) or null, got {self.autoencoder_ema_decay}")
+
+
+@dataclass(frozen=True)
+class LatentDiffusionConfig(AutoencoderStage):
+    denoiser: DiffusionConfig = dataclasses.field(default_factory=lambda: preset_config("latent"))
+
+    @property
+    def network(self) -> DiffusionConfig:
+        return self.denoiser
+
+
+@dataclass(frozen=True)
+class LatentFlowConfig(AutoencoderStage):
+    # Flow matching on the latent (the recipe of Stable Diffusion 3, Esser et al. 2024): the latent preset's
+    # UNet trained on the velocity target; sampler, steps and guidance as for pixel flow matching.
+    flow: FlowConfig = dataclasses.field(
+        default_factory=lambda: FlowConfig(denoiser=preset_config("latent")))
+
+    @property
+    def network(self) -> DiffusionConfig:
+        return self.flow.denoiser
 
 
 def save_autoencoder(module: nn.Module, directory: Path) -> None:
@@ -93,7 +124,21 @@ def load_autoencoder(config: AutoencoderConfig, directory: Path) -> tuple[Latent
     return module, float(scaling_factor)
 
 
-class LatentDiffusionRun(DiffusionRun):
+class DecodesLatents:
+    """What a run on latents adds: its sampler's output is decoded by the autoencoder (set by its `load`)."""
+
+    autoencoder: LatentAutoencoder
+    scaling_factor: float
+
+    def to_images(self, samples: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.autoencoder.decode(samples / self.scaling_factor)
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.reconstruct(images)
+
+
+class LatentDiffusionRun(DecodesLatents, DiffusionRun):
     """A trained latent-diffusion model: denoiser + autoencoder, sampled like a pixel model."""
 
     model_type = "latent-diffusion"
@@ -110,23 +155,38 @@ class LatentDiffusionRun(DiffusionRun):
         autoencoder, scale = load_autoencoder(full.autoencoder, run_dir / AUTOENCODER_DIR)
         return cls(run_dir, config, full.denoiser, load_denoiser(full.denoiser, run_dir), autoencoder, scale)
 
-    def to_images(self, samples: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.autoencoder.decode(samples / self.scaling_factor)
 
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        return self.autoencoder.reconstruct(images)
+class LatentFlowRun(DecodesLatents, FlowRun):
+    """A trained latent flow-matching model: velocity network + autoencoder, sampled like pixel flow."""
+
+    model_type = "latent-flow"
+
+    def __init__(self, run_dir: Path, config: dict, flow_config: FlowConfig, model: ClassConditionalUNet,
+                 autoencoder: LatentAutoencoder, scaling_factor: float):
+        super().__init__(run_dir, config, flow_config, model)
+        self.autoencoder, self.scaling_factor = autoencoder, scaling_factor
+
+    @classmethod
+    def load(cls, run_dir: str | Path, config: dict) -> LatentFlowRun:
+        run_dir = Path(run_dir)
+        full = config_from_dict(LatentFlowConfig, config.get("model"), f"{run_dir}/config.json 'model'")
+        autoencoder, scale = load_autoencoder(full.autoencoder, run_dir / AUTOENCODER_DIR)
+        return cls(run_dir, config, full.flow, load_denoiser(full.flow.denoiser, run_dir), autoencoder, scale)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Training
 
 
-def build_model_config(model_type: str, options: dict, shape: DataShape = MNIST_SHAPE) -> LatentDiffusionConfig:
+def build_model_config(model_type: str, options: dict, shape: DataShape = MNIST_SHAPE) -> AutoencoderStage:
+    """The autoencoder for the data's `shape` (or a reused run's), and stage two on its latent: the latent
+    preset's UNet as a denoiser (latent-diffusion) or a velocity field (latent-flow). `options["model"]`
+    overrides fields: {"autoencoder": {...}, "denoiser": {...}} or {"autoencoder": {...}, "flow": {...}}."""
+    config_class = LatentFlowConfig if model_type == "latent-flow" else LatentDiffusionConfig
     overrides = dict(options.get("model") or {})
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(LatentDiffusionConfig)})
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(config_class)})
     if unknown:
-        raise ConfigError(f"--model-config: unknown key {unknown[0]!r} for latent-diffusion")
+        raise ConfigError(f"--model-config: unknown key {unknown[0]!r} for {model_type}")
     try:
         image = {"channels": shape.channels, "image_size": shape.image_size}
         if options.get("autoencoder"):  # reusing one: its architecture comes from its run
@@ -139,20 +199,25 @@ def build_model_config(model_type: str, options: dict, shape: DataShape = MNIST_
             autoencoder = config_from_dict(AutoencoderConfig, {**overrides.get("autoencoder", {}), **image},
                                            "--model-config 'autoencoder'")
         latent_shape = DataShape(autoencoder.latent_channels, autoencoder.latent_size, shape.num_classes, shape.labelled)
-        denoiser = preset_config("latent", {**data_fields("latent", latent_shape), **overrides.get("denoiser", {})})
-        stage_one = {k: v for k, v in overrides.items() if k not in ("autoencoder", "denoiser")}  # checked above
-        return LatentDiffusionConfig(autoencoder, denoiser, **stage_one)
+        if config_class is LatentFlowConfig:
+            stage_two = {"flow": make_flow_config("latent", overrides.get("flow", {}), latent_shape,
+                                                  "--model-config 'flow'")}
+        else:
+            stage_two = {"denoiser": preset_config("latent", {**data_fields("latent", latent_shape),
+                                                              **overrides.get("denoiser", {})})}
+        stage_one = {k: v for k, v in overrides.items() if k not in ("autoencoder", "denoiser", "flow")}
+        return config_class(autoencoder=autoencoder, **stage_two, **stage_one)
     except ValueError as exc:
         raise ConfigError(f"--model-config: {exc}") from None
 
 
-def recipe(model_config: LatentDiffusionConfig) -> dict:
+def recipe(model_config: AutoencoderStage) -> dict:
     # Batch 128 at 2e-3: FID 1.46 against 1.50-1.53 for batch 32 or 64 at 1e-3 or 2e-3, same 6 minutes.
     return {"batch_size": 128, "lr": 2e-3, "lr_schedule": "cosine", "warmup_steps": 100, "grad_clip": 1.0,
             "ema_decay": 0.999, "minutes": 10.0, "eval_images": 500}
 
 
-def autoencoder_train_config(config: TrainConfig, model: LatentDiffusionConfig) -> TrainConfig:
+def autoencoder_train_config(config: TrainConfig, model: AutoencoderStage) -> TrainConfig:
     """Stage one's limits: its share of a --minutes budget, or the same epochs/steps as stage two."""
     return dataclasses.replace(
         config,
@@ -171,15 +236,15 @@ def fit_scaling_factor(autoencoder: LatentAutoencoder, dataset: Dataset, limit: 
     return float(1.0 / means.std())
 
 
-def _stage_one(run_dir: Path, dataset: Dataset, config: LatentDiffusionConfig, train_config: TrainConfig,
-               resume: bool, progress: bool) -> tuple[LatentAutoencoder, float]:
+def _stage_one(run_dir: Path, dataset: Dataset, config: AutoencoderStage, train_config: TrainConfig,
+               resume: bool, progress: bool, name: str) -> tuple[LatentAutoencoder, float]:
     directory = run_dir / AUTOENCODER_DIR
     if (directory / STAGE_ONE_DONE).is_file():
         return load_autoencoder(config.autoencoder, directory)
     try:
         train(AutoencoderObjective(config.autoencoder), partial(AdversarialAutoencoder, config.autoencoder),
               dataset, autoencoder_train_config(train_config, config), directory, resume=resume,
-              export=save_autoencoder, title=f"latent diffusion 1/2: autoencoder on {dataset.name}", progress=progress)
+              export=save_autoencoder, title=f"{name} 1/2: autoencoder on {dataset.name}", progress=progress)
     except AlreadyFinished:
         pass  # stopped after its last checkpoint but before it was marked done: finish the stage below
     autoencoder = load_autoencoder_weights(config.autoencoder, directory)
@@ -192,35 +257,53 @@ def _stage_one(run_dir: Path, dataset: Dataset, config: LatentDiffusionConfig, t
     return autoencoder, scale
 
 
-def training_plan(run_dir: Path, dataset: Dataset, model_config: LatentDiffusionConfig, train_config: TrainConfig,
-                  resume: bool, options: dict, progress: bool) -> TrainingPlan:
-    """Stage one (trained here, or a reused run's autoencoder copied in), then stage two's plan."""
+def prepare_autoencoder(run_dir: Path, dataset: Dataset, model_config: AutoencoderStage, train_config: TrainConfig,
+                        resume: bool, options: dict, progress: bool,
+                        name: str) -> tuple[LatentAutoencoder, float, TrainConfig]:
+    """Stage one (trained here, or a reused run's autoencoder copied in): the autoencoder, its scaling
+    factor, and stage two's train config (the rest of a --minutes budget)."""
     reuse = options.get("autoencoder")
-    denoiser_config = train_config
     if reuse:
         source = _autoencoder_dir(Path(reuse))
         autoencoder, scale = load_autoencoder(model_config.autoencoder, source)
         if is_main_process():  # the run must stand alone: copy the reused autoencoder in
             _copy_autoencoder(source, run_dir / AUTOENCODER_DIR)
         wait_for_everyone()
-    else:
-        share = model_config.autoencoder_share
-        if progress and train_config.minutes is not None and is_main_process():
-            print(f"--minutes {train_config.minutes:g}: {share * train_config.minutes:.2f} min for the autoencoder, "
-                  f"{(1 - share) * train_config.minutes:.2f} min for the denoiser")
-        autoencoder, scale = _stage_one(run_dir, dataset, model_config, train_config, resume, progress)
-        if train_config.minutes is not None:
-            denoiser_config = dataclasses.replace(train_config, minutes=train_config.minutes * (1 - share))
+        return autoencoder, scale, train_config
+    share = model_config.autoencoder_share
+    if progress and train_config.minutes is not None and is_main_process():
+        print(f"--minutes {train_config.minutes:g}: {share * train_config.minutes:.2f} min for the autoencoder, "
+              f"{(1 - share) * train_config.minutes:.2f} min for the {name} model")
+    autoencoder, scale = _stage_one(run_dir, dataset, model_config, train_config, resume, progress, name)
+    if train_config.minutes is not None:
+        train_config = dataclasses.replace(train_config, minutes=train_config.minutes * (1 - share))
+    return autoencoder, scale, train_config
+
+
+def training_plan(run_dir: Path, dataset: Dataset, model_config: LatentDiffusionConfig, train_config: TrainConfig,
+                  resume: bool, options: dict, progress: bool) -> TrainingPlan:
+    autoencoder, scale, denoiser_config = prepare_autoencoder(run_dir, dataset, model_config, train_config, resume,
+                                                              options, progress, "latent diffusion")
     return TrainingPlan(LatentDiffusionObjective(model_config.denoiser, autoencoder, scale),
                         partial(ClassConditionalUNet, model_config.denoiser), save_denoiser, denoiser_config,
                         f"latent diffusion 2/2: denoiser on {dataset.name}")
 
 
+def flow_training_plan(run_dir: Path, dataset: Dataset, model_config: LatentFlowConfig, train_config: TrainConfig,
+                       resume: bool, options: dict, progress: bool) -> TrainingPlan:
+    autoencoder, scale, flow_config = prepare_autoencoder(run_dir, dataset, model_config, train_config, resume,
+                                                          options, progress, "latent flow")
+    flow = model_config.flow
+    return TrainingPlan(LatentFlowObjective(flow.denoiser, autoencoder, scale, flow.logit_mean, flow.logit_std),
+                        partial(ClassConditionalUNet, flow.denoiser), save_flow, flow_config,
+                        f"latent flow 2/2: velocity field on {dataset.name}")
+
+
 def _reused_autoencoder_config(path: Path) -> AutoencoderConfig:
     directory = _autoencoder_dir(path)
     run_config = read_json(directory.parent / "config.json")
-    if run_config.get("model_type") != "latent-diffusion":
-        raise RunError(f"--autoencoder {path}: not part of a latent-diffusion run")
+    if run_config.get("model_type") not in LATENT_TYPES:
+        raise RunError(f"--autoencoder {path}: not part of a {' or '.join(LATENT_TYPES)} run")
     return config_from_dict(AutoencoderConfig, run_config["model"]["autoencoder"], f"{directory.parent}/config.json")
 
 
@@ -230,7 +313,7 @@ def _autoencoder_dir(path: Path) -> Path:
         return path / AUTOENCODER_DIR
     if (path / AUTOENCODER_WEIGHTS).is_file():
         return path
-    raise RunError(f"--autoencoder {path}: no trained autoencoder there (expected a latent-diffusion run "
+    raise RunError(f"--autoencoder {path}: no trained autoencoder there (expected a latent-diffusion or latent-flow run "
                    f"with {AUTOENCODER_DIR}/{AUTOENCODER_WEIGHTS})")
 
 
@@ -244,3 +327,5 @@ def _copy_autoencoder(source: Path, target: Path) -> None:
 
 FAMILY = Family(LatentDiffusionConfig, build_model_config, recipe, training_plan, LatentDiffusionRun.load,
                 write_run_figures, options={"autoencoder": None})
+FLOW_FAMILY = Family(LatentFlowConfig, build_model_config, recipe, flow_training_plan, LatentFlowRun.load,
+                     write_flow_figures, options={"autoencoder": None})

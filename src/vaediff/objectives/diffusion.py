@@ -129,11 +129,18 @@ class LatentDiffusionObjective(DiffusionObjective):
         self.autoencoder, self.scaling_factor = autoencoder.eval().requires_grad_(False), scaling_factor
 
     def encode(self, images: torch.Tensor, draw: BatchRandom) -> torch.Tensor:
-        with torch.no_grad():
-            self.autoencoder.to(images.device)
-            mean, logvar = self.autoencoder.encode(images)
-            latents = mean + torch.exp(0.5 * logvar) * draw.normal(*mean.shape[1:])
-        return latents * self.scaling_factor
+        return encode_latents(self.autoencoder, self.scaling_factor, images, draw)
+
+
+def encode_latents(autoencoder: LatentAutoencoder, scaling_factor: float, images: torch.Tensor,
+                   draw: BatchRandom) -> torch.Tensor:
+    """Images in [0, 1] -> scaled latents, a sample of the frozen autoencoder's posterior: what latent
+    diffusion and latent flow matching learn the distribution of."""
+    with torch.no_grad():
+        autoencoder.to(images.device)
+        mean, logvar = autoencoder.encode(images)
+        latents = mean + torch.exp(0.5 * logvar) * draw.normal(*mean.shape[1:])
+    return latents * scaling_factor
 
 
 # ---------------------------------------------------------------------------------------------------------

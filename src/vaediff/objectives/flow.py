@@ -17,9 +17,10 @@ from torch import nn
 
 from vaediff.constants import FLOW_SAMPLERS
 from vaediff.errors import ConfigError
+from vaediff.models.autoencoder import LatentAutoencoder
 from vaediff.models.unet import DiffusionConfig
 from vaediff.objectives import BatchRandom
-from vaediff.objectives.diffusion import Denoiser, guidance_at, guided_prediction, to_model_range
+from vaediff.objectives.diffusion import Denoiser, encode_latents, guidance_at, guided_prediction, to_model_range
 
 TIMESTEP_SCALE = 1000  # the schedulers' num_train_timesteps: the network's time input is t * 1000
 
@@ -53,11 +54,27 @@ class FlowObjective:
 
     def losses(self, module: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                draw: BatchRandom) -> dict[str, torch.Tensor]:
-        x0 = to_model_range(images, self.config)
+        x0 = self.encode(images, draw)
         noise = draw.normal(*x0.shape[1:])
         t = draw.logit_normal(self.logit_mean, self.logit_std)
         drop_label = draw.uniform() < self.config.label_dropout
         return flow_loss(module, self.config, x0, labels, noise, t, drop_label)
+
+    def encode(self, images: torch.Tensor, draw: BatchRandom) -> torch.Tensor:
+        """Images in [0, 1] -> the data the flow carries noise to (pixels in [-1, 1]; latents for latent flow)."""
+        return to_model_range(images, self.config)
+
+
+class LatentFlowObjective(FlowObjective):
+    """The same flow-matching loss on scaled latents of a frozen autoencoder (latent diffusion's stage one)."""
+
+    def __init__(self, config: DiffusionConfig, autoencoder: LatentAutoencoder, scaling_factor: float,
+                 logit_mean: float = 0.0, logit_std: float = 1.0):
+        super().__init__(config, logit_mean, logit_std)
+        self.autoencoder, self.scaling_factor = autoencoder.eval().requires_grad_(False), scaling_factor
+
+    def encode(self, images: torch.Tensor, draw: BatchRandom) -> torch.Tensor:
+        return encode_latents(self.autoencoder, self.scaling_factor, images, draw)
 
 
 def make_flow_scheduler(name: str, steps: int):

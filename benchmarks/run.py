@@ -176,8 +176,15 @@ def training_throughput(dataset: Dataset, peak: float, seconds: float) -> dict:
 # Quality: train for a budget, evaluate with vaediff's evaluator
 
 
+REUSE_RUNS = False  # --keep-runs: a finished run already in the folder is measured again, not retrained
+
+
 def _train(model_type: str, out: Path, dataset_name: str, minutes: float, options: dict):
-    from vaediff.families import train_run
+    from vaediff.families import load_run, train_run
+
+    if REUSE_RUNS and (out / "loss.csv").is_file() and (out / "config.json").is_file():
+        log(f"reusing {out} (--keep-runs)")
+        return load_run(out)
 
     # No sample grids after training: quality and speed are measured separately, on more samples.
     return train_run(model_type, out, dataset_name, options=options, train_options={"minutes": minutes},
@@ -289,11 +296,14 @@ def sampling(runs: dict, dataset: Dataset, samples: int, quick: bool) -> dict:
 
 
 def vae_section(dataset: Dataset, budgets: list[float], work: Path, iw_samples: int, test_images: int) -> dict:
+    from vaediff.families.base import LikelihoodSettings
+
     nll = {}
     for minutes in budgets:
         run = _train("vae", work / f"vae-{minutes:g}", dataset.name, minutes, {})
         test = type(dataset.test)(dataset.test.images[:test_images], dataset.test.labels[:test_images])
-        nll[f"{minutes:g}"] = round(run.likelihood(test, iw_samples, False, 0, progress=False)["nll_nats"], 2)
+        settings = LikelihoodSettings(iw_samples=iw_samples)
+        nll[f"{minutes:g}"] = round(run.likelihood(test, settings, 0, progress=False)["nll_nats"], 2)
         log(f"vae {minutes} min: NLL {nll[f'{minutes:g}']} nats")
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
@@ -510,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, nargs="+", default=None,
                         help="training budgets of the quality section (default: 3 with --quick, else 2 5 10)")
     parser.add_argument("--keep-runs", type=Path, default=None, metavar="DIR",
-                        help="train into DIR and keep the runs there (default: a temporary folder, removed)")
+                        help="train into DIR and keep the runs there, reusing finished ones found there "
+                        "(default: a temporary folder, removed)")
     args = parser.parse_args(argv)
     sections = args.sections.split(",") if args.sections else list(QUICK_SECTIONS if args.quick else SECTIONS)
     samples = args.samples or (200 if args.quick else 1000)
@@ -521,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
                      "torch": torch.__version__, "commit": _commit(), "dataset": dataset.name, "quick": args.quick,
                      "command": "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     started = time.perf_counter()
+    global REUSE_RUNS
+    REUSE_RUNS = args.keep_runs is not None
     work = args.keep_runs or Path(tempfile.mkdtemp(prefix="vaediff-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     trained: dict = {}

@@ -65,7 +65,7 @@ def test_stock_diffusers_samples_the_run_with_the_readme_loop(flow_run):
 
     unet = UNet2DModel.from_pretrained(flow_run.run_dir / "unet").eval()
     scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(flow_run.run_dir / "scheduler")
-    scheduler.set_timesteps(3)
+    scheduler.set_timesteps(sigmas=[1.0, 2 / 3, 1 / 3])  # three equal steps, then sigma 0
     generator = torch.Generator().manual_seed(0)
     x, y = torch.randn(4, 1, 28, 28, generator=generator), torch.tensor([0, 1, 2, 3])
     with torch.no_grad():

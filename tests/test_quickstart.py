@@ -6,7 +6,8 @@ import json
 from vaediff.quickstart import STATE_FILE, QuickstartPlan, describe_stage, quickstart
 
 TINY_UNET = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "attention_head_dim": 8, "sampling_steps": 3}
-PLAN = QuickstartPlan(minutes=0.15, eval_samples=30, iw_samples=4, curve_samples=10, model_options={
+PLAN = QuickstartPlan(minutes=0.15, eval_samples=30, iw_samples=4, curve_samples=10, likelihood_images=20,
+                      ode_steps=2, model_options={
     "vae": {"model": {"hidden": 32, "latent": 4}},
     "cvae": {"model": {"hidden": 32, "latent": 4}},
     "diffusion": {"model": TINY_UNET},
@@ -42,7 +43,7 @@ def test_quickstart_writes_everything_refuses_overwrite_and_resumes(tmp_path, cl
     assert code == 0, err
     assert (out / "latent-diffusion" / "metrics.json").is_file()
     assert (out / "vae" / "model.safetensors").stat().st_mtime_ns == trained  # not trained again
-    assert "report:" in printed and "Quality:" in printed and "Speed:" in printed and "Likelihood:" in printed
+    assert "report:" in printed and "Quality:" in printed and "Speed:" in printed and "Likelihood on 8-bit images:" in printed
 
     # the same study in Chinese: only the report is redone, and the closing lines are Chinese too
     config = json.loads((out / "config.json").read_text())

@@ -22,6 +22,7 @@ def evaluated_runs(tmp_path_factory, evaluator_cache):
                           train_options={"max_steps": 8, "batch_size": 32, "eval_images": 64}, progress=False).run_dir
     for run in (vae, diffusion):
         evaluate_run(run, n_samples=100, iw_samples=10, sampler_options={"steps": 4} if run == diffusion else None,
+                     likelihood={"test_images": 60, "bound_timesteps": 8},
                      progress=False)
     return [vae, diffusion]
 
@@ -36,6 +37,9 @@ def test_metrics_json_has_every_key_with_finite_values(evaluated_runs):
         assert metrics["fid_real"] < metrics["fid"]
         assert metrics["device"] and metrics["threads"] >= 1
     assert vae["nll_nats"] <= vae["elbo_nats"] and "nll_nats" not in diffusion
+    # bits/dim: the diffusion model's bound on 8-bit images; the Bernoulli cvae has none and says why
+    assert diffusion["likelihood_axis"] == "8-bit" and 0 < diffusion["bits_per_dim"] < 16
+    assert vae["likelihood_axis"] is None and "bits_per_dim" not in vae and vae["no_bits_per_dim"]
     assert diffusion["sampler"] == {"sampler": "dpm", "steps": 4, "guidance": 2.0, "guidance_interval": [0.0, 1.0]}
     assert (evaluated_runs[1] / "confusion.png").is_file()
     confusion = torch.tensor(diffusion["confusion"], dtype=torch.float64)  # rows: drawn class, columns: seen
@@ -59,9 +63,9 @@ def test_report_states_the_numbers_of_the_runs(evaluated_runs, tmp_path):
     fid = {run.name: json.loads((run / "metrics.json").read_text())["fid"] for run in evaluated_runs}
     best = min(fid, key=fid.get)
     assert f"Quality: {best} has the lowest FID ({fid[best]:.3g} [" in text
-    # likelihood ranks only the runs that have one, and names those that do not
-    assert f"Likelihood: {evaluated_runs[0].name} has the lowest NLL" in text
-    assert f"{evaluated_runs[1].name} have no likelihood" in text
+    # likelihood ranks only the runs on one axis, and names those without bits/dim
+    assert f"Likelihood on 8-bit images: {evaluated_runs[1].name} has the fewest bits/dim" in text
+    assert f"no bits/dim for {evaluated_runs[0].name}" in text
     assert "z-test on the bootstrap standard errors" in text
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html
@@ -87,9 +91,10 @@ def test_identical_models_give_no_clear_difference(evaluated_runs, tmp_path):
 
     twin = tmp_path / "twin"
     shutil.copytree(evaluated_runs[1], twin)
-    evaluate_run(twin, n_samples=100, sampler_options={"steps": 4}, seed=7, progress=False)
+    evaluate_run(twin, n_samples=100, sampler_options={"steps": 4}, seed=7, progress=False,
+                 likelihood={"test_images": 60, "bound_timesteps": 8})
     summaries = summarize_runs([evaluated_runs[1], twin], group_seeds=False)  # same config: would be one group
-    for key in ("fid", "kid", "precision", "class_accuracy"):
+    for key in ("fid", "kid", "precision", "class_accuracy", "bits_per_dim"):
         clear, _, needed = verdict(summaries[0], summaries[1], key)
         assert not clear, key
     text = " ".join(findings(summaries, "en"))
@@ -100,7 +105,8 @@ def test_report_in_chinese(evaluated_runs, tmp_path):
     compare(evaluated_runs, tmp_path, lang="zh", curves=False, progress=False)
     text = (tmp_path / "report.md").read_text()
     assert "模型比较" in text and "数据说明了什么" in text
-    assert "z 检验" in text and "没有似然" in text  # the test it used, and which runs have no likelihood
+    assert "z 检验" in text and "没有每维比特数" in text  # the test it used, and which runs have no bits/dim
+    assert "似然（8 位图像）" in text
 
 
 def test_compare_refuses_unevaluated_runs(tmp_path, cli):

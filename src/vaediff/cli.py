@@ -215,7 +215,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     metrics = evaluate_run(args.run, n_samples=args.n_samples, iw_samples=args.iw_samples,
                            binarize=args.binarize, seed=args.seed, cache_dir=args.cache_dir,
-                           sampler_options=_sampler_options(args))
+                           sampler_options=_sampler_options(args),
+                           likelihood={"test_images": args.likelihood_images, "bound_timesteps": args.bound_timesteps,
+                                       "ode_steps": args.ode_steps})
     print(format_metrics(metrics))
     print(f"wrote {args.run}/metrics.json")
 
@@ -317,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     vae_flags = train.add_argument_group("vae / cvae")
     vae_flags.add_argument("--binarize", action="store_true",
                            help="dynamically binarize pixels (the binarized-MNIST likelihood protocol)")
+    vae_flags.add_argument("--decoder", choices=("bernoulli", "discretized-logistic"),
+                           help="p(x|z): bernoulli (default, the seed's) or discretized-logistic, a density on "
+                           "8-bit pixels with bits/dim comparable to diffusion's and flows'")
     vae_flags.add_argument("--tsne", action="store_true", help="latent.png by t-SNE instead of PCA")
     diffusion_flags = train.add_argument_group("diffusion / latent-diffusion / latent-flow")
     diffusion_flags.add_argument("--preset", choices=DIFFUSION_PRESETS,
@@ -347,6 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="VAE: importance samples per test image for the NLL bound (default: 1000)")
     evaluate.add_argument("--binarize", action="store_true", default=None,
                           help="VAE: likelihood on binarized test pixels (default: as the run was trained)")
+    evaluate.add_argument("--likelihood-images", type=positive_int, metavar="N",
+                          help="diffusion, flow: bits/dim on the first N test images (default: 1000; VAEs use all)")
+    evaluate.add_argument("--bound-timesteps", type=positive_int, metavar="N",
+                          help="diffusion: network calls per image for the variational bound's sum over timesteps "
+                          "(default: 32)")
+    evaluate.add_argument("--ode-steps", type=positive_int, metavar="N",
+                          help="flow: RK4 steps of the probability-flow ODE (default: 8)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of every random draw of the evaluation")
     evaluate.add_argument("--cache-dir", metavar="DIR", help="where evaluator networks are kept "
                           "(default: ~/.cache/vaediff)")

@@ -7,6 +7,7 @@ Every number comes with its reference point: the same metrics computed for held-
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from vaediff.data import Dataset, ImageSplit
 from vaediff.errors import ConfigError
 from vaediff.evaluator_network import Evaluator, load_or_train_evaluator
 from vaediff.families import load_run, run_dataset
+from vaediff.families.base import LikelihoodSettings
 from vaediff.figures import plot_confusion
 from vaediff.generation import timed_draw
 from vaediff.intervals import method as interval_method
@@ -124,18 +126,21 @@ def device_description() -> dict:
     return {"device": "cpu", "threads": torch.get_num_threads()}
 
 
+MAX_LIKELIHOOD_COUNTS = {"test_images": 100_000, "bound_timesteps": 2000, "ode_steps": 1000}
 MIN_SAMPLES = 10  # PRDC's k-th neighbours (k <= 5) and a covariance need a few samples
 
 
 def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binarize: bool | None = None,
                  seed: int = 0, cache_dir=None, sampler_options: dict | None = None,
-                 progress: bool = True, write: bool = True) -> dict:
-    """Measure a run and write RUN/metrics.json (and RUN/confusion.png for conditional runs)."""
+                 progress: bool = True, write: bool = True, likelihood: dict | None = None) -> dict:
+    """Measure a run and write RUN/metrics.json (and RUN/confusion.png for conditional runs).
+    `likelihood` overrides fields of families.LikelihoodSettings (test_images, bound_timesteps, ode_steps)."""
     if n_samples < MIN_SAMPLES:
         raise ConfigError(f"--n-samples must be at least {MIN_SAMPLES} (precision and recall need neighbours, "
                           f"the Fréchet distance a covariance), got {n_samples}")
     check_count(n_samples, "--n-samples", MAX_EVAL_SAMPLES, MIN_SAMPLES)
     check_count(iw_samples, "--iw-samples", MAX_IW_SAMPLES)
+    likelihood_settings = likelihood_settings_of(iw_samples, likelihood)
     run = load_run(run_dir)
     settings = run.config["settings"]
     dataset = run_dataset(run.config, str(run_dir))
@@ -168,16 +173,44 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binari
     metrics["samples_per_second"] = n_samples / seconds
     metrics.update(device_description())
     use_binarized = bool(settings.get("binarize")) if binarize is None else binarize
-    likelihood = run.likelihood(dataset.test, iw_samples, use_binarized, seed, progress)
-    if likelihood is not None:
-        metrics["likelihood"] = likelihood
-        metrics.update({k: likelihood[k] for k in ("elbo_nats", "nll_nats", "bits_per_dim")})
+    likelihood_settings = dataclasses.replace(likelihood_settings, binarize=use_binarized)
+    add_likelihood(metrics, run.likelihood(dataset.test, likelihood_settings, seed, progress))
     if write:
         atomic_write_json(Path(run_dir) / "metrics.json", metrics)
         if "confusion" in metrics:
             plot_confusion(metrics["confusion"], dataset.class_names, Path(run_dir) / "confusion.png",
                            f"{run.model_type}: evaluator's class for samples drawn per class")
     return metrics
+
+
+def likelihood_settings_of(iw_samples: int, overrides: dict | None) -> LikelihoodSettings:
+    """LikelihoodSettings from the command's counts, each checked (one line for a bad one)."""
+    fields = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for key, flag in (("test_images", "--likelihood-images"), ("bound_timesteps", "--bound-timesteps"),
+                      ("ode_steps", "--ode-steps")):
+        if key in fields:
+            check_count(fields[key], flag, MAX_LIKELIHOOD_COUNTS[key])
+    return LikelihoodSettings(iw_samples=iw_samples, **fields)
+
+
+def add_likelihood(metrics: dict, likelihood: dict | None) -> None:
+    """The run's bits/dim (and VAEs' nats) into metrics.json: `bits_per_dim` with its interval in `ci95`,
+    `likelihood_axis` ("8-bit", "binarized", or null with `no_bits_per_dim` saying why)."""
+    if likelihood is None:
+        return
+    metrics["likelihood"] = likelihood
+    metrics["likelihood_axis"] = likelihood.get("likelihood_axis")
+    if "elbo_nats" in likelihood:  # VAEs: their bounds in nats, as before (on their own axis)
+        metrics.update({k: likelihood[k] for k in ("elbo_nats", "nll_nats")})
+    if likelihood.get("bits_per_dim") is not None:
+        metrics["bits_per_dim"] = likelihood["bits_per_dim"]
+    if likelihood.get("bits_per_dim") is None:
+        metrics["no_bits_per_dim"] = likelihood.get("no_bits_per_dim")
+        return
+    metrics.setdefault("ci95", {})["bits_per_dim"] = likelihood["ci95"]
+    metrics.setdefault("ci95_method", {})["bits_per_dim"] = (
+        f"normal interval over {likelihood['test_images']} test images (the Monte-Carlo error of the estimate "
+        f"alone: likelihood.estimate_ci95)")
 
 
 TABLE_KEYS = ("fid", "fid_real", "autoencoder_fid", "kid", "precision", "recall", "density", "coverage", "is", "class_accuracy",
@@ -201,4 +234,9 @@ def format_metrics(metrics: dict) -> str:
         interval_text = f"[{low_high[0]:.4g}, {low_high[1]:.4g}]" if low_high else ""
         ref_text = f"{ref:>12.4g}" if isinstance(ref, int | float) else f"{'':>12}"
         lines.append(f"  {key:<20} {value:>12.4g} {interval_text:>21} {ref_text}")
+    if metrics.get("likelihood_axis"):
+        lines.append(f"  bits_per_dim is on {metrics['likelihood_axis']} images: "
+                     f"{metrics['likelihood'].get('method', '')}")
+    elif metrics.get("no_bits_per_dim"):
+        lines.append(f"  no bits_per_dim: {metrics['no_bits_per_dim']}")
     return "\n".join(lines)

@@ -38,6 +38,9 @@ class QuickstartPlan:
     minutes: float = 15.0
     eval_samples: int = 1000      # samples per model for the quality metrics
     iw_samples: int = 200         # importance samples for the VAEs' NLL bound
+    # bits/dim of diffusion and flow on the first test images (evaluate's defaults: 1,000 images, 8 ODE steps)
+    likelihood_images: int = 200
+    ode_steps: int = 4
     curve_samples: int = 50       # samples per point of the report's steps and guidance curves
     seed: int = 0
     seeds: int = 1                # runs per model type (seeds seed, seed + 1, ...), sharing the budget
@@ -89,7 +92,8 @@ def _run_stage(name: str, plan: QuickstartPlan, out: Path, data_dir: str | None,
         except AlreadyFinished:
             pass  # stopped after training finished but before the stage was recorded: nothing to redo
     elif kind == "evaluate":
-        evaluate_run(run_dir, n_samples=plan.eval_samples, iw_samples=plan.iw_samples, seed=seed)
+        evaluate_run(run_dir, n_samples=plan.eval_samples, iw_samples=plan.iw_samples, seed=seed,
+                     likelihood={"test_images": plan.likelihood_images, "ode_steps": plan.ode_steps})
     elif kind == "compare":
         report_dir = prepare_output_dir(out / "report", overwrite=True)
         names = [name for name, _, _ in plan.runs()]

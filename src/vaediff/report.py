@@ -31,7 +31,7 @@ from vaediff.runs import atomic_write_json, atomic_write_text, read_json, read_r
 TABLE_METRICS = (
     ("fid", -1, "{:.3g}"), ("kid", -1, "{:.3g}"), ("precision", 1, "{:.3f}"), ("recall", 1, "{:.3f}"),
     ("density", 1, "{:.3f}"), ("coverage", 1, "{:.3f}"), ("is", 1, "{:.2f}"), ("class_accuracy", 1, "{:.3f}"), ("cas", 1, "{:.3f}"),
-    ("memorisation", -1, "{:.3f}"), ("nll_nats", -1, "{:.1f}"), ("samples_per_second", 1, "{:.3g}"),
+    ("memorisation", -1, "{:.3f}"), ("bits_per_dim", -1, "{:.3f}"), ("samples_per_second", 1, "{:.3g}"),
     ("train_minutes", -1, "{:.1f}"),
 )
 STEPS_CURVE = (5, 10, 20, 50, 100)
@@ -53,8 +53,8 @@ TEXT = {
                    "({test} = {z:.1f}); about {needed} per model would tell.",
         "samples_unit": "{n:,} samples", "seeds_unit": "{n:,} seeds",
         "test_note": "A difference is called clear when a two-sided z-test on the bootstrap standard errors "
-                     "(200 resamples of each model's samples, the real reference fixed; for NLL the standard "
-                     "error over test images) rejects equality at 5%; where a model was trained with several seeds, "
+                     "(200 resamples of each model's samples, the real reference fixed; for bits/dim the standard "
+                     "error over test images, and only models on the same axis, 8-bit or binarized, are compared) rejects equality at 5%; where a model was trained with several seeds, "
                      "Welch's t-test over its seeds' values, and its number is their mean. Brackets are 95% "
                      "intervals (over seeds for those); in the table, ± is the standard deviation over seeds.",
         "only": "**{metric}**: only {winner} has this number ({best}).",
@@ -68,13 +68,15 @@ TEXT = {
                          "density": "density", "coverage": "coverage", "is": "Inception-score analogue",
                          "class_accuracy": "class accuracy", "cas": "CAS (classifier trained on samples)",
                          "memorisation": "memorisation share",
-                         "nll_nats": "NLL (nats)", "samples_per_second": "samples per second",
+                         "nll_nats": "NLL (nats)", "bits_per_dim": "bits/dim", "samples_per_second": "samples per second",
                          "train_minutes": "training minutes"},
         "run": "run", "model": "model", "headline_quality": "Quality: {winner} has the lowest FID ({value}){verdict}.",
-        "headline_likelihood": "Likelihood: {winner} has the lowest NLL ({value} nats){verdict}; {without}.",
-        "headline_likelihood_none": "Likelihood: no run has a likelihood (only VAEs do).",
+        "headline_likelihood": "Likelihood on {axis} images: {winner} has the fewest bits/dim ({value}){verdict}; "
+                               "{without}.",
+        "headline_likelihood_none": "Likelihood: {without}.",
+        "axis_names": {"8-bit": "8-bit", "binarized": "binarized"},
         "verdict_clear": ", clearly lower than {runner} ({value})", "verdict_unclear": ", not clearly lower than {runner} "
-        "({value}) at this sample size", "without": "{names} have no likelihood",
+        "({value}) at this sample size", "without": "no bits/dim for {names} (metrics.json no_bits_per_dim says why)",
         "all_have": "every run has one",
         "headline_speed": "Speed: {winner} draws the most samples per second ({value:.3g}).",
         "figure_note": "",
@@ -97,8 +99,8 @@ TEXT = {
         "unclear": "**{metric}**：{winner} {best}，{runner} {second}：在当前样本量下差异不显著（{test} = {z:.1f}）；"
                    "每个模型约需 {needed}才能区分。",
         "samples_unit": "{n:,} 个样本", "seeds_unit": "{n:,} 个随机种子",
-        "test_note": "差异“显著”指：基于自助法标准误（每个模型的样本重抽样 200 次，真实参考集固定；负对数似然用测试图像上的"
-                     "标准误）的双侧 z 检验在 5% 水平上拒绝相等；若模型用多个随机种子训练，则对各种子的数值做 Welch t 检验，"
+        "test_note": "差异“显著”指：基于自助法标准误（每个模型的样本重抽样 200 次，真实参考集固定；每维比特数用测试图像上的"
+                     "标准误，且只比较同一数据轴（8 位或二值化）上的模型）的双侧 z 检验在 5% 水平上拒绝相等；若模型用多个随机种子训练，则对各种子的数值做 Welch t 检验，"
                      "其数值为各种子的均值。方括号内为 95% 区间（多种子时为种子间区间）；表中 ± 为种子间的标准差。",
         "only": "**{metric}**：只有 {winner} 有此指标（{best}）。",
         "better_by": "好 {factor:.2f} 倍", "same": "持平",
@@ -109,13 +111,14 @@ TEXT = {
                          "density": "密度", "coverage": "覆盖率", "is": "类 Inception 分数",
                          "class_accuracy": "类别准确率", "cas": "CAS（用样本训练的分类器的准确率）",
                          "memorisation": "记忆比例",
-                         "nll_nats": "负对数似然（nats）", "samples_per_second": "每秒样本数",
+                         "nll_nats": "负对数似然（nats）", "bits_per_dim": "每维比特数", "samples_per_second": "每秒样本数",
                          "train_minutes": "训练分钟数"},
         "run": "运行", "model": "模型", "headline_quality": "质量：{winner} 的 FID 最低（{value}）{verdict}。",
-        "headline_likelihood": "似然：{winner} 的负对数似然最低（{value} nats）{verdict}；{without}。",
-        "headline_likelihood_none": "似然：没有运行提供似然（只有 VAE 有）。",
+        "headline_likelihood": "似然（{axis}图像）：{winner} 的每维比特数最低（{value}）{verdict}；{without}。",
+        "headline_likelihood_none": "似然：{without}。",
+        "axis_names": {"8-bit": "8 位", "binarized": "二值化"},
         "verdict_clear": "，显著低于 {runner}（{value}）", "verdict_unclear": "，在当前样本量下与 {runner}（{value}）"
-        "差异不显著", "without": "{names} 没有似然", "all_have": "所有运行都有似然",
+        "差异不显著", "without": "{names} 没有每维比特数（原因见 metrics.json 的 no_bits_per_dim）", "all_have": "所有运行都有似然",
         "headline_speed": "速度：{winner} 每秒生成的样本最多（{value:.3g}）。",
         "figure_note": "说明：图中的标题、坐标轴和图例为英文（matplotlib 自带的字体没有中文字形），各图的中文说明见其标题。",
         "three_way": "各类模型：VAE 一次解码即可采样但图像模糊；扩散模型逐步去除噪声，清晰但每张图需要多次网络计算"
@@ -215,6 +218,19 @@ def ranking(summaries: list[RunSummary], key: str, direction: int) -> list[tuple
     return sorted(scored, key=lambda item: -direction * item[1])
 
 
+def likelihood_axis(summary: RunSummary) -> str | None:
+    """The data a run's bits/dim are on ("8-bit" or "binarized"): numbers on different axes never rank."""
+    return (summary.members[0] if summary.members else summary).metrics.get("likelihood_axis")
+
+
+def comparable_groups(summaries: list[RunSummary], key: str) -> list[tuple[str | None, list[RunSummary]]]:
+    """The sets of runs whose `key` may be ranked together: all of them, or for bits/dim one set per axis."""
+    if key != "bits_per_dim":
+        return [(None, summaries)]
+    axes = list(dict.fromkeys(likelihood_axis(s) for s in summaries if s.value(key) is not None))
+    return [(axis, [s for s in summaries if likelihood_axis(s) == axis]) for axis in axes]
+
+
 def _ratio_text(best: float, second: float, direction: int, words: dict) -> str:
     if best == second:
         return words["same"]
@@ -281,7 +297,7 @@ def verdict(first: RunSummary, second: RunSummary, key: str, lang: str = "en") -
     grouped = bool(first.members or second.members)
     if grouped:
         count = max(first.seeds, second.seeds)
-    elif key == "nll_nats":
+    elif key in ("nll_nats", "bits_per_dim"):
         count = first.metrics.get("likelihood", {}).get("test_images") or 0
     else:
         count = first.metrics.get("num_samples") or 0
@@ -301,9 +317,7 @@ def findings(summaries: list[RunSummary], lang: str) -> list[str]:
     """One sentence per metric: who wins, by how much, and whether the difference is clear at 5%."""
     words = TEXT[lang]
     lines = []
-    for key, direction, fmt in TABLE_METRICS:
-        ranked = ranking(summaries, key, direction)
-        name = words["metric_names"][key]
+    for key, direction, fmt, name, ranked in _rankings(summaries, words):
         if len(ranked) == 1:
             lines.append(words["only"].format(metric=name, winner=ranked[0][0].name, best=fmt.format(ranked[0][1])))
         if len(ranked) < 2:
@@ -322,31 +336,49 @@ def findings(summaries: list[RunSummary], lang: str) -> list[str]:
     return lines
 
 
+def _rankings(summaries: list[RunSummary], words: dict):
+    """(key, direction, format, name, ranking) per metric of the table; bits/dim once per axis."""
+    for key, direction, fmt in TABLE_METRICS:
+        for axis, group in comparable_groups(summaries, key):
+            name = words["metric_names"][key] + (f" ({words['axis_names'][axis]})" if axis else "")
+            yield key, direction, fmt, name, ranking(group, key, direction)
+
+
 def headlines(summaries: list[RunSummary], lang: str = "en") -> list[str]:
     """The three lines that matter: best quality, best likelihood (of the runs that have one), fastest
     sampling; each winner is called clearly better only when the test says so."""
     words = TEXT[lang]
     out = []
-    for key, fmt, template in (("fid", "{:.3g}", "headline_quality"), ("nll_nats", "{:.1f}", "headline_likelihood")):
-        ranked = ranking(summaries, key, -1)
-        if not ranked:
-            if key == "nll_nats":
-                out.append(words["headline_likelihood_none"])
-            continue
-        text = ""
-        if len(ranked) > 1:
-            tested = verdict(ranked[0][0], ranked[1][0], key, lang)
-            if tested is not None:
-                text = words["verdict_clear" if tested[0] else "verdict_unclear"].format(
-                    runner=ranked[1][0].name, value=_with_interval(ranked[1][0], key, fmt))
-        without = [s.name for s in summaries if s.value(key) is None]
-        out.append(words[template].format(winner=ranked[0][0].name, value=_with_interval(ranked[0][0], key, fmt),
-                                          verdict=text, without=words["without"].format(names=", ".join(without))
-                                          if without else words["all_have"]))
+    ranked = ranking(summaries, "fid", -1)
+    if ranked:
+        out.append(words["headline_quality"].format(winner=ranked[0][0].name, value=_with_interval(ranked[0][0], "fid", "{:.3g}"),
+                                                    verdict=_runner_up(ranked, "fid", "{:.3g}", words, lang)))
+    without = [s.name for s in summaries if s.value("bits_per_dim") is None]
+    without_text = words["without"].format(names=", ".join(without)) if without else words["all_have"]
+    groups = [(axis, ranking(group, "bits_per_dim", -1)) for axis, group in comparable_groups(summaries, "bits_per_dim")]
+    groups = [(axis, ranked) for axis, ranked in groups if len(ranked) > 1 or len(groups) == 1]
+    for axis, ranked in groups:
+        out.append(words["headline_likelihood"].format(
+            axis=words["axis_names"][axis], winner=ranked[0][0].name,
+            value=_with_interval(ranked[0][0], "bits_per_dim", "{:.3f}"),
+            verdict=_runner_up(ranked, "bits_per_dim", "{:.3f}", words, lang), without=without_text))
+    if not groups:
+        out.append(words["headline_likelihood_none"].format(without=without_text))
     speed = ranking(summaries, "samples_per_second", 1)
     if speed:
         out.append(words["headline_speed"].format(winner=speed[0][0].name, value=speed[0][1]))
     return out
+
+
+def _runner_up(ranked: list[tuple[RunSummary, float]], key: str, fmt: str, words: dict, lang: str) -> str:
+    """", clearly lower than B (...)" or ", not clearly lower ..." for a ranking's first two, by the test."""
+    if len(ranked) < 2:
+        return ""
+    tested = verdict(ranked[0][0], ranked[1][0], key, lang)
+    if tested is None:
+        return ""
+    return words["verdict_clear" if tested[0] else "verdict_unclear"].format(
+        runner=ranked[1][0].name, value=_with_interval(ranked[1][0], key, fmt))
 
 
 def metrics_table(summaries: list[RunSummary], lang: str) -> tuple[list[str], list[list[str]]]:
@@ -360,8 +392,11 @@ def metrics_table(summaries: list[RunSummary], lang: str) -> tuple[list[str], li
         row = [summary.name, summary.model_type + (f" ×{summary.seeds}" if summary.members else "")]
         for key, direction, fmt in present:
             value = summary.value(key)
-            best = ranking(summaries, key, direction)[0][1]
+            same_axis = [s for s in summaries if key != "bits_per_dim" or likelihood_axis(s) == likelihood_axis(summary)]
+            best = ranking(same_axis, key, direction)[0][1] if value is not None else None
             text = "–" if value is None else fmt.format(value)
+            if key == "bits_per_dim" and value is not None and likelihood_axis(summary) != "8-bit":
+                text += f" ({words['axis_names'].get(likelihood_axis(summary), '?')})"
             sd = seed_spread(summary, key) if summary.members else None
             text += "" if sd is None else f" ± {fmt.format(sd)}"
             row.append(f"**{text}**" if value is not None and value == best and len(summaries) > 1 else text)

@@ -18,6 +18,17 @@ from vaediff.training import Export, TrainConfig
 
 
 @dataclass(frozen=True)
+class LikelihoodSettings:
+    """How `Run.likelihood` estimates bits per dimension (each family reads its own fields)."""
+
+    iw_samples: int = 1000          # VAEs: importance samples per test image (all test images)
+    binarize: bool = False          # VAEs: binarized test pixels, another axis than 8-bit
+    test_images: int = 1000         # diffusion and flows: the first test images
+    bound_timesteps: int = 32       # diffusion: network calls per image for the KL terms (two halves)
+    ode_steps: int = 8              # flows: RK4 steps of the probability-flow ODE (per half)
+
+
+@dataclass(frozen=True)
 class TrainingPlan:
     """What the shared loop trains for a family: one session (a family with stages runs the earlier
     ones itself while making this plan)."""
@@ -70,8 +81,9 @@ class Run:
     def supports_guidance(self) -> bool:
         return False
 
-    def likelihood(self, split: ImageSplit, iw_samples: int, binarize: bool, seed: int, progress: bool) -> dict | None:
-        """Bounds on the test split's likelihood, or None for a model without one."""
+    def likelihood(self, split: ImageSplit, settings: LikelihoodSettings, seed: int, progress: bool) -> dict | None:
+        """Bits per dimension of the test split ({"bits_per_dim", "ci95", "likelihood_axis", ...}), or a
+        dict with "bits_per_dim": None and "no_bits_per_dim" (why), or None for a model without any."""
         return None
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor | None:

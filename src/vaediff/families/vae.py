@@ -10,7 +10,7 @@ from torch import nn
 
 from vaediff.data import MNIST_SHAPE, Dataset, DataShape, ImageSplit
 from vaediff.errors import ConfigError
-from vaediff.families.base import Family, Run, TrainingPlan
+from vaediff.families.base import Family, LikelihoodSettings, Run, TrainingPlan
 from vaediff.figures import save_grid, save_latent_scatter
 from vaediff.generation import write_sample_grid
 from vaediff.models.vae import VAE, VAEConfig
@@ -58,8 +58,11 @@ class VAERun(Run):
         """Latents -> images; a CVAE's labels may be soft one-hot rows (blends of classes)."""
         return self.model.decode(latents, labels if self.conditional else None)
 
-    def likelihood(self, split: ImageSplit, iw_samples: int, binarize: bool, seed: int, progress: bool) -> dict:
-        return held_out_bounds(self.model, split, iw_samples, binarize, seed, progress=progress)
+    def likelihood(self, split: ImageSplit, settings: LikelihoodSettings, seed: int, progress: bool) -> dict:
+        if settings.binarize and self.model.config.decoder != "bernoulli":
+            raise ConfigError("--binarize is the Bernoulli decoder's axis; this run's decoder is "
+                              f"{self.model.config.decoder} (a density on 8-bit pixels)")
+        return held_out_bounds(self.model, split, settings.iw_samples, settings.binarize, seed, progress=progress)
 
 
 def decoded_interpolations(model: VAE, starts: torch.Tensor, ends: torch.Tensor, labels: torch.Tensor | None,
@@ -134,7 +137,10 @@ def build_model_config(model_type: str, options: dict, shape: DataShape = MNIST_
     if model_type == "cvae" and not shape.labelled:
         raise ConfigError("cvae needs class labels and this data set is unlabelled; train vae instead")
     overrides = dict(options.get("model") or {})
-    overrides.update({k: options[k] for k in ("hidden", "latent") if options.get(k) is not None})
+    overrides.update({k: options[k] for k in ("hidden", "latent", "decoder") if options.get(k) is not None})
+    if options.get("binarize") and overrides.get("decoder", "bernoulli") != "bernoulli":
+        raise ConfigError("--binarize trains a Bernoulli decoder on binary pixels; --decoder "
+                          f"{overrides['decoder']} is a density on 8-bit pixels: choose one")
     data = {"conditional": model_type == "cvae", "image_size": shape.image_size, "channels": shape.channels,
             "num_classes": shape.num_classes}
     try:
@@ -156,4 +162,4 @@ def training_plan(run_dir: Path, dataset: Dataset, model_config: VAEConfig, trai
 
 
 FAMILY = Family(VAEConfig, build_model_config, recipe, training_plan, VAERun.load, write_vae_figures,
-                options={"binarize": False, "tsne": False})
+                options={"binarize": False, "tsne": False, "decoder": None})

@@ -1,13 +1,16 @@
 """The seed's MLP VAE and its class-conditional twin (nn.Module only: no data, training or files).
 
 Kingma & Welling 2014: encoder q(z|x) = N(mu(x), diag(exp(logvar(x)))), prior p(z) = N(0, I), decoder
-p(x|z) = Bernoulli(sigmoid(logits(z))). The conditional VAE (Sohn et al. 2015) feeds a one-hot label to
-both encoder and decoder: q(z|x, y), p(x|z, y).
+p(x|z) = Bernoulli(sigmoid(logits(z))) (the seed's), or with `decoder="discretized-logistic"` a logistic per
+pixel integrated over its 8-bit bin (PixelCNN++'s, one component), a density on 8-bit images: the decoder
+then outputs a location and a log-scale per pixel. The conditional VAE (Sohn et al. 2015) feeds a one-hot
+label to both encoder and decoder: q(z|x, y), p(x|z, y).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -22,6 +25,7 @@ class VAEConfig:
     hidden: int = 400          # the seed's hidden width
     latent: int = 20           # the seed's latent size
     num_classes: int = 10
+    decoder: Literal["bernoulli", "discretized-logistic"] = "bernoulli"  # the seed's, or a density on 8-bit pixels
 
     def __post_init__(self) -> None:
         for name in ("image_size", "channels", "hidden", "latent", "num_classes"):
@@ -35,6 +39,14 @@ class VAEConfig:
     @property
     def pixels(self) -> int:
         return self.channels * self.image_size * self.image_size
+
+    @property
+    def outputs_per_pixel(self) -> int:
+        """Bernoulli: one logit; discretized logistic: a location and a log-scale."""
+        return 1 if self.decoder == "bernoulli" else 2
+
+
+MIN_LOG_SCALE = -8.0  # the logistic's scale stays above e^-8 (a sixth of the half-bin 1/510): finite gradients
 
 
 class VAE(nn.Module):
@@ -51,7 +63,7 @@ class VAE(nn.Module):
         self.decoder = nn.Sequential(
             nn.Linear(config.latent + label_width, config.hidden),
             nn.ReLU(),
-            nn.Linear(config.hidden, config.pixels),
+            nn.Linear(config.hidden, config.pixels * config.outputs_per_pixel),
         )  # logits; the seed's final Sigmoid is applied in `decode`, and the loss uses the stabler logits
 
     def _with_label(self, inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -76,13 +88,23 @@ class VAE(nn.Module):
         return self.fc_mu(hidden), self.fc_logvar(hidden)
 
     def decode_logits(self, latents: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, latent) -> Bernoulli logits of p(x|z[, y]) as (N, C, H, W)."""
-        logits = self.decoder(self._with_label(latents, labels))
-        return logits.reshape(-1, self.config.channels, self.config.image_size, self.config.image_size)
+        """(N, latent) -> the parameters of p(x|z[, y]): Bernoulli logits (N, C, H, W), or for the discretized
+        logistic its locations (in [0, 1] pixel units) and log-scales stacked as (N, 2C, H, W)."""
+        outputs = self.decoder(self._with_label(latents, labels))
+        config = self.config
+        outputs = outputs.reshape(-1, config.channels * config.outputs_per_pixel, config.image_size, config.image_size)
+        if config.decoder == "bernoulli":
+            return outputs
+        location, log_scale = outputs.chunk(2, dim=1)
+        return torch.cat([location, log_scale.clamp(min=MIN_LOG_SCALE)], dim=1)
 
     def decode(self, latents: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, latent) -> pixel probabilities in [0, 1], the image the decoder means."""
-        return torch.sigmoid(self.decode_logits(latents, labels))
+        """(N, latent) -> the image the decoder means, in [0, 1] (pixel probabilities, or the logistic's
+        locations)."""
+        outputs = self.decode_logits(latents, labels)
+        if self.config.decoder == "bernoulli":
+            return torch.sigmoid(outputs)
+        return outputs[:, : self.config.channels].clamp(0, 1)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None,
                 noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

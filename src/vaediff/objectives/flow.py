@@ -11,6 +11,7 @@ diffusers' flow-matching schedulers, which integrate dx/dt = f from t = 1 (noise
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 from torch import nn
@@ -20,7 +21,13 @@ from vaediff.errors import ConfigError
 from vaediff.models.autoencoder import LatentAutoencoder
 from vaediff.models.unet import DiffusionConfig
 from vaediff.objectives import BatchRandom
-from vaediff.objectives.diffusion import Denoiser, encode_latents, guidance_at, guided_prediction, to_model_range
+from vaediff.objectives.diffusion import (
+    Denoiser,
+    encode_latents,
+    guidance_at,
+    guided_prediction,
+    to_model_range,
+)
 
 TIMESTEP_SCALE = 1000  # the schedulers' num_train_timesteps: the network's time input is t * 1000
 
@@ -78,14 +85,20 @@ class LatentFlowObjective(FlowObjective):
 
 
 def make_flow_scheduler(name: str, steps: int):
-    """diffusers' Euler or Heun flow-matching scheduler with `steps` steps (t from 1 to 0, uniform)."""
+    """diffusers' Euler or Heun flow-matching scheduler with `steps` steps from t = 1 to t = 0.
+
+    Euler gets the sigmas 1, 1 - 1/N, ..., 1/N (then 0), as diffusers' own flow pipelines pass them: N equal
+    steps. Its default grid ends at sigma_min = 1/1000 instead, so the last of N steps goes from 0.001 to 0
+    and does nothing (2 steps drew what 1 step draws: FID 17.9 both, benchmarks/run.py --sections flow).
+    The Heun scheduler takes no sigmas in this diffusers and keeps its default grid."""
     if name == "euler":
         scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=TIMESTEP_SCALE, shift=1.0)
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps).tolist())
     elif name == "heun":
         scheduler = FlowMatchHeunDiscreteScheduler(num_train_timesteps=TIMESTEP_SCALE, shift=1.0)
+        scheduler.set_timesteps(steps)
     else:
         raise ConfigError(f"unknown flow sampler {name!r}; choose {', '.join(FLOW_SAMPLERS)}")
-    scheduler.set_timesteps(steps)
     return scheduler
 
 

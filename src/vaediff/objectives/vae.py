@@ -1,9 +1,11 @@
 """VAE objectives and likelihood bounds: negative ELBO, the importance-weighted bound (IWAE), the
 training objective of a VAE, and the latent autoencoder's (with its adversarial terms).
 
-All values are in nats per image. Pixels are modelled as Bernoulli; on continuous [0, 1] pixels the
-"likelihood" is the binary cross-entropy, which is a valid training objective but not a normalised
-density, so only numbers computed on binarized pixels (`binarize`) compare with the literature.
+All values are in nats per image. With the seed's Bernoulli decoder on continuous [0, 1] pixels the
+"likelihood" is the binary cross-entropy, a valid training objective but not a normalised density: only
+numbers on binarized pixels (`binarize`) compare with the literature, and they are another axis than
+8-bit images. With the discretized-logistic decoder the bound is on 8-bit images: bits/dim comparable with
+diffusion's and flows' (objectives/likelihood.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from vaediff.data import ImageSplit
 from vaediff.models.autoencoder import AutoencoderConfig
 from vaediff.models.vae import VAE, VAEConfig
 from vaediff.objectives import BatchRandom
+from vaediff.objectives.likelihood import UNIT_GRID, bits_per_dim_summary, discretized_logistic_log_prob
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -32,14 +35,25 @@ def bernoulli_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return per_pixel.flatten(1).sum(dim=1)
 
 
+def reconstruction_nll(config: VAEConfig, outputs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) per image (nats) for the decoder's outputs (VAE.decode_logits) and images in [0, 1]."""
+    if config.decoder == "bernoulli":
+        return bernoulli_nll(outputs, images)
+    location, log_scale = outputs.chunk(2, dim=1)
+    log_prob = discretized_logistic_log_prob(UNIT_GRID.from_unit(images), location, log_scale, UNIT_GRID)
+    return -log_prob.flatten(1).sum(dim=1).to(images.dtype)
+
+
 def negative_elbo(model: VAE, images: torch.Tensor, labels: torch.Tensor | None,
-                  noise: torch.Tensor) -> dict[str, torch.Tensor]:
+                  noise: torch.Tensor, config: VAEConfig | None = None) -> dict[str, torch.Tensor]:
     """Per-batch means of -ELBO = E_q[-log p(x|z)] + KL(q(z|x) || p(z)), one-sample estimate.
 
     Returns {"loss", "recon", "kl"} in nats per image; `noise` is the reparameterisation N(0, I) draw.
+    `config` says which decoder the outputs parametrise (default: the model's own; pass it when `model` is
+    wrapped, e.g. by DistributedDataParallel).
     """
     logits, mu, logvar = model(images, labels, noise)
-    recon = bernoulli_nll(logits, images)
+    recon = reconstruction_nll(config or model.config, logits, images)
     kl = gaussian_kl(mu, logvar)
     return {"loss": (recon + kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
 
@@ -68,7 +82,7 @@ def log_importance_weights(model: VAE, images: torch.Tensor, labels: torch.Tenso
         z = mu + torch.exp(0.5 * logvar) * eps  # (k, batch, latent)
         repeated_labels = labels.repeat(k) if labels is not None else None
         logits = model.decode_logits(z.reshape(k * batch, latent), repeated_labels)
-        log_px_z = -bernoulli_nll(logits, images.repeat(k, 1, 1, 1)).reshape(k, batch)
+        log_px_z = -reconstruction_nll(model.config, logits, images.repeat(k, 1, 1, 1)).reshape(k, batch)
         log_pz = _log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
         log_qz = _log_normal(z, mu, logvar)
         log_weights.append(log_px_z + log_pz - log_qz)
@@ -83,8 +97,11 @@ def elbo_and_iw_nll(log_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return negative_elbo_estimate, iw_nll
 
 
-def bits_per_dim(nll_nats: float, dims: int) -> float:
-    return nll_nats / (dims * math.log(2))
+def iw_variance(log_weights: torch.Tensor) -> torch.Tensor:
+    """Monte-Carlo variance of the IW bound log (1/K) sum_k w_k per image, by the delta method:
+    Var(mean w) / mean(w)^2 = Var(w / mean w) / K."""
+    normalised = torch.exp(log_weights - torch.logsumexp(log_weights, dim=0) + math.log(log_weights.shape[0]))
+    return normalised.double().var(dim=0) / log_weights.shape[0]
 
 
 @torch.no_grad()
@@ -101,25 +118,36 @@ def held_out_bounds(model: VAE, split: ImageSplit, iw_samples: int = 1000, binar
     if binarize:
         images = torch.bernoulli(images, generator=torch.Generator().manual_seed(seed + 1))
     conditional = model.config.conditional
-    elbos, nlls = [], []
+    elbos, nlls, variances = [], [], []
     starts = range(0, len(images), batch_size)
     for start in progress_bar(starts, desc=f"likelihood (K={iw_samples})", unit="batch", enabled=progress):
         batch = images[start : start + batch_size]
         labels = split.labels[start : start + batch_size] if conditional else None
-        elbo, nll = elbo_and_iw_nll(log_importance_weights(model, batch, labels, iw_samples, generator))
+        log_weights = log_importance_weights(model, batch, labels, iw_samples, generator)
+        elbo, nll = elbo_and_iw_nll(log_weights)
         elbos.append(elbo)
         nlls.append(nll)
+        variances.append(iw_variance(log_weights))
     elbo, nll = torch.cat(elbos).double(), torch.cat(nlls).double()
-    return {
+    summary = bits_per_dim_summary(nll, torch.cat(variances), images[0].numel())
+    result = {
         "elbo_nats": float(elbo.mean()),
         "nll_nats": float(nll.mean()),
         "nll_stderr": float(nll.std() / math.sqrt(len(nll))),
-        "bits_per_dim": bits_per_dim(float(nll.mean()), images[0].numel()),
         "iw_samples": iw_samples,
         "binarized": binarize,
         "conditional_on_label": conditional,
         "test_images": len(nll),
+        "method": f"importance-weighted bound (Burda et al. 2016), K = {iw_samples}",
     }
+    if binarize:
+        return {**summary, **result, "likelihood_axis": "binarized"}
+    if model.config.decoder == "bernoulli":
+        return {**result, "bits_per_dim": None, "likelihood_axis": None,
+                "no_bits_per_dim": "the Bernoulli decoder on continuous pixels gives a cross-entropy, not a density "
+                                   "on 8-bit images (train with --decoder discretized-logistic, or evaluate "
+                                   "with --binarize for the binarized axis)"}
+    return {**summary, **result, "likelihood_axis": "8-bit"}
 
 
 class VAEObjective:
@@ -135,7 +163,7 @@ class VAEObjective:
         if self.binarize:  # a fresh Bernoulli draw of every pixel at every step (dynamic binarization)
             images = (draw.uniform(*images.shape[1:]) < images).to(images.dtype)
         noise = draw.normal(self.config.latent)
-        return negative_elbo(module, images, labels if self.config.conditional else None, noise)
+        return negative_elbo(module, images, labels if self.config.conditional else None, noise, self.config)
 
 
 # ---------------------------------------------------------------------------------------------------------

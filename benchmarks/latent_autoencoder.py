@@ -19,7 +19,6 @@ import dataclasses
 import datetime
 import json
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -43,7 +42,9 @@ from vaediff.objectives.vae import AutoencoderObjective
 from vaediff.runs import load_safetensors
 from vaediff.training import CHECKPOINT_FILE, TrainConfig, train
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).parent))
+from run import write_results  # noqa: E402  the suite's helpers, one copy
+
 TAIL = 0.3  # --trajectory summarises the last 30% of training: where a --minutes budget may end
 
 
@@ -149,12 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                        f"`{result['command']}`; real test images: FID {result['real_test_images_fid']}", "",
                        "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
                        *("| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows)]) + "\n"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{result['date']}-{socket.gethostname()}-latent-autoencoder"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(table)
-    print(json.dumps(result, indent=2))
-    print(table)
+    write_results(result, "latent-autoencoder", table)
     return 0
 
 
@@ -179,11 +175,7 @@ def write_trajectory(result: dict, samples: int) -> None:
              f"{result['ema_decay']}", "", "| step | live weights | averaged (exported) |", "|---|---|---|",
              *(f"| {row['step']} | {row['live_fid']} | {row['averaged_fid']} |" for row in result["rows"]), "",
              f"Over the last {TAIL:.0%} of training (steps >= {(1 - TAIL) * result['steps']:g}): {summary}"]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{result['date']}-{socket.gethostname()}-latent-autoencoder-trajectory-seed{result['seed']}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(result, f"latent-autoencoder-trajectory-seed{result['seed']}", "\n".join(lines))
 
 
 if __name__ == "__main__":

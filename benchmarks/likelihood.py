@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import socket
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import RESULTS, _commit, cpu_description, log  # noqa: E402  the suite's helpers, one copy
+from run import RESULTS, _commit, cpu_description, log, write_results  # noqa: E402  the suite's helpers, one copy
 
 MODELS = {  # name in DIR -> (model type, family options)
     "vae-logistic": ("vae", {"decoder": "discretized-logistic"}),
@@ -119,12 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                "minutes": args.minutes, "test_images": args.test_images, "table": table, "sweep": sweep,
                "command": "python benchmarks/likelihood.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "wall_minutes": round((time.perf_counter() - started) / 60, 1)}
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"{results['date']}-{results['host']}-likelihood"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    stem.with_suffix(".md").write_text(markdown(results))
-    print(json.dumps(results, indent=2))
-    print(markdown(results))
+    write_results(results, "likelihood", markdown(results))
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import socket
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from helpers.own_data import write_shape_folder  # noqa: E402  the tests' drawing of coloured shapes
-from run import RESULTS, _commit, cpu_description, log  # noqa: E402
+from run import _commit, cpu_description, log, write_results  # noqa: E402
 
 
 def loading(root: Path, per_class: int) -> dict:
@@ -103,9 +102,6 @@ def main(argv: list[str] | None = None) -> int:
                             "rgb32_vs_gray28": round(rgb / gray, 3)}
         results["quality"] = quality(work / "shapes-10k", args.minutes, work, args.samples)
     results["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"{results['date']}-{results['host']}-own-data"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2))
     load, speed, qual = results["loading"], results["speed"], results["quality"]
     table = "\n".join([
         f"# vaediff own-data benchmark, {results['date']} ({results['host']}, commit {results['commit']})", "",
@@ -121,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| class accuracy after {qual['minutes']:g} min (target >= 0.9) | {qual['class_accuracy']} "
         f"{qual['class_accuracy_ci95']} |",
         f"| FID | {qual['fid']} |", f"| evaluator's test accuracy | {qual['evaluator_accuracy']} |"])
-    stem.with_suffix(".md").write_text(table + "\n")
-    print(json.dumps(results, indent=2))
-    print(table)
+    write_results(results, "own-data", table)
     return 0
 
 

@@ -35,6 +35,19 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def write_results(results: dict, kind: str, table: str, shown: dict | None = None) -> Path:
+    """benchmarks/results/<date>-<host>[-kind].json (all of `results`) and .md (`table`); prints `shown`
+    (default: the results) as JSON, then the table. Returns the path without its suffix."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    host = results.get("host") or socket.gethostname()
+    stem = RESULTS / f"{results['date']}-{host}{'-' + kind if kind else ''}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(table.rstrip("\n") + "\n")
+    print(json.dumps(results if shown is None else shown, indent=2))
+    print(table)
+    return stem
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Peak and data
 
@@ -565,13 +578,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep_runs is None:
             shutil.rmtree(work, ignore_errors=True)
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{results['date']}-{results['host']}{'-quick' if args.quick else ''}"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    stem.with_suffix(".md").write_text(table)
-    print(json.dumps({k: v for k, v in results.items() if not isinstance(v, list)}, indent=2))
-    print(table)
+    stem = write_results(results, "quick" if args.quick else "", markdown(results),
+                         shown={k: v for k, v in results.items() if not isinstance(v, list)})
     log(f"wrote {stem}.json and {stem}.md in {results['wall_seconds'] / 60:.1f} min")
     return 0
 

@@ -101,6 +101,33 @@ def test_identical_models_give_no_clear_difference(evaluated_runs, tmp_path):
     assert "no clear difference at this sample size" in text and "is better than" not in text.split("**FID**")[1][:80]
 
 
+def test_every_pair_gets_a_verdict_on_fid(evaluated_runs, tmp_path):
+    """With three runs the report tests all three pairs, lower FID first; a run and its twin (the same
+    weights, other sampling seeds) are never called clearly different."""
+    from vaediff.report import pairwise_table
+
+    twin = tmp_path / "twin"
+    shutil.copytree(evaluated_runs[1], twin)
+    config = json.loads((twin / "config.json").read_text())
+    config["train"]["note"] = "twin"  # not the same experiment as its original, so compare keeps it apart
+    (twin / "config.json").write_text(json.dumps(config))
+    evaluate_run(twin, n_samples=100, sampler_options={"steps": 4}, seed=3, progress=False,
+                 likelihood={"test_images": 20, "bound_timesteps": 4})
+    summaries = summarize_runs([*evaluated_runs, twin])
+    assert pairwise_table(summaries[:2], "en") is None  # one pair: the findings already say it
+    header, rows = pairwise_table(summaries, "en")
+    assert header[:2] == ["lower FID", "higher FID"] and len(rows) == 3
+    fid = {s.name: s.value("fid") for s in summaries}
+    for row in rows:
+        better, worse = (cell.split(" ")[0] for cell in row[:2])
+        assert fid[better] <= fid[worse]
+    twin_row = next(row for row in rows if {row[0].split(" ")[0], row[1].split(" ")[0]} == {"diffusion", "twin"})
+    assert twin_row[3].startswith("no clear difference"), twin_row
+    (tmp_path / "report").mkdir()
+    report = compare([*evaluated_runs, twin], tmp_path / "report", curves=False, progress=False).read_text()
+    assert "## Every pair on FID" in report and twin_row[3] in report
+
+
 def test_report_in_chinese(evaluated_runs, tmp_path):
     compare(evaluated_runs, tmp_path, lang="zh", curves=False, progress=False)
     text = (tmp_path / "report.md").read_text()

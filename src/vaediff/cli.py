@@ -389,8 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(handler=cmd_compare)
 
     quick = commands.add_parser("quickstart", help="the whole study in one command: EDA, 5 models, report",
-                                description="EDA, then vae, cvae, diffusion (fast) and latent-diffusion trained "
-                                "within --minutes, evaluated and compared in a report. Offline.")
+                                description="EDA, then vae, cvae, diffusion (fast), latent-diffusion and flow "
+                                "trained within --minutes, evaluated and compared in a report. Offline.")
     add_dataset_flags(quick)
     quick.add_argument("--out", default="runs/quickstart", metavar="DIR", help="output directory "
                        "(default: runs/quickstart)")

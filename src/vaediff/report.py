@@ -46,6 +46,11 @@ TEXT = {
         "samples": "Samples at the same seed", "losses": "Training curves",
         "steps": "Quality against sampling steps", "guidance": "Guidance-scale sweep",
         "findings": "What the numbers say", "confusion": "Class confusion",
+        "pairs": "Every pair on FID",
+        "pairs_note": "Each pair of runs tested as in the findings above: which model has the lower FID, and "
+                      "whether the difference is clear at 5%.",
+        "pair_header": ["lower FID", "higher FID", "test", "verdict"],
+        "pair_clear": "clear at 5%", "pair_unclear": "no clear difference; about {needed} per model would tell",
         "wins": "**{metric}**: {winner} is best with {best}, {runner} follows with {second} ({ratio}).",
         "clear": "**{metric}**: {winner} is better than {runner}: {best} against {second} ({ratio}; clear at 5%, "
                  "{test} = {z:.1f}).",
@@ -94,6 +99,10 @@ TEXT = {
         "samples": "同一随机种子下的样本", "losses": "训练曲线",
         "steps": "质量与采样步数", "guidance": "引导强度扫描",
         "findings": "数据说明了什么", "confusion": "类别混淆",
+        "pairs": "每两个运行之间的 FID 比较",
+        "pairs_note": "每一对运行按上文同样的检验比较：哪个模型的 FID 更低，以及差异在 5% 水平上是否显著。",
+        "pair_header": ["FID 较低", "FID 较高", "检验", "结论"],
+        "pair_clear": "在 5% 水平上显著", "pair_unclear": "差异不显著；每个模型约需 {needed}才能区分",
         "wins": "**{metric}**：{winner} 最好（{best}），其次是 {runner}（{second}，{ratio}）。",
         "clear": "**{metric}**：{winner} 优于 {runner}：{best} 对 {second}（{ratio}；在 5% 水平上显著，{test} = {z:.1f}）。",
         "unclear": "**{metric}**：{winner} {best}，{runner} {second}：在当前样本量下差异不显著（{test} = {z:.1f}）；"
@@ -242,17 +251,13 @@ def _ratio_text(best: float, second: float, direction: int, words: dict) -> str:
 
 def interval(summary: RunSummary, key: str) -> list[float] | None:
     """The 95% interval of a number: over seeds for a group (Student's t), else the run's bootstrap
-    (metrics.json "ci95"), or for the NLL the normal interval of its standard error over test images."""
+    (metrics.json "ci95": over samples, or for bits/dim over test images)."""
     if summary.members:
         spread = standard_error(summary, key)
         if spread is None:
             return None
         half = stats.t.ppf(0.975, len(summary.members) - 1) * spread[0]
         return [summary.value(key) - half, summary.value(key) + half]
-    if key == "nll_nats":
-        stderr = summary.metrics.get("likelihood", {}).get("nll_stderr")
-        value = summary.value(key)
-        return [value - 1.96 * stderr, value + 1.96 * stderr] if stderr is not None and value is not None else None
     return summary.metrics.get("ci95", {}).get(key)
 
 
@@ -297,7 +302,7 @@ def verdict(first: RunSummary, second: RunSummary, key: str, lang: str = "en") -
     grouped = bool(first.members or second.members)
     if grouped:
         count = max(first.seeds, second.seeds)
-    elif key in ("nll_nats", "bits_per_dim"):
+    elif key == "bits_per_dim":
         count = first.metrics.get("likelihood", {}).get("test_images") or 0
     else:
         count = first.metrics.get("num_samples") or 0
@@ -334,6 +339,28 @@ def findings(summaries: list[RunSummary], lang: str) -> list[str]:
             test = "t" if winner.members or runner.members else "z"
             lines.append(words["clear" if clear else "unclear"].format(**texts, z=z, test=test, needed=needed))
     return lines
+
+
+def pairwise_table(summaries: list[RunSummary], lang: str, key: str = "fid",
+                   fmt: str = "{:.3g}") -> tuple[list[str], list[list[str]]] | None:
+    """Header and rows of every pair's verdict on `key` (lower is better), best pairs first; None with fewer
+    than three runs that have it (the findings already name the only pair)."""
+    words = TEXT[lang]
+    ranked = ranking(summaries, key, -1)
+    if len(ranked) < 3:
+        return None
+    rows = []
+    for i, (better, _) in enumerate(ranked):
+        for worse, _ in ranked[i + 1:]:
+            tested = verdict(better, worse, key, lang)
+            if tested is None:
+                continue
+            clear, statistic, needed = tested
+            test = "t" if better.members or worse.members else "z"
+            rows.append([f"{better.name} {_with_interval(better, key, fmt)}", f"{worse.name} {_with_interval(worse, key, fmt)}",
+                         f"{test} = {statistic:.1f}",
+                         words["pair_clear"] if clear else words["pair_unclear"].format(needed=needed)])
+    return (words["pair_header"], rows) if rows else None
 
 
 def _rankings(summaries: list[RunSummary], words: dict):
@@ -554,6 +581,9 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
                                 ("cas", "CAS ↑ (diverse enough to learn from)")))
             blocks += [("h2", words["guidance"]), ("image", ("guidance.png", words["guidance"]))]
     blocks += [("h2", words["findings"]), ("p", words["test_note"]), ("list", findings(summaries, lang))]
+    pairs = pairwise_table(summaries, lang)
+    if pairs:
+        blocks += [("h2", words["pairs"]), ("p", words["pairs_note"]), ("table", pairs)]
     recon = [s.metrics.get("autoencoder_fid") for s in summaries if s.metrics.get("autoencoder_fid") is not None]
     if len({s.model_type for s in summaries}) > 1:
         blocks.append(("p", words["three_way"].format(recon=f"{recon[0]:.3g}" if recon else "–")))

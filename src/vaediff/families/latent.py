@@ -88,6 +88,11 @@ class LatentDiffusionConfig(AutoencoderStage):
     def network(self) -> DiffusionConfig:
         return self.denoiser
 
+    @property
+    def stage_two(self) -> DiffusionConfig:
+        """What the run class of stage two's family is built from."""
+        return self.denoiser
+
 
 @dataclass(frozen=True)
 class LatentFlowConfig(AutoencoderStage):
@@ -99,6 +104,10 @@ class LatentFlowConfig(AutoencoderStage):
     @property
     def network(self) -> DiffusionConfig:
         return self.flow.denoiser
+
+    @property
+    def stage_two(self) -> FlowConfig:
+        return self.flow
 
 
 def save_autoencoder(module: nn.Module, directory: Path) -> None:
@@ -127,10 +136,22 @@ def load_autoencoder(config: AutoencoderConfig, directory: Path) -> tuple[Latent
 
 
 class DecodesLatents:
-    """What a run on latents adds: its sampler's output is decoded by the autoencoder (set by its `load`)."""
+    """What a run on latents adds to its stage two's run class: the autoencoder, loaded beside the network,
+    decodes the sampler's output. `config_class` names the run's full config (an AutoencoderStage)."""
 
-    autoencoder: LatentAutoencoder
-    scaling_factor: float
+    config_class: type[AutoencoderStage]
+
+    def __init__(self, run_dir: Path, config: dict, stage_two: DiffusionConfig | FlowConfig,
+                 model: ClassConditionalUNet, autoencoder: LatentAutoencoder, scaling_factor: float):
+        super().__init__(run_dir, config, stage_two, model)
+        self.autoencoder, self.scaling_factor = autoencoder, scaling_factor
+
+    @classmethod
+    def load(cls, run_dir: str | Path, config: dict):
+        run_dir = Path(run_dir)
+        full = config_from_dict(cls.config_class, config.get("model"), f"{run_dir}/config.json 'model'")
+        autoencoder, scale = load_autoencoder(full.autoencoder, run_dir / AUTOENCODER_DIR)
+        return cls(run_dir, config, full.stage_two, load_denoiser(full.network, run_dir), autoencoder, scale)
 
     def to_images(self, samples: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -150,36 +171,14 @@ class LatentDiffusionRun(DecodesLatents, DiffusionRun):
     """A trained latent-diffusion model: denoiser + autoencoder, sampled like a pixel model."""
 
     model_type = "latent-diffusion"
-
-    def __init__(self, run_dir: Path, config: dict, model_config: DiffusionConfig, model: ClassConditionalUNet,
-                 autoencoder: LatentAutoencoder, scaling_factor: float):
-        super().__init__(run_dir, config, model_config, model)
-        self.autoencoder, self.scaling_factor = autoencoder, scaling_factor
-
-    @classmethod
-    def load(cls, run_dir: str | Path, config: dict) -> LatentDiffusionRun:
-        run_dir = Path(run_dir)
-        full = config_from_dict(LatentDiffusionConfig, config.get("model"), f"{run_dir}/config.json 'model'")
-        autoencoder, scale = load_autoencoder(full.autoencoder, run_dir / AUTOENCODER_DIR)
-        return cls(run_dir, config, full.denoiser, load_denoiser(full.denoiser, run_dir), autoencoder, scale)
+    config_class = LatentDiffusionConfig
 
 
 class LatentFlowRun(DecodesLatents, FlowRun):
     """A trained latent flow-matching model: velocity network + autoencoder, sampled like pixel flow."""
 
     model_type = "latent-flow"
-
-    def __init__(self, run_dir: Path, config: dict, flow_config: FlowConfig, model: ClassConditionalUNet,
-                 autoencoder: LatentAutoencoder, scaling_factor: float):
-        super().__init__(run_dir, config, flow_config, model)
-        self.autoencoder, self.scaling_factor = autoencoder, scaling_factor
-
-    @classmethod
-    def load(cls, run_dir: str | Path, config: dict) -> LatentFlowRun:
-        run_dir = Path(run_dir)
-        full = config_from_dict(LatentFlowConfig, config.get("model"), f"{run_dir}/config.json 'model'")
-        autoencoder, scale = load_autoencoder(full.autoencoder, run_dir / AUTOENCODER_DIR)
-        return cls(run_dir, config, full.flow, load_denoiser(full.flow.denoiser, run_dir), autoencoder, scale)
+    config_class = LatentFlowConfig
 
 
 # ---------------------------------------------------------------------------------------------------------

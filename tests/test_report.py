@@ -117,6 +117,7 @@ def test_every_pair_gets_a_verdict_on_fid(evaluated_runs, tmp_path):
     assert pairwise_table(summaries[:2], "en") is None  # one pair: the findings already say it
     header, rows = pairwise_table(summaries, "en")
     assert header[:2] == ["lower FID", "higher FID"] and len(rows) == 3
+    assert pairwise_table(summaries, "zh")[0][:2] == ["FID 较低", "FID 较高"]
     fid = {s.name: s.value("fid") for s in summaries}
     for row in rows:
         better, worse = (cell.split(" ")[0] for cell in row[:2])

@@ -44,9 +44,13 @@ def _point(run, evaluator, dataset, count: int, options: dict) -> dict:
             "images_per_second": round(point["samples_per_second"], 2)}
 
 
+def _guided_everywhere(point: dict) -> bool:
+    return tuple(point["guidance_interval"]) == (0, 1)
+
+
 def _label(point: dict) -> str:
     low, high = point["guidance_interval"]
-    return f"{point['guidance']:g}" + ("" if (low, high) == (0, 1) else f" on [{low:g}, {high:g}]")
+    return f"{point['guidance']:g}" + ("" if _guided_everywhere(point) else f" on [{low:g}, {high:g}]")
 
 
 def measure(run, dataset, samples: int, sweep_samples: int, plan: list[tuple[float, tuple[float, float]]]) -> dict:
@@ -57,15 +61,15 @@ def measure(run, dataset, samples: int, sweep_samples: int, plan: list[tuple[flo
 
     evaluator = load_or_train_evaluator(dataset, progress=False)
     defaults = run.sampler_settings()
+    settings = [run.sampler_settings(guidance=guidance, guidance_interval=interval) for guidance, interval in plan]
     sweep = []
-    for guidance, interval in plan:
-        point = _point(run, evaluator, dataset, sweep_samples,
-                       run.sampler_settings(guidance=guidance, guidance_interval=interval))
-        sweep.append(point)
-        log(f"  guidance {_label(point)}: class accuracy {point['class_accuracy']:.3f}, CAS {point['cas']:.3f}")
+    for options in settings:
+        sweep.append(_point(run, evaluator, dataset, sweep_samples, options))
+        log(f"  guidance {_label(sweep[-1])}: class accuracy {sweep[-1]['class_accuracy']:.3f}, CAS {sweep[-1]['cas']:.3f}")
     sweep_real = real_data_score(dataset, sweep_samples)
-    best = max(sweep, key=lambda p: p["cas"])
-    everywhere = [p for p in sweep if p["guidance_interval"] == [0.0, 1.0]] or sweep
+    best_index = max(range(len(sweep)), key=lambda i: sweep[i]["cas"])
+    best = sweep[best_index]
+    everywhere = [p for p in sweep if _guided_everywhere(p)] or sweep
     real = real_data_score(dataset, samples)
     log(f"default sampler {defaults}: {samples} samples, CAS (real images: {real['cas']:.4f})")
     main = _point(run, evaluator, dataset, samples, defaults)
@@ -77,10 +81,9 @@ def measure(run, dataset, samples: int, sweep_samples: int, plan: list[tuple[flo
               "guidance_max_cas": max(everywhere, key=lambda p: p["cas"])["guidance"],
               "guidance_max_class_accuracy": max(everywhere, key=lambda p: p["class_accuracy"])["guidance"],
               "best_cas_point": _label(best), "evaluator_accuracy": evaluator.accuracy}
-    if (best["guidance"], tuple(best["guidance_interval"])) != (defaults["guidance"], tuple(defaults["guidance_interval"])):
+    if settings[best_index] != defaults:
         log(f"the sweep's best point for CAS, guidance {_label(best)}: {samples} samples")
-        chosen = _point(run, evaluator, dataset, samples,
-                        run.sampler_settings(guidance=best["guidance"], guidance_interval=tuple(best["guidance_interval"])))
+        chosen = _point(run, evaluator, dataset, samples, settings[best_index])
         log(f"  CAS {chosen['cas']:.4f}")
         result.update(best_cas=chosen, best_cas_gap=round(real["cas"] - chosen["cas"], 4))
     return result

@@ -312,6 +312,11 @@ def verdict(first: RunSummary, second: RunSummary, key: str, lang: str = "en") -
     return clear, statistic, needed
 
 
+def statistic_name(first: RunSummary, second: RunSummary) -> str:
+    """The statistic `verdict` used: Welch's t when either side is a group of seeds, else the bootstrap z."""
+    return "t" if first.members or second.members else "z"
+
+
 def _with_interval(summary: RunSummary, key: str, fmt: str) -> str:
     value, bounds = summary.value(key), interval(summary, key)
     text = fmt.format(value)
@@ -336,8 +341,8 @@ def findings(summaries: list[RunSummary], lang: str) -> list[str]:
             lines.append(words["wins"].format(**texts))
         else:
             clear, z, needed = tested
-            test = "t" if winner.members or runner.members else "z"
-            lines.append(words["clear" if clear else "unclear"].format(**texts, z=z, test=test, needed=needed))
+            lines.append(words["clear" if clear else "unclear"].format(**texts, z=z, test=statistic_name(winner, runner),
+                                                                        needed=needed))
     return lines
 
 
@@ -356,9 +361,8 @@ def pairwise_table(summaries: list[RunSummary], lang: str, key: str = "fid",
             if tested is None:
                 continue
             clear, statistic, needed = tested
-            test = "t" if better.members or worse.members else "z"
             rows.append([f"{better.name} {_with_interval(better, key, fmt)}", f"{worse.name} {_with_interval(worse, key, fmt)}",
-                         f"{test} = {statistic:.1f}",
+                         f"{statistic_name(better, worse)} = {statistic:.1f}",
                          words["pair_clear"] if clear else words["pair_unclear"].format(needed=needed)])
     return (words["pair_header"], rows) if rows else None
 

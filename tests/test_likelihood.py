@@ -169,10 +169,10 @@ def test_every_family_reports_bits_per_dim_on_its_axis(cli, tmp_path, evaluator_
     for name, arguments in trainings.items():
         code, _, err = cli("train", *arguments, "--out", tmp_path / name)
         assert code == 0, err
-        vae = name in ("logistic", "bernoulli")
-        code, out, err = cli("evaluate", tmp_path / name, "--n-samples", "20", "--iw-samples", "4",
-                             *([] if vae else ["--steps", "2", "--likelihood-images", "12"]),
-                             "--bound-timesteps", "8", "--ode-steps", "2")
+        own = {"logistic": ["--iw-samples", "4"], "bernoulli": ["--iw-samples", "4"],  # each family's flags
+               "diffusion": ["--steps", "2", "--likelihood-images", "12", "--bound-timesteps", "8"],
+               "flow": ["--steps", "2", "--likelihood-images", "12", "--ode-steps", "2"]}[name]
+        code, out, err = cli("evaluate", tmp_path / name, "--n-samples", "20", *own)
         assert code == 0, err
         metrics[name] = json.loads((tmp_path / name / "metrics.json").read_text())
     for name in ("logistic", "diffusion", "flow"):

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import multiprocess_session
+
 from vaediff.cli import main
-from vaediff.families import load_run
+from vaediff.families import FAMILIES, load_run
 from vaediff.runs import load_safetensors
 from vaediff.training import CHECKPOINT_FILE
 
@@ -22,8 +24,10 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path):
                              str(HELPER), str(tmp_path)],
                             capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    for model_type in ("vae", "cvae", "diffusion", "latent-diffusion"):
-        run_dir = tmp_path / model_type
+    names = [name for name, _, _ in multiprocess_session.recipes()]
+    assert set(FAMILIES) <= set(names)  # every model type of the registry, and its variants
+    for name in names:
+        run_dir = tmp_path / name
         assert not list(run_dir.glob(".*.tmp")), "a half-written file was left behind"
         state = json.loads(_checkpoint_state(run_dir / CHECKPOINT_FILE))
         assert state["step"] == 5 and state["finished"]
@@ -33,7 +37,7 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path):
         assert (run_dir / "samples.png").is_file()
         load_run(run_dir)  # weights match the config
     # another process count on --resume: the two-process vae run (5 steps) continues here in one process
-    common = ["train", "vae", "--batch-size", "16", "--model-config", json.dumps({"hidden": 64, "latent": 8}),
+    common = ["train", "vae", "--batch-size", "16", "--model-config", json.dumps(FAMILIES["vae"].smallest),
               "--checkpoint-every", "2", "--max-steps", "7"]
     assert main([*common, "--out", str(tmp_path / "vae"), "--resume"]) == 0
     assert main([*common, "--out", str(tmp_path / "vae-one-process")]) == 0

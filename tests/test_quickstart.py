@@ -6,7 +6,7 @@ import json
 from vaediff.quickstart import STATE_FILE, QuickstartPlan, describe_stage, quickstart
 
 TINY_UNET = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "attention_head_dim": 8, "sampling_steps": 3}
-PLAN = QuickstartPlan(minutes=0.15, eval_samples=30, iw_samples=4, curve_samples=10, likelihood_images=20,
+PLAN = QuickstartPlan(minutes=0.15, minimum_minutes=0, eval_samples=30, iw_samples=4, curve_samples=20, likelihood_images=20,
                       ode_steps=2, model_options={
     "vae": {"model": {"hidden": 32, "latent": 4}},
     "cvae": {"model": {"hidden": 32, "latent": 4}},

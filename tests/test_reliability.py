@@ -190,10 +190,10 @@ def broken_runs(tmp_path_factory, valid_run):
     (["train", "vae", "--minutes", "0", "--out", "{tmp}/o"], "--minutes"),
     (["train", "vae", "--minutes", "nan", "--out", "{tmp}/o"], "--minutes"),
     (["train", "vae", "--batch-size", "0", "--out", "{tmp}/o"], "--batch-size"),
-    (["train", "vae", "--batch-size", "5000", "--max-steps", "1", "--out", "{tmp}/o"], "batch size 5000"),
+    (["train", "vae", "--batch-size", "5000", "--max-steps", "1", "--out", "{tmp}/o"], "--batch-size 5000"),
     (["train", "vae", "--out", "{tmp}/o", "--resume"], "does not exist; run the command without --resume"),
     (["train", "vae", "--out", "{tmp}/" + "n" * 300, "--max-steps", "5"], "300 bytes long"),
-    (["train", "vae", "--out", "{valid}/config.json/o", "--max-steps", "5"], "is not a directory"),
+    (["train", "vae", "--out", "{valid}/config.json/o", "--max-steps", "5"], "lies inside the training run"),
     (["sample", "{valid}", "--out", "{tmp}/missing/dir/g.png"], "does not exist; create it first"),
     (["sample", "{valid}", "--out", "{tmp}"], "is a directory"),
     (["sample", "{valid}", "--out", "{tmp}/g.png", "--n", "99999999999"], "between 1 and 10,000"),
@@ -222,7 +222,7 @@ def broken_runs(tmp_path_factory, valid_run):
     (["sample", "{broken}/wrong_type", "--out", "{tmp}/g.png"], "'latent'"),
     (["evaluate", "{broken}/half"], "weights file not found"),
     (["evaluate", "{valid}", "--n-samples", "-5"], "--n-samples"),
-    (["evaluate", "{valid}", "--n-samples", "3"], "at least 10"),
+    (["evaluate", "{valid}", "--n-samples", "3"], "between 20 and"),
     (["train", "diffusion", "--out", "{valid}", "--resume"], "is a cvae run"),
     (["compare", "{broken}/empty", "--out", "{tmp}/r"], "empty directory"),
     (["serve", "{broken}/eda"], "not a training run"),
@@ -233,11 +233,15 @@ def test_bad_input_gives_one_line_and_exit_2(cli, tmp_path, valid_run, broken_ru
     assert_one_line_error(code, err, fragment)
 
 
-def test_a_huge_count_is_refused_within_a_second(cli, tmp_path, valid_run):
-    started = time.perf_counter()
+def test_a_huge_count_is_refused_before_any_work(cli, tmp_path, valid_run, monkeypatch):
+    """Refused at the boundary: nothing is loaded or drawn (a timing bar would depend on the host)."""
+    def no_work(*args, **kwargs):
+        raise AssertionError("a refused count must not reach loading or sampling")
+
+    monkeypatch.setattr("vaediff.families.load_run", no_work)
+    monkeypatch.setattr("vaediff.generation.write_sample_grid", no_work)
     code, _, err = cli("sample", valid_run, "--out", tmp_path / "s.png", "--n", "99999999999")
     assert_one_line_error(code, err, "--n")
-    assert time.perf_counter() - started < 1.0
 
 
 def test_os_errors_the_checks_did_not_foresee_are_one_line_naming_the_path(cli, tmp_path, monkeypatch):
@@ -298,7 +302,7 @@ def test_fuzz_cli_answers_with_exit_0_or_one_line(cli, tmp_path, valid_run, brok
                                                   flags):
     run_dir = {"valid": valid_run, "missing": tmp_path / "missing"}.get(run, broken_runs / run)
     args = {"sample": ["sample", run_dir, "--out", tmp_path / "f.png"],
-            "evaluate": ["evaluate", run_dir, "--n-samples", "10", "--iw-samples", "1"],
+            "evaluate": ["evaluate", run_dir, "--n-samples", "20", "--iw-samples", "1"],
             "train": ["train", "vae", "--out", broken_runs / "eda", "--max-steps", "1"],  # refused: not empty
             "eda": ["eda", "--out", broken_runs / "eda"],  # refused: not empty
             "compare": ["compare", run_dir, "--out", broken_runs / "eda"]}[command]

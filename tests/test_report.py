@@ -23,7 +23,7 @@ def evaluated_runs(tmp_path_factory, evaluator_cache):
     for run in (vae, diffusion):
         evaluate_run(run, n_samples=100, iw_samples=10, sampler_options={"steps": 4} if run == diffusion else None,
                      likelihood={"test_images": 60, "bound_timesteps": 8},
-                     progress=False)
+                     progress=False, ignore_unused=True)
     return [vae, diffusion]
 
 

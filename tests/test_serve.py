@@ -1,11 +1,14 @@
-"""The web demo: handlers refuse bad input with a message; a real browser generates images; the server
-answers 50 concurrent requests, bad ones among them, and stays up."""
+"""The web demo: handlers refuse bad input with a message; a bad port is one line before anything is
+announced; a real browser generates images; the server answers 50 concurrent requests, bad ones among them,
+and stays up; the HTTP API answers malformed calls with a message, never a stack trace."""
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,8 +16,11 @@ from pathlib import Path
 import pytest
 from helpers.system_packages import chromium_path, require_system_package
 
+from vaediff import serve as serve_module
+from vaediff.cli import main
+from vaediff.errors import ConfigError
 from vaediff.families import train_run
-from vaediff.serve import Demo, Limits
+from vaediff.serve import Demo, Limits, serve
 
 TINY = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "attention_head_dim": 8, "sampling_steps": 4}
 
@@ -51,6 +57,69 @@ def test_handlers_answer_bad_input_with_a_message(runs):
     assert demo.explore("digits", 0, 0, "1")[0] is None
 
 
+def test_handlers_refuse_dicts_and_lists_by_name(runs):
+    """What an HTTP API client can send where the page sends text: each refused with the input's name."""
+    demo = Demo(runs, Limits(max_images=8, max_steps=10))
+    good = ("digits", "3", "4", "dpm", "4", "2", "0")
+    bad = [
+        (0, {"name": "digits"}, "run must be a run name, got a dict"),
+        (1, ["3"], "class must be a class number, got a list"),
+        (2, {"n": 4}, "number of images must be a whole number, got a dict"),
+        (3, ["dpm"], "sampler must be a sampler name, got a list"),
+        (4, [4], "steps must be a whole number, got a list"),
+        (5, {"g": 2}, "guidance must be a number, got a dict"),
+        (6, [0], "seed must be a whole number, got a list"),
+    ]
+    for index, value, message in bad:
+        args = good[:index] + (value,) + good[index + 1:]
+        picture, status = demo.generate(*args)
+        assert picture is None and status == f"⚠️ {message}", (args, status)
+    assert demo.explore("cvae", [1], 0, "7")[1] == "⚠️ direction 1 must be a number, got a list"
+    assert demo.interpolate("cvae", "1", {"c": 7})[1] == "⚠️ second class must be a class number, got a dict"
+
+
+@pytest.mark.parametrize("port", [0, 65536, 99999, -1])
+def test_port_out_of_range_is_one_line_before_anything(port, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "some-run", "--port", str(port)])
+    assert stop.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "argument --port: must be between 1 and 65,535" in err and "Traceback" not in err
+    with pytest.raises(ConfigError, match="--port must be between 1 and 65,535"):
+        serve(["some-run"], port=port)  # the library checks too, before loading any run
+    assert capsys.readouterr().out == ""
+
+
+def test_port_in_use_is_refused_before_announcing(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        message = f"port {port} on 127.0.0.1 is in use; pass --port N"
+        with pytest.raises(ConfigError) as refused:
+            serve(["some-run"], port=port)  # refused before the run (which does not exist) is loaded
+        assert str(refused.value) == message
+        assert main(["serve", "some-run", "--port", str(port)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"vaediff: error: {message}\n"
+
+
+def test_port_taken_during_loading_is_one_line(monkeypatch, capsys):
+    """The race: the port is free when checked, taken before gradio binds it."""
+
+    class LateApp:
+        def launch(self, **options):
+            raise OSError(f"Cannot find empty port in range: {options['server_port']}-{options['server_port']}.")
+
+    monkeypatch.setattr(serve_module, "Demo", lambda run_dirs, limits: None)
+    monkeypatch.setattr(serve_module, "build_app", lambda demo: LateApp())
+    monkeypatch.setattr(serve_module, "_refusals", lambda app: {})
+    port = _free_port()
+    with pytest.raises(ConfigError, match=f"^port {port} on 127.0.0.1 is in use; pass --port N$"):
+        serve(["some-run"], port=port)
+    assert capsys.readouterr().out == ""  # nothing announced
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -78,7 +147,7 @@ def server(runs, tmp_path_factory):
     else:
         process.kill()
         pytest.fail(f"server did not start: {log.read_text()}")
-    yield url, process
+    yield url, process, log
     process.terminate()
     process.wait(timeout=20)
 
@@ -98,7 +167,7 @@ def chromium() -> Path:
 def test_browser_generates_images_and_survives_bad_input(chromium, server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    url, process = server
+    url, process, _ = server
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(chromium), headless=True,
@@ -135,7 +204,7 @@ def test_browser_generates_images_and_survives_bad_input(chromium, server, tmp_p
 def test_fifty_concurrent_requests_all_answered(server):
     from gradio_client import Client
 
-    url, process = server
+    url, process, _ = server
     client = Client(url, verbose=False)
     requests = []
     for i in range(50):
@@ -151,3 +220,58 @@ def test_fifty_concurrent_requests_all_answered(server):
         assert ("images/s" in status) if valid else status.startswith("⚠️")
     assert process.poll() is None
     assert client.predict("digits", "1", "1", "dpm", "2", "1", "0", api_name="/generate")[0] is not None
+
+
+def _post(url: str, path: str, body) -> tuple[int, dict]:
+    request = urllib.request.Request(url + "gradio_api/" + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def _call(url: str, api_name: str, data: list) -> tuple[str, object]:
+    """POST /gradio_api/call/NAME, then read the event stream: ("complete" or "error", its data)."""
+    status, answer = _post(url, f"call/{api_name}", {"data": data})
+    assert status == 200, answer
+    with urllib.request.urlopen(f"{url}gradio_api/call/{api_name}/{answer['event_id']}", timeout=60) as stream:
+        text = stream.read().decode()
+    assert "Traceback" not in text, text
+    event = text.split("event: ")[-1]
+    kind, _, payload = event.partition("\ndata: ")
+    return kind.strip(), json.loads(payload)
+
+
+def test_http_api_answers_malformed_calls_with_a_message(server):
+    url, process, log = server
+    logged = log.stat().st_size
+    good = ["digits", "3", "2", "dpm", "2", "1", "0"]
+    kind, (picture, status) = _call(url, "generate", good)
+    assert kind == "complete" and picture is not None and "2 class 3" in status
+
+    kind, (picture, status) = _call(url, "generate", ["digits", {"label": 3}, [2], "dpm", "2", "1", "0"])
+    assert kind == "complete" and picture is None and status == "⚠️ number of images must be a whole number, got a list"
+    kind, (_, status) = _call(url, "generate", [["digits"], "3", "2", "dpm", "2", "1", "0"])
+    assert status == "⚠️ run must be a run name, got a list"
+
+    for data in (good[:2], good + ["extra"], []):
+        kind, answer = _call(url, "generate", data)
+        assert kind == "error" and answer["error"].startswith(f"generate takes 7 inputs (run, class, number of "
+                                                              f"images (1-16), sampler, steps, guidance scale, "
+                                                              f"seed), got {len(data)}"), answer
+
+    for path in ("call/nosuch", "call/v2/nosuch"):
+        status, answer = _post(url, path, {"data": good})
+        assert status == 404 and answer == {"error": "unknown API name /nosuch; this demo offers /generate, "
+                                                     "/interpolate"}, (path, answer)
+    status, answer = _post(url, "call/v2/generate", {"colour": "red"})
+    assert status == 400 and "colour" in answer["error"] and "\n" not in answer["error"], answer
+    status, answer = _post(url, "queue/join", {"data": good, "fn_index": 99, "session_hash": "test"})
+    assert status == 404 and answer == {"error": "unknown fn_index 99"}, answer
+    status, answer = _post(url, "run/generate", {"data": good})  # would skip the queue: closed
+    assert status == 404 and "queue" in answer["detail"], answer
+
+    assert process.poll() is None
+    assert "Traceback" not in log.read_text()[logged:]

@@ -29,10 +29,11 @@ def test_warmup_then_cosine_schedule_values():
 def test_a_minutes_budget_plans_a_horizon_that_fits_it(tiny, tmp_path):
     config = TrainConfig(minutes=0.1, batch_size=32, lr_schedule="cosine", eval_images=64, checkpoint_every=10_000)
     state = train(VAEObjective(CONFIG), lambda: VAE(CONFIG), tiny, config, tmp_path, export=save_weights, progress=False)
-    # the plan is made from the speed of 15 steps after 5 warm-up steps, for 95% of the budget
-    assert state.planned_steps is not None and state.planned_steps > 25
+    # the plan is made from the speed of 15 steps after 5 warm-up steps, for 95% of the budget: at least the
+    # 20 steps already taken, however slow the host (the number itself is the host's)
+    assert state.planned_steps is not None and state.planned_steps >= 20
     assert state.step <= state.planned_steps  # ended by the plan, or by the clock a little before it
-    assert state.elapsed_s < 0.1 * 60 + 10
+    assert state.elapsed_s < 0.1 * 60 * 1.5 + 10  # a tolerance that a slow or busy host passes
     assert state.limits == {"epochs": None, "minutes": 0.1, "max_steps": None}
 
 

@@ -19,8 +19,10 @@ from vaediff.checks import (
     MAX_GRID_IMAGES,
     MAX_IW_SAMPLES,
     MAX_SAMPLING_STEPS,
+    MIN_EVAL_SAMPLES,
+    data_source_inputs,
     os_error_line,
-    output_file,
+    user_output_file,
 )
 from vaediff.console import clear_progress_bars
 from vaediff.constants import DATASETS, DIFFUSION_PRESETS, FLOW_SAMPLERS, IMAGE_SIZES, MODEL_TYPES, SAMPLERS
@@ -110,12 +112,13 @@ def json_object(text: str) -> dict:
 
 
 def class_label(text: str) -> int:
+    """A class number; the run it is drawn from checks it against its own classes (generation.check_label)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a class label 0..9, got {text!r}") from None
-    if not 0 <= value <= 9:
-        raise argparse.ArgumentTypeError(f"class label must be in 0..9, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a class number (0, 1, ...), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"class label must be 0 or more, got {value}")
     return value
 
 
@@ -124,9 +127,11 @@ def class_label(text: str) -> int:
 
 
 def add_dataset_flags(parser: argparse.ArgumentParser, default: str | None = "mnist-5k") -> None:
+    """--dataset, --data-dir, --image-size. `default=None` leaves --dataset unset when not given (train: a
+    resumed run keeps its own data, and a --dataset given with --resume is checked against it)."""
     parser.add_argument("--dataset", default=default, metavar="NAME|PATH",
                         help=f"data set: {', '.join(DATASETS)}, an image folder (a sub-folder a class) or an .npz "
-                             f"file (default: {default})")
+                             f"file (default: {default or 'mnist-5k'})")
     parser.add_argument("--data-dir", metavar="DIR",
                         help="where the files of mnist, fashion-mnist or cifar10 live (downloaded there if absent)")
     parser.add_argument("--image-size", type=int, choices=IMAGE_SIZES, metavar="S",
@@ -161,7 +166,7 @@ def cmd_eda(args: argparse.Namespace) -> None:
     from vaediff.runs import prepare_output_dir, write_run_config
 
     dataset = load_dataset(args.dataset, args.data_dir, image_size=args.image_size)
-    out = prepare_output_dir(args.out, overwrite=args.overwrite)
+    out = prepare_output_dir(args.out, overwrite=args.overwrite, kind="eda", inputs=data_source_inputs(args.dataset))
     write_run_config(out, "eda", {"dataset": args.dataset, "data_dir": args.data_dir, "image_size": args.image_size,
                                   "data_shape": dataset.shape.to_dict(), "seed": args.seed})
     summary = run_eda(dataset, out, seed=args.seed)
@@ -202,8 +207,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from vaediff.families import class_names_of, load_run  # torch: imported when the command runs
     from vaediff.generation import write_sample_grid
 
-    output_file(args.out)  # before loading anything: a bad path fails at once
+    user_output_file(args.out)  # before loading anything: a bad path fails at once
     run = load_run(args.run)
+    user_output_file(args.out, [("run", run.run_dir), *data_source_inputs(run.config["settings"]["dataset"])])
     options = run.sampler_settings(**_sampler_options(args))
     names = class_names_of(run.config)
     write_sample_grid(run, args.out, seed=args.seed, count=args.n, label=args.label, class_names=names, **options)
@@ -217,9 +223,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                            binarize=args.binarize, seed=args.seed, cache_dir=args.cache_dir,
                            sampler_options=_sampler_options(args),
                            likelihood={"test_images": args.likelihood_images, "bound_timesteps": args.bound_timesteps,
-                                       "ode_steps": args.ode_steps})
+                                       "ode_steps": args.ode_steps}, out_dir=args.out)
     print(format_metrics(metrics))
-    print(f"wrote {args.run}/metrics.json")
+    print(f"wrote {Path(args.out or args.run) / 'metrics.json'}")
 
 
 def cmd_evaluator(args: argparse.Namespace) -> None:
@@ -235,8 +241,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from vaediff.report import compare, headlines, summarize_runs  # torch: imported when the command runs
     from vaediff.runs import prepare_output_dir, write_run_config
 
-    summarize_runs([Path(r) for r in args.runs])  # fail on a bad run before touching --out
-    out = prepare_output_dir(args.out, overwrite=args.overwrite)
+    summaries = summarize_runs([Path(r) for r in args.runs], group_seeds=False)  # a bad run fails before --out
+    inputs = [("run", Path(r)) for r in args.runs]
+    inputs += [i for s in summaries for i in data_source_inputs(s.config["settings"]["dataset"])]
+    out = prepare_output_dir(args.out, overwrite=args.overwrite, kind="compare", inputs=inputs)
     write_run_config(out, "compare", {"runs": args.runs, "lang": args.lang, "seed": args.seed,
                                       "curve_samples": args.curve_samples, "curves": not args.no_curves})
     report = compare(args.runs, out, lang=args.lang, seed=args.seed, curve_samples=args.curve_samples,
@@ -294,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "with --resume.")
     train.add_argument("model_type", choices=MODEL_TYPES, metavar="MODEL",
                        help=f"model type: {', '.join(MODEL_TYPES)}")
-    add_dataset_flags(train)
+    add_dataset_flags(train, default=None)
     add_output_flags(train, "run directory (refused if not empty, unless --overwrite or --resume)")
     limits = train.add_argument_group("how long (the first limit reached stops training)")
     limits.add_argument("--epochs", type=positive_int, help="passes over the training split (default: 10 "
@@ -338,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, metavar="FILE.png", help="PNG file to write")
     sample.add_argument("--n", type=at_most(MAX_GRID_IMAGES), default=None,
                         help=f"number of images, at most {MAX_GRID_IMAGES:,} (default: 64, or 100 for a class grid)")
-    sample.add_argument("--label", type=class_label, help="draw only this class (0..9)")
+    sample.add_argument("--label", type=class_label, help="draw only this class (0..K-1 for a run on K classes)")
     sample.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
     add_sampler_flags(sample)
     sample.set_defaults(handler=cmd_sample)
@@ -346,9 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="measure a run: likelihood, sample quality, speed",
                                    description="Write RUN/metrics.json and print a table.")
     evaluate.add_argument("run", metavar="RUN", help="run directory")
-    evaluate.add_argument("--n-samples", type=at_most(MAX_EVAL_SAMPLES), default=10000,
+    evaluate.add_argument("--n-samples", type=at_most(MAX_EVAL_SAMPLES, MIN_EVAL_SAMPLES), default=10000,
                           help="images to draw for the sample-quality metrics (default: 10000)")
-    evaluate.add_argument("--iw-samples", type=at_most(MAX_IW_SAMPLES), default=1000,
+    evaluate.add_argument("--iw-samples", type=at_most(MAX_IW_SAMPLES),
                           help="VAE: importance samples per test image for the NLL bound (default: 1000)")
     evaluate.add_argument("--binarize", action="store_true", default=None,
                           help="VAE: likelihood on binarized test pixels (default: as the run was trained)")
@@ -360,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ode-steps", type=positive_int, metavar="N",
                           help="flow: RK4 steps of the probability-flow ODE (default: 8)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of every random draw of the evaluation")
+    evaluate.add_argument("--out", metavar="DIR", help="write metrics.json (and confusion.png) into DIR instead of "
+                          "RUN (for a run that is read-only)")
     evaluate.add_argument("--cache-dir", metavar="DIR", help="where evaluator networks are kept "
                           "(default: ~/.cache/vaediff)")
     add_sampler_flags(evaluate)
@@ -381,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_flags(compare, "report directory (refused if not empty, unless --overwrite)")
     compare.add_argument("--lang", choices=("en", "zh"), default="en", help="report language (default: en)")
     compare.add_argument("--seed", type=int, default=0, help="seed of the sample grids and curves")
-    compare.add_argument("--curve-samples", type=at_most(MAX_EVAL_SAMPLES), default=200,
+    compare.add_argument("--curve-samples", type=at_most(MAX_EVAL_SAMPLES, MIN_EVAL_SAMPLES), default=200,
                          help="samples per point of the steps and guidance curves (default: 200)")
     compare.add_argument("--no-curves", action="store_true", help="skip the steps and guidance curves")
     compare.add_argument("--no-ddpm-1000", action="store_true",
@@ -411,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "latent spaces. Binds to 127.0.0.1 unless --host says otherwise.")
     serve.add_argument("runs", nargs="+", metavar="RUN", help="run directories to offer")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    serve.add_argument("--port", type=positive_int, default=7860, help="port (default: 7860)")
+    serve.add_argument("--port", type=at_most(65535), default=7860, help="port, 1-65535 (default: 7860)")
     serve.add_argument("--max-images", type=at_most(MAX_GRID_IMAGES), default=64,
                        help="images per request (default: 64)")
     serve.add_argument("--max-steps", type=at_most(MAX_SAMPLING_STEPS), default=200, help="sampling steps per request "

@@ -16,17 +16,26 @@ import torch
 from vaediff import __version__
 from vaediff import metrics as m
 from vaediff.cas import classification_accuracy_score, real_data_score
-from vaediff.checks import MAX_EVAL_SAMPLES, MAX_IW_SAMPLES, check_count, check_fits_in_memory
+from vaediff.checks import (
+    MAX_IW_SAMPLES,
+    check_count,
+    check_fits_in_memory,
+    check_sample_count,
+    output_directory,
+    writable_directory,
+)
 from vaediff.data import Dataset, ImageSplit
-from vaediff.errors import ConfigError
+from vaediff.errors import ConfigError, DataError, RunError
 from vaediff.evaluator_network import Evaluator, load_or_train_evaluator
 from vaediff.families import load_run, run_dataset
 from vaediff.families.base import LikelihoodSettings
 from vaediff.figures import plot_confusion
 from vaediff.generation import timed_draw
+from vaediff.intervals import enclosing, quality_intervals, real_kernel_mean
 from vaediff.intervals import method as interval_method
-from vaediff.intervals import quality_intervals, real_kernel_mean
 from vaediff.runs import atomic_write_json
+
+NEIGHBOURS = 5  # k of density and coverage (Naeem et al. 2020), the largest k of the neighbourhood metrics
 
 
 def _reference_subset(split: ImageSplit, size: int, seed: int) -> torch.Tensor:
@@ -68,7 +77,7 @@ def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.T
     matched = real_features[: min(len(real_features), len(features))]
     kid_mean, kid_std = m.kernel_distance(real_features, features, seed=seed)
     precision, recall = m.precision_recall(matched, features, k=3)
-    density, coverage = m.density_coverage(matched, features, k=5)
+    density, coverage = m.density_coverage(matched, features, k=NEIGHBOURS)
     inception, inception_std = m.inception_score(probabilities, seed=seed)
     result = {
         "fid": m.frechet_distance(real_features, features),
@@ -89,8 +98,9 @@ def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.T
     if intervals:
         real_term = _cached(("kid_real_term", seed, reference_count), evaluator, dataset,
                             lambda: real_kernel_mean(real_features))
-        result["ci95"] = quality_intervals(real_features, matched, features, probabilities, labels, seed,
-                                           real_term=real_term)
+        intervals = quality_intervals(real_features, matched, features, probabilities, labels, seed,
+                                      real_term=real_term)
+        result["ci95"] = {name: enclosing(interval, _estimate(result, name)) for name, interval in intervals.items()}
         result["ci95_method"] = interval_method()
     if not dataset.labelled:
         for table in (result, result.get("ci95", {})):
@@ -104,6 +114,11 @@ def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.T
     result["memorisation"] = detail["share_closer_than_test_p05"]
     result["memorisation_detail"] = detail
     return result
+
+
+def _estimate(result: dict, name: str) -> float:
+    value = result[name]
+    return value["mean"] if isinstance(value, dict) else value
 
 
 def real_reference(evaluator: Evaluator, dataset: Dataset, size: int, seed: int = 0) -> dict:
@@ -126,24 +141,33 @@ def device_description() -> dict:
     return {"device": "cpu", "threads": torch.get_num_threads()}
 
 
-MAX_LIKELIHOOD_COUNTS = {"test_images": 100_000, "bound_timesteps": 2000, "ode_steps": 1000}
-MIN_SAMPLES = 10  # PRDC's k-th neighbours (k <= 5) and a covariance need a few samples
+MAX_LIKELIHOOD_COUNTS = {"iw_samples": MAX_IW_SAMPLES, "test_images": 100_000, "bound_timesteps": 2000,
+                         "ode_steps": 1000}
 
 
-def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binarize: bool | None = None,
+def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None, binarize: bool | None = None,
                  seed: int = 0, cache_dir=None, sampler_options: dict | None = None,
-                 progress: bool = True, write: bool = True, likelihood: dict | None = None) -> dict:
-    """Measure a run and write RUN/metrics.json (and RUN/confusion.png for conditional runs).
-    `likelihood` overrides fields of families.LikelihoodSettings (test_images, bound_timesteps, ode_steps)."""
-    if n_samples < MIN_SAMPLES:
-        raise ConfigError(f"--n-samples must be at least {MIN_SAMPLES} (precision and recall need neighbours, "
-                          f"the Fréchet distance a covariance), got {n_samples}")
-    check_count(n_samples, "--n-samples", MAX_EVAL_SAMPLES, MIN_SAMPLES)
-    check_count(iw_samples, "--iw-samples", MAX_IW_SAMPLES)
-    likelihood_settings = likelihood_settings_of(iw_samples, likelihood)
+                 progress: bool = True, write: bool = True, likelihood: dict | None = None,
+                 ignore_unused: bool = False, out_dir=None) -> dict:
+    """Measure a run and write RUN/metrics.json (and RUN/confusion.png for conditional runs), or into
+    `out_dir` (a read-only run's metrics go elsewhere; the check is made before any work).
+    `likelihood` overrides fields of families.LikelihoodSettings (test_images, bound_timesteps, ode_steps);
+    one the run does not read is refused, as `sample` refuses sampler options a run has none of, unless
+    `ignore_unused` (one set of settings for runs of several families, as the quickstart gives)."""
+    check_sample_count(n_samples, "--n-samples")
+    given = {k: v for k, v in {**(likelihood or {}), "iw_samples": iw_samples, "binarize": binarize}.items()
+             if v is not None}
+    likelihood_settings = likelihood_settings_of(given)
     run = load_run(run_dir)
+    if not ignore_unused:
+        check_likelihood_options(run, given)
+    target = metrics_directory(run_dir, out_dir) if write else None
     settings = run.config["settings"]
     dataset = run_dataset(run.config, str(run_dir))
+    if len(dataset.test) <= NEIGHBOURS:  # before minutes of sampling, not after
+        raise DataError(f"{run_dir} was trained on data whose test split has {len(dataset.test)} images; the "
+                        f"real reference needs at least {NEIGHBOURS + 1} (density and coverage compare "
+                        f"{NEIGHBOURS} nearest neighbours)")
     sampler_options = run.sampler_settings(**(sampler_options or {}))
     # the samples, their features and the real reference's are held at once (float32)
     check_fits_in_memory(n_samples, 4 * (3 * dataset.train.images[0].numel() + 2 * 256), "--n-samples")
@@ -172,25 +196,53 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int = 1000, binari
                                                                        "class_accuracy") if k in recon}
     metrics["samples_per_second"] = n_samples / seconds
     metrics.update(device_description())
-    use_binarized = bool(settings.get("binarize")) if binarize is None else binarize
-    likelihood_settings = dataclasses.replace(likelihood_settings, binarize=use_binarized)
+    if binarize is None:  # as the run was trained
+        likelihood_settings = dataclasses.replace(likelihood_settings, binarize=bool(settings.get("binarize")))
     add_likelihood(metrics, run.likelihood(dataset.test, likelihood_settings, seed, progress))
-    if write:
-        atomic_write_json(Path(run_dir) / "metrics.json", metrics)
+    if target is not None:
+        atomic_write_json(target / "metrics.json", metrics)
         if "confusion" in metrics:
-            plot_confusion(metrics["confusion"], dataset.class_names, Path(run_dir) / "confusion.png",
+            plot_confusion(metrics["confusion"], dataset.class_names, target / "confusion.png",
                            f"{run.model_type}: evaluator's class for samples drawn per class")
     return metrics
 
 
-def likelihood_settings_of(iw_samples: int, overrides: dict | None) -> LikelihoodSettings:
-    """LikelihoodSettings from the command's counts, each checked (one line for a bad one)."""
-    fields = {k: v for k, v in (overrides or {}).items() if v is not None}
-    for key, flag in (("test_images", "--likelihood-images"), ("bound_timesteps", "--bound-timesteps"),
-                      ("ode_steps", "--ode-steps")):
-        if key in fields:
-            check_count(fields[key], flag, MAX_LIKELIHOOD_COUNTS[key])
-    return LikelihoodSettings(iw_samples=iw_samples, **fields)
+def metrics_directory(run_dir, out_dir) -> Path:
+    """Where metrics.json goes: `out_dir` (made if missing), else the run, which must then be writable: one
+    line naming the option that writes elsewhere, not an error after minutes of sampling."""
+    if out_dir is not None:
+        directory = output_directory(out_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+    problem = writable_directory(Path(run_dir))
+    if problem:
+        raise RunError(f"{problem}; pass --out DIR to write metrics.json elsewhere")
+    return Path(run_dir)
+
+
+LIKELIHOOD_FLAGS = {"iw_samples": "--iw-samples", "binarize": "--binarize", "test_images": "--likelihood-images",
+                    "bound_timesteps": "--bound-timesteps", "ode_steps": "--ode-steps"}
+
+
+def likelihood_settings_of(given: dict) -> LikelihoodSettings:
+    """LikelihoodSettings from the command's values (LikelihoodSettings' field names), each count checked
+    (one line for a bad one); defaults for the rest."""
+    unknown = sorted(set(given) - set(LIKELIHOOD_FLAGS))
+    if unknown:
+        raise ConfigError(f"unknown likelihood setting {unknown[0]!r}; choose from {', '.join(LIKELIHOOD_FLAGS)}")
+    for key, value in given.items():
+        if key != "binarize":
+            check_count(value, LIKELIHOOD_FLAGS[key], MAX_LIKELIHOOD_COUNTS[key])
+    return LikelihoodSettings(**given)
+
+
+def check_likelihood_options(run, given: dict) -> None:
+    """One line for a likelihood option the run does not use (`--ode-steps` on a VAE), not silence."""
+    unused = [key for key in given if key not in run.likelihood_options]
+    if unused:
+        used = ", ".join(LIKELIHOOD_FLAGS[k] for k in run.likelihood_options)
+        reads = f"its likelihood reads {used}" if used else "it has no likelihood estimate to tune"
+        raise ConfigError(f"{LIKELIHOOD_FLAGS[unused[0]]} does not apply to this {run.model_type} run ({reads})")
 
 
 def add_likelihood(metrics: dict, likelihood: dict | None) -> None:

@@ -39,7 +39,8 @@ def check_label(run: ImageModel, label: int | None) -> None:
     if not run.conditional:
         raise ConfigError(f"a {run.model_type} run is unconditional; --label needs a class-conditional run")
     if not 0 <= label < run.num_classes:
-        raise ConfigError(f"class label must be in 0..{run.num_classes - 1}, got {label}")
+        raise ConfigError(f"--label {label} is not a class of this run: its {run.num_classes} classes are "
+                          f"0..{run.num_classes - 1}")
 
 
 def draw(run: ImageModel, count: int, label: int | None = None, seed: int = 0, batch_size: int = 100,

@@ -19,6 +19,7 @@ estimates.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 
@@ -27,6 +28,10 @@ from vaediff.metrics import inception_score, kth_neighbour_distances
 RESAMPLES = 200
 LEVEL = 0.95
 CENTRED = ("fid", "recall", "coverage")  # metrics whose bootstrap is biased (module docstring)
+# the values each metric can take: an interval never reaches outside them (a shifted or tiny-sample interval
+# would: recall 1 [0.745, 1.145] at 10 samples)
+RANGES = {"fid": (0.0, None), "precision": (0.0, 1.0), "recall": (0.0, 1.0), "density": (0.0, None),
+          "coverage": (0.0, 1.0), "is": (1.0, None), "class_accuracy": (0.0, 1.0), "cas": (0.0, 1.0)}
 
 
 def method(resamples: int = RESAMPLES) -> dict:
@@ -65,7 +70,20 @@ def quality_intervals(real_features: torch.Tensor, matched_real: torch.Tensor, f
     intervals = {name: percentile_interval(value) for name, value in values.items() if not name.endswith("_estimate")}
     for name in CENTRED:
         intervals[name] = centred_on(values[name], float(values[f"{name}_estimate"]))
-    return intervals
+    return {name: within_range(name, interval) for name, interval in intervals.items()}
+
+
+def within_range(name: str, interval: list[float]) -> list[float]:
+    """`interval` clipped to the values metric `name` can take (RANGES; unbounded if not listed)."""
+    low, high = RANGES.get(name, (None, None))
+    low, high = -math.inf if low is None else low, math.inf if high is None else high
+    return [min(max(value, low), high) for value in interval]
+
+
+def enclosing(interval: list[float], estimate: float) -> list[float]:
+    """`interval` widened to hold its estimate: with few samples a percentile interval can miss it, and an
+    interval that excludes the number it stands beside is read as a contradiction."""
+    return [min(interval[0], estimate), max(interval[1], estimate)]
 
 
 

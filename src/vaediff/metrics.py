@@ -16,6 +16,8 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from vaediff.errors import DataError
+
 
 class _Precomputed(nn.Module):
     """A 'feature extractor' that passes features through, so torchmetrics can take features we
@@ -52,7 +54,12 @@ def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, 
 
 
 def kth_neighbour_distances(points: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
-    """Distance of each point to its k-th nearest other point of the same set."""
+    """Distance of each point to its k-th nearest other point of the same set; one line (DataError) when
+    the set has no k other points, as with a test split of a handful of images."""
+    if len(points) <= k:
+        raise DataError(f"precision, recall, density and coverage (k = {k} nearest neighbours) need at least "
+                        f"{k + 1} images on each side, got {len(points)}: evaluate with more samples, and on a "
+                        f"data set whose test split has at least {k + 1} images")
     radii = []
     for start in range(0, len(points), chunk):
         distances = torch.cdist(points[start : start + chunk], points)

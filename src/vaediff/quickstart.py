@@ -10,15 +10,23 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from vaediff.checks import data_source_inputs
 from vaediff.constants import DATASETS
 from vaediff.data import describe_source, load_dataset
 from vaediff.eda import run_eda
-from vaediff.errors import AlreadyFinished
+from vaediff.errors import AlreadyFinished, ConfigError, RunError
 from vaediff.evaluate import evaluate_run
 from vaediff.evaluator_network import is_cached, load_or_train_evaluator
 from vaediff.families import train_run
 from vaediff.report import check_language, compare
-from vaediff.runs import atomic_write_json, prepare_output_dir, read_json, write_run_config
+from vaediff.runs import (
+    CONFIG_FILE,
+    atomic_write_json,
+    prepare_output_dir,
+    read_json,
+    write_run_config,
+    written_kind,
+)
 
 STATE_FILE = "quickstart.json"
 
@@ -48,6 +56,18 @@ class QuickstartPlan:
     # per model type, extra options for its training run (e.g. {"diffusion": {"model": {...}}}): tiny
     # networks in the tests, other presets for users who want them
     model_options: dict = field(default_factory=dict)
+    # the smallest budget per seed that holds the default study: the evaluator, five trainings, evaluations
+    # and the report each take a share (tests of the machinery with tiny networks set 0)
+    minimum_minutes: float = 3.0
+
+    def check_budget(self) -> None:
+        """One line, before anything is trained, when the budget cannot hold the study."""
+        needed = self.minimum_minutes * self.seeds
+        if self.minutes < needed:
+            seeds = f"{self.seeds} seeds" if self.seeds > 1 else "one seed"
+            raise ConfigError(f"--minutes {self.minutes:g} cannot hold a study of {len(self.runs())} runs "
+                              f"({seeds}): give --minutes {needed:g} or more" +
+                              (", or fewer --seeds" if self.seeds > 1 else ""))
 
     def train_minutes(self, model_type: str) -> float:
         return self.minutes * TRAIN_FRACTION * SHARES[model_type] / self.seeds
@@ -76,7 +96,7 @@ def _run_stage(name: str, plan: QuickstartPlan, out: Path, data_dir: str | None,
     run_dir = out / run_name
     model_type, seed = next(((m, s) for n, m, s in plan.runs() if n == run_name), (None, plan.seed))
     if kind == "eda":
-        eda_dir = prepare_output_dir(out / "eda", overwrite=True)
+        eda_dir = prepare_output_dir(out / "eda", overwrite=True, kind="eda")
         write_run_config(eda_dir, "eda", {"dataset": plan.dataset, "data_dir": data_dir, "seed": plan.seed,
                                           "image_size": plan.image_size})
         run_eda(load_dataset(plan.dataset, data_dir, image_size=plan.image_size), eda_dir, seed=plan.seed)
@@ -93,9 +113,10 @@ def _run_stage(name: str, plan: QuickstartPlan, out: Path, data_dir: str | None,
             pass  # stopped after training finished but before the stage was recorded: nothing to redo
     elif kind == "evaluate":
         evaluate_run(run_dir, n_samples=plan.eval_samples, iw_samples=plan.iw_samples, seed=seed,
-                     likelihood={"test_images": plan.likelihood_images, "ode_steps": plan.ode_steps})
+                     likelihood={"test_images": plan.likelihood_images, "ode_steps": plan.ode_steps},
+                     ignore_unused=True)
     elif kind == "compare":
-        report_dir = prepare_output_dir(out / "report", overwrite=True)
+        report_dir = prepare_output_dir(out / "report", overwrite=True, kind="compare")
         names = [name for name, _, _ in plan.runs()]
         write_run_config(report_dir, "compare", {"runs": names, "seed": plan.seed, "lang": plan.lang})
         compare([out / name for name in names], report_dir, lang=plan.lang, seed=plan.seed,
@@ -112,18 +133,18 @@ def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", m
                                   image_size=image_size)
     check_language(plan.lang)
     out = Path(out)
-    done: list[str] = []
-    if resume and (out / STATE_FILE).is_file():
-        done = list(read_json(out / STATE_FILE).get("done", []))
-        settings = read_json(out / "config.json").get("settings", {})
-        data_dir = settings.get("data_dir", data_dir)
-        plan = QuickstartPlan(**{f.name: settings[f.name] for f in fields(QuickstartPlan) if f.name in settings})
+    if resume and overwrite:
+        raise ConfigError("--resume continues the study in --out and --overwrite replaces it; give one of them")
+    if resume:
+        plan, data_dir, done = _resumed_study(out)
         load_dataset(plan.dataset, data_dir, image_size=plan.image_size)
     else:
+        plan.check_budget()
         data = load_dataset(plan.dataset, data_dir, image_size=plan.image_size)  # a bad source fails before writing
         plan = replace(plan, dataset=describe_source(plan.dataset), labelled=data.labelled)
-        prepare_output_dir(out, overwrite=overwrite)
+        prepare_output_dir(out, overwrite=overwrite, kind="quickstart", inputs=data_source_inputs(plan.dataset))
         write_run_config(out, "quickstart", {**asdict(plan), "data_dir": data_dir})
+        done = []
     stages = _stages(plan)
     started = time.perf_counter()
     for index, (name, description) in enumerate(stages, start=1):
@@ -138,6 +159,31 @@ def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", m
         done.append(name)
         atomic_write_json(out / STATE_FILE, {"done": done, "elapsed_s": round(time.perf_counter() - started, 1)})
     return out / "report" / "report.md"
+
+
+def _resumed_study(out: Path) -> tuple[QuickstartPlan, str | None, list[str]]:
+    """The plan, data directory and finished stages of the study in `out`; a stage whose output is gone
+    (a run directory deleted since) is redone, and so is every stage that used it."""
+    if not out.is_dir():
+        raise RunError(f"nothing to resume: {out} does not exist; run the command without --resume")
+    if written_kind(out) != "quickstart":
+        raise RunError(f"nothing to resume in {out}: it holds no quickstart study (no vaediff config.json of one)")
+    settings = read_json(out / CONFIG_FILE)["settings"]
+    plan = QuickstartPlan(**{f.name: settings[f.name] for f in fields(QuickstartPlan) if f.name in settings})
+    done = list(read_json(out / STATE_FILE).get("done", [])) if (out / STATE_FILE).is_file() else []
+    lost = [name for name in done if not _stage_output_exists(name, out)]
+    for name in lost:
+        print(f"{name}: its output in {out} is missing; doing it again", flush=True)
+    lost_runs = {name.partition(":")[2] for name in lost if name.startswith("train:")}
+    redo = set(lost) | {f"evaluate:{run}" for run in lost_runs} | ({"compare"} if lost else set())
+    return plan, settings.get("data_dir"), [name for name in done if name not in redo]
+
+
+def _stage_output_exists(name: str, out: Path) -> bool:
+    kind, _, run_name = name.partition(":")
+    expected = {"eda": out / "eda" / CONFIG_FILE, "train": out / run_name / CONFIG_FILE,
+                "evaluate": out / run_name / "metrics.json", "compare": out / "report" / "report.md"}
+    return kind not in expected or expected[kind].is_file()
 
 
 def describe_stage(name: str, description: str, plan: QuickstartPlan) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import html
 import json
 import math
@@ -18,14 +19,16 @@ from pathlib import Path
 from scipy import stats
 
 from vaediff.cas import classification_accuracy_score
+from vaediff.checks import check_sample_count
 from vaediff.console import progress_bar
 from vaediff.errors import ConfigError, RunError
 from vaediff.evaluate import quality_metrics
-from vaediff.evaluator_network import load_or_train_evaluator
+from vaediff.evaluator_network import default_cache_dir, load_or_train_evaluator
 from vaediff.families import load_run, run_dataset
 from vaediff.figures import plot_curves, plot_losses, plot_sample_grids
 from vaediff.generation import timed_draw, write_sample_grid
 from vaediff.runs import atomic_write_json, atomic_write_text, read_json, read_run_config
+from vaediff.training import CHECKPOINT_FILE
 
 # metric key, direction (+1 higher is better, -1 lower is better), format
 TABLE_METRICS = (
@@ -69,6 +72,8 @@ TEXT = {
                       "steps and no guidance, is its rightmost point when it was measured. The guidance sweep "
                       "shows class accuracy (is each sample recognisable?) beside CAS (can a classifier learn the "
                       "classes from the samples alone?): pick the guidance scale by the trade between them.",
+        "no_seed_point": "{names}: no point for the seed's sampler (DDPM over every training timestep), which "
+                         "is diffusion's stochastic process; flow matching draws by integrating an ODE instead.",
         "metric_names": {"fid": "FID", "kid": "KID", "precision": "precision", "recall": "recall",
                          "density": "density", "coverage": "coverage", "is": "Inception-score analogue",
                          "class_accuracy": "class accuracy", "cas": "CAS (classifier trained on samples)",
@@ -116,6 +121,8 @@ TEXT = {
         "curve_note": "每个点 {n} 个样本，阴影为 95% 区间。步数曲线用 KID（任何样本量下都无偏；样本少时 FID 偏高）；"
                       "若测量过，最右的点是原项目的采样器（1000 步 DDPM，无引导）。引导扫描并列类别准确率（每个样本是否可辨认）"
                       "和 CAS（仅用样本能否学会这些类别）：按两者的权衡选择引导强度。",
+        "no_seed_point": "{names} 没有原项目采样器（DDPM，走完全部训练时间步）的点：那是扩散模型的随机过程；"
+                         "流匹配通过积分常微分方程来采样。",
         "metric_names": {"fid": "FID", "kid": "KID", "precision": "精确率", "recall": "召回率",
                          "density": "密度", "coverage": "覆盖率", "is": "类 Inception 分数",
                          "class_accuracy": "类别准确率", "cas": "CAS（用样本训练的分类器的准确率）",
@@ -178,8 +185,11 @@ def read_history(run_dir: Path) -> list[dict]:
 
 def summarize_runs(run_dirs: list[Path], group_seeds: bool = True) -> list[RunSummary]:
     """The runs' metrics and histories; runs that differ only in their seed become one group."""
-    summaries = []
+    summaries, seen = [], {}
     for run_dir in run_dirs:
+        same = seen.setdefault(run_dir.resolve(), run_dir)
+        if same is not run_dir:  # one run named twice would count as two seeds that agree exactly
+            raise RunError(f"{run_dir} is given twice (also as {same}); name each run once")
         config = read_run_config(run_dir)
         if not (run_dir / "metrics.json").is_file():
             raise RunError(f"{run_dir} has no metrics.json; run `vaediff evaluate {run_dir}` first")
@@ -440,7 +450,8 @@ def metrics_table(summaries: list[RunSummary], lang: str) -> tuple[list[str], li
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Curves (cached in RUN/curves.json: they cost minutes on a CPU)
+# Curves (they cost minutes on a CPU: cached in the user's cache, keyed by the run's weights, never in the
+# run itself, which a report only reads)
 
 
 def quality_point(run, evaluator, dataset, count: int, seed: int, options: dict, cas: bool = False) -> dict:
@@ -459,12 +470,12 @@ def quality_point(run, evaluator, dataset, count: int, seed: int, options: dict,
 
 def run_curves(run, evaluator, dataset, count: int, seed: int, with_ddpm_1000: bool, progress: bool) -> dict:
     """Steps curve (default sampler and guidance) and guidance sweep (default sampler and steps)."""
-    cache_path = run.run_dir / "curves.json"
+    cache_path = curves_cache_path(run)
     cache = read_json(cache_path) if cache_path.is_file() else {}
     defaults = run.sampler_settings()
     plan = [("steps", {**defaults, "steps": s}) for s in STEPS_CURVE]
-    if with_ddpm_1000:
-        plan.append(("steps", {**defaults, "sampler": "ddpm", "steps": 1000, "guidance": 1.0}))
+    if with_ddpm_1000 and run.seed_sampler() is not None:
+        plan.append(("steps", run.seed_sampler()))
     if run.supports_guidance:
         plan += [("guidance", {**defaults, "guidance": g}) for g in GUIDANCE_SWEEP]
     result: dict[str, list[dict]] = {"steps": [], "guidance": []}
@@ -473,9 +484,27 @@ def run_curves(run, evaluator, dataset, count: int, seed: int, with_ddpm_1000: b
                f"{count}:{seed}:v2{':cas' if kind == 'guidance' else ''}")  # v2: points with intervals
         if key not in cache:
             cache[key] = quality_point(run, evaluator, dataset, count, seed, options, cas=kind == "guidance")
-            atomic_write_json(cache_path, cache)
+            _save_cache(cache_path, cache)
         result[kind].append(cache[key])
     return result
+
+
+def curves_cache_path(run) -> Path:
+    """Where a run's curve points are kept: the user's cache, under a hash of what draws the samples (its
+    model config and weight files), so a run trained further, or a copy elsewhere, gets its own entry."""
+    digest = hashlib.sha1(json.dumps(run.config.get("model"), sort_keys=True).encode())
+    for path in sorted(run.run_dir.rglob("*.safetensors")):
+        if path.name != CHECKPOINT_FILE:  # the optimizer's state does not draw
+            digest.update(path.relative_to(run.run_dir).as_posix().encode() + path.read_bytes())
+    return default_cache_dir() / "curves" / f"{digest.hexdigest()[:20]}.json"
+
+
+def _save_cache(path: Path, cache: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, cache)
+    except (OSError, RunError):  # a cache that cannot be written costs time, not the report
+        pass
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -544,6 +573,7 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
             progress: bool = True) -> Path:
     """Write DIR/report.md, DIR/report.html and their figures for the given evaluated runs."""
     check_language(lang)
+    check_sample_count(curve_samples, "--curve-samples")
     out_dir = Path(out_dir)
     summaries = summarize_runs([Path(r) for r in run_dirs])
     words = TEXT[lang]
@@ -578,6 +608,9 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
         plot_curves(steps, "steps", out_dir / "steps.png", TEXT["en"]["steps"], "sampling steps", log_x=True)
         blocks += [("h2", words["steps"]), ("p", words["curve_note"].format(n=curve_samples)),
                    ("image", ("steps.png", words["steps"]))]
+        without = [s.name for s in diffusion if runs[s.name].seed_sampler() is None]
+        if with_ddpm_1000 and without:
+            blocks.append(("p", words["no_seed_point"].format(names=", ".join(without))))
         sweeps = {name: c["guidance"] for name, c in curve_data.items() if c["guidance"]}
         if sweeps:
             plot_curves(sweeps, "guidance", out_dir / "guidance.png", TEXT["en"]["guidance"], "guidance scale w",

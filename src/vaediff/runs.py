@@ -17,6 +17,7 @@ import sys
 import tempfile
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from vaediff import __version__
-from vaediff.checks import existing_directory, output_directory
+from vaediff.checks import (
+    check_apart,
+    existing_directory,
+    output_directory,
+    writable_file_target,
+    written_kind,
+)
+from vaediff.constants import CONFIG_FILE
 from vaediff.errors import ConfigError, RunError
 
-CONFIG_FILE = "config.json"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -38,8 +45,12 @@ os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers only ever see the old or the new complete file."""
-    path = Path(path)
+    """Write `data` to `path` so that readers only ever see the old or the new complete file.
+
+    A symbolic link is written through (its target gets the new file, the link stays); a path that is
+    not a regular file (a device, a socket, a directory) is refused: the rename would replace it."""
+    path = writable_file_target(Path(path))
+    existed = path.exists()
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
@@ -55,7 +66,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         detail = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-        raise RunError(f"could not write {path}: {detail}; the previous version of the file is intact") from None
+        kept = "the previous version of the file is intact" if existed else "nothing was written"
+        raise RunError(f"could not write {path}: {detail}; {kept}") from None
     _fsync_directory(path.parent)
 
 
@@ -134,30 +146,31 @@ def read_json(path: str | Path) -> Any:
 # Output directories
 
 
-def prepare_output_dir(path: str | Path, overwrite: bool = False, keep: bool = False) -> Path:
+def prepare_output_dir(path: str | Path, overwrite: bool = False, keep: bool = False, kind: str | None = None,
+                       inputs: Iterable[tuple[str, Path]] = ()) -> Path:
     """Create an output directory, refusing to clobber one that is not empty.
 
     The seed project's rule: an existing, non-empty directory is an error unless `overwrite` is given.
     With `overwrite`, the old contents are deleted, but only if a vaediff config.json says that vaediff
-    wrote them, so a mistyped `--out ~` cannot wipe a home directory. With `keep` (used by --resume),
-    the directory is used as it is.
+    wrote them, and (given `kind`, the kind of directory this command writes: "train", "compare", ...)
+    only a directory of that kind: `compare --overwrite` never deletes a training run or a study. With
+    `keep` (used by --resume), the directory is used as it is. `inputs` are what the command reads,
+    (description, path) pairs: the output may neither be, hold, nor lie inside any of them (check_apart).
     """
     path = output_directory(path)
+    check_apart(path, inputs)
     if path.is_dir() and any(path.iterdir()) and not keep:
         if not overwrite:
             raise RunError(f"{path} exists and is not empty; pass --overwrite to replace it")
-        if not _written_by_vaediff(path):
+        written = written_kind(path)
+        if written is None:
             raise RunError(f"{path} is not empty and has no vaediff {CONFIG_FILE}; refusing to delete it")
+        if kind is not None and written != kind:
+            raise RunError(f"{path} holds a vaediff '{written}' directory; --overwrite replaces only what this "
+                           f"command writes (a '{kind}' directory): choose another --out")
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _written_by_vaediff(path: Path) -> bool:
-    try:
-        return "vaediff_version" in json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        return False
 
 
 def command_line() -> str:
@@ -194,11 +207,14 @@ def _jsonable(value: Any) -> Any:
 
 
 def config_from_dict(cls: type, data: Any, source: str = "config") -> Any:
-    """Build a frozen config dataclass from JSON data, refusing unknown keys and wrong types by name."""
+    """Build a frozen config dataclass from JSON data, refusing unknown keys, wrong types and the values its
+    __post_init__ refuses, each in one line that names the key (and `source`, where the data came from)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a JSON object for {cls.__name__}, got {type(data).__name__}")
+        kind = {type(None): "null", bool: "true/false", int: "a number", float: "a number", str: "a string",
+                list: "a list", tuple: "a list"}.get(type(data), type(data).__name__)
+        raise ConfigError(f"{source} must be a JSON object of {cls.__name__} fields, got {kind}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         raise ConfigError(f"{source}: unknown key {unknown[0]!r} for {cls.__name__}")
     hints = typing.get_type_hints(cls)
@@ -207,31 +223,32 @@ def config_from_dict(cls: type, data: Any, source: str = "config") -> Any:
         values[name] = _coerce(value, hints[name], f"{source}: key {name!r}")
     try:
         return cls(**values)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        for option in args:
-            if option is type(None) and value is None:
-                return None
-        for option in args:
-            if option is type(None):
-                continue
+        options = [option for option in args if option is not type(None)]
+        if value is None and len(options) < len(args):
+            return None
+        errors = []
+        for option in options:
             try:
                 return _coerce(value, option, where)
-            except ConfigError:
-                pass
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1:  # `float | None`: what the float needs is the precise message
+            raise errors[0] from None
         raise ConfigError(f"{where} has the wrong type ({type(value).__name__})")
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where} must be a list, got {type(value).__name__}")
+            raise ConfigError(f"{where} must be a list, got {value!r}")
         item_hint = args[0] if args else Any
         return tuple(_coerce(v, item_hint, where) for v in value)
     if origin is typing.Literal:
-        if value not in args:
+        if not isinstance(value, str | int | float | bool | None) or value not in args:
             raise ConfigError(f"{where} must be one of {list(args)}, got {value!r}")
         return value
     if hint is Any:
@@ -249,6 +266,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where} must be a number, got {value!r}")
+        # JSON's NaN and Infinity parse in Python (and 1e999 is inf); a config.json must not hold them
+        if not -sys.float_info.max <= value <= sys.float_info.max:
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -274,6 +294,11 @@ def read_run_config(run_dir: str | Path) -> dict:
         raise RunError(f"{run_dir / CONFIG_FILE}: not written by vaediff")
     if config.get("kind") != "train":
         raise RunError(f"{run_dir}: a '{config.get('kind')}' output directory, not a training run")
+    for key, kind in (("model_type", str), ("settings", dict), ("model", dict), ("train", dict)):
+        if not isinstance(config.get(key), kind):
+            found = "no" if key not in config else f"a {type(config[key]).__name__} for"
+            raise RunError(f"{run_dir / CONFIG_FILE}: {found} '{key}' (expected a JSON "
+                           f"{'object' if kind is dict else 'string'}); the file was edited or is not a run's")
     return config
 
 

@@ -4,12 +4,21 @@ Safety by construction: the page chooses runs by name from those given on the co
 sends a file path), every number is validated server-side with a readable message, requests beyond the
 limits are refused, generations are queued with a concurrency limit, and the server binds to 127.0.0.1
 unless told otherwise.
+
+The HTTP API (gradio's /gradio_api/...) answers every bad request with a message, never `{"error": null}`
+or a stack trace: the handlers take the raw values (preprocess=False) and check their types too, so a
+dict or list where a number or a name belongs is refused by name; a call with too few or too many inputs
+is refused before the handler runs (`_check_input_count`); an unknown API name, fn_index or argument
+gets a 4xx and one line (`_refusals`); and `show_error=True`, so anything else that fails still carries
+its message. Direct POSTs to /run/... that would skip the queue are closed (api_open=False).
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -20,10 +29,12 @@ import torch
 
 from vaediff.checks import MAX_GRID_IMAGES, MAX_SAMPLING_STEPS, check_count
 from vaediff.constants import FLOW_SAMPLERS, SAMPLERS
-from vaediff.errors import VaediffError
+from vaediff.errors import ConfigError, VaediffError
 from vaediff.families import class_names_of, load_run, run_dataset
 from vaediff.figures import tile
 from vaediff.generation import draw
+
+MAX_PORT = 65535
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,15 @@ class InputError(ValueError):
     """A bad value from the page: shown as a message, never as a stack trace."""
 
 
+def check_plain(value, name: str, what: str):
+    """`value` unless it is a container: the HTTP API can send a dict or a list where the page sends text."""
+    if isinstance(value, (dict, list, tuple, set)):
+        raise InputError(f"{name} must be {what}, got a {type(value).__name__}")
+    return value
+
+
 def parse_int(text, name: str, low: int, high: int) -> int:
+    check_plain(text, name, "a whole number")
     try:
         value = float(str(text).strip())
     except ValueError:
@@ -57,6 +76,7 @@ def parse_int(text, name: str, low: int, high: int) -> int:
 
 
 def parse_float(text, name: str, low: float, high: float) -> float:
+    check_plain(text, name, "a number")
     try:
         value = float(str(text).strip())
     except ValueError:
@@ -64,6 +84,12 @@ def parse_float(text, name: str, low: float, high: float) -> float:
     if not math.isfinite(value) or not low <= value <= high:
         raise InputError(f"{name} must be a number between {low:g} and {high:g}, got {text!r}")
     return value
+
+
+def parse_class(text, name: str, num_classes: int) -> int:
+    """A class as the page sends it ("3: sneaker") or as an API client may (3, "3")."""
+    check_plain(text, name, "a class number")
+    return parse_int(str(text).split(":")[0], name, 0, num_classes - 1)
 
 
 def to_picture(images: torch.Tensor, columns: int | None = None, scale: int = 3) -> np.ndarray:
@@ -99,7 +125,7 @@ class Demo:
         return [n for n, r in self.runs.items() if not vae_only or r.has_latent_space]
 
     def _run(self, name):
-        if name not in self.runs:
+        if check_plain(name, "run", "a run name") not in self.runs:
             raise InputError(f"unknown run {name!r}; choose one of {', '.join(self.runs)}")
         return self.runs[name]
 
@@ -112,10 +138,10 @@ class Demo:
             seed = parse_int(seed_text, "seed", 0, 2**31 - 1)
             label = None
             if run.conditional:
-                label = parse_int(str(label_text).split(":")[0], "class", 0, run.num_classes - 1)
+                label = parse_class(label_text, "class", run.num_classes)
             options = {}
             if run.has_sampler:  # numbers parsed and bounded here; the rules are the command line's
-                options = run.sampler_settings(sampler=str(sampler),
+                options = run.sampler_settings(sampler=str(check_plain(sampler, "sampler", "a sampler name")),
                                                steps=parse_int(steps_text, "steps", 1, self.limits.max_steps),
                                                guidance=parse_float(guidance_text, "guidance", 0,
                                                                     self.limits.max_guidance))
@@ -152,7 +178,7 @@ class Demo:
             a = parse_float(first, "direction 1", -4, 4)
             b = parse_float(second, "direction 2", -4, 4)
             axes, _ = self._latent_axes(run_name)
-            label = torch.tensor([parse_int(str(label_text).split(":")[0], "class", 0, run.num_classes - 1)]) if run.conditional else None
+            label = torch.tensor([parse_class(label_text, "class", run.num_classes)]) if run.conditional else None
             image = run.decode((a * axes[0] + b * axes[1]).unsqueeze(0), label)
         except (InputError, VaediffError) as exc:
             return None, f"⚠️ {exc}"
@@ -164,8 +190,8 @@ class Demo:
             run = self._run(run_name)
             if not run.has_latent_space:
                 raise InputError(f"{run_name} is a {run.model_type} run; interpolation needs a VAE or CVAE")
-            start = parse_int(str(start_text).split(":")[0], "first class", 0, run.num_classes - 1)
-            end = parse_int(str(end_text).split(":")[0], "second class", 0, run.num_classes - 1)
+            start = parse_class(start_text, "first class", run.num_classes)
+            end = parse_class(end_text, "second class", run.num_classes)
             _, means = self._latent_axes(run_name)
             weights = torch.linspace(0, 1, 10).unsqueeze(1)
             latents = means[start] * (1 - weights) + means[end] * weights
@@ -207,7 +233,7 @@ def build_app(demo: Demo):
             status = gr.Markdown(elem_id="status")
             picture = gr.Image(label="samples", format="png", elem_id="picture", interactive=False)
             button.click(demo.generate, [run, label, count, sampler, steps, guidance, seed], [picture, status],
-                         api_name="generate")
+                         api_name="generate", preprocess=False)
         vae_names = demo.run_names(vae_only=True)
         if vae_names:
             with gr.Tab("VAE latent space"):
@@ -221,7 +247,7 @@ def build_app(demo: Demo):
                 explore_status = gr.Markdown()
                 for control in (one, two, vae_label):
                     control.change(demo.explore, [vae_run, one, two, vae_label], [explore_picture, explore_status],
-                                   api_name=False)
+                                   api_name=False, preprocess=False)
                 with gr.Row():
                     start = gr.Dropdown(class_choices, value=class_choices[0], label="from class",
                                         allow_custom_value=True)
@@ -229,13 +255,84 @@ def build_app(demo: Demo):
                     go = gr.Button("Interpolate")
                 line_picture = gr.Image(label="interpolation", format="png", interactive=False)
                 line_status = gr.Markdown()
-                go.click(demo.interpolate, [vae_run, start, end], [line_picture, line_status], api_name="interpolate")
-    app.queue(default_concurrency_limit=demo.limits.concurrency, max_size=demo.limits.queue_size)
+                go.click(demo.interpolate, [vae_run, start, end], [line_picture, line_status], api_name="interpolate",
+                         preprocess=False)
+    app.validate_inputs = _check_input_count  # instead of gradio's, which lets extra inputs through
+    app.queue(default_concurrency_limit=demo.limits.concurrency, max_size=demo.limits.queue_size,
+              api_open=False)  # every call waits in the queue: POST /run/... (which would skip it) is closed
     return app
 
 
+def _check_input_count(block_fn, inputs: list) -> None:
+    """A call with too few or too many inputs, refused in one line that names the inputs (gradio's own
+    check ignores extra inputs and lists component objects)."""
+    from gradio import Error
+
+    if len(inputs) != len(block_fn.inputs):
+        names = ", ".join(str(getattr(block, "label", None) or block.get_block_name()) for block in block_fn.inputs)
+        raise Error(f"{block_fn.name} takes {len(block_fn.inputs)} inputs ({names}), got {len(inputs)}",
+                    print_exception=False)
+
+
+def _api_names(app) -> list[str]:
+    return sorted(f"/{fn.api_name}" for fn in app.fns.values() if getattr(fn, "api_visibility", "public") == "public")
+
+
+def _refusals(app) -> dict:
+    """FastAPI exception handlers for the errors gradio's routes raise on a bad request before any handler
+    runs (an unknown API name or fn_index: FnIndexInferError or KeyError; an unknown argument: TypeError,
+    ValueError): a 4xx and one line instead of a 500 with a stack trace in the log. Other routes keep
+    their own answer."""
+    from fastapi.responses import JSONResponse
+    from gradio.route_utils import FnIndexInferError
+
+    offered = _api_names(app)
+
+    async def refuse(request, exc: Exception):
+        name = request.path_params.get("api_name")
+        if name is None and isinstance(exc, KeyError) and request.url.path.endswith("/queue/join"):
+            return JSONResponse({"error": f"unknown fn_index {exc.args[0]!r}"}, status_code=404)
+        if name is None:
+            raise exc
+        if f"/{name}" not in offered:
+            return JSONResponse({"error": f"unknown API name /{name}; this demo offers {', '.join(offered)}"},
+                                status_code=404)
+        return JSONResponse({"error": f"/{name}: {' '.join(str(exc).split())}"}, status_code=400)
+
+    return dict.fromkeys((FnIndexInferError, KeyError, TypeError, ValueError), refuse)
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port outside 1..65535, or one that cannot be bound on `host` (another server has it), with
+    one line, before anything is loaded or announced. Bound as uvicorn binds (SO_REUSEADDR) and closed."""
+    check_count(port, "--port", MAX_PORT)
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"cannot serve on host {host!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    with socket.socket(family, kind) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(port_in_use(host, port)) from None
+            raise ConfigError(f"cannot serve on port {port} of {host}: {exc.strerror or exc}") from None
+
+
+def port_in_use(host: str, port: int) -> str:
+    return f"port {port} on {host} is in use; pass --port N"
+
+
 def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits()) -> None:
-    """Start the web demo and block until Ctrl-C."""
+    """Start the web demo, announce its address once it is up, and block until Ctrl-C. A port outside
+    1..65535 (0 too: the address is announced, so it must be known) or in use is a ConfigError."""
+    check_port(host, port)
     app = build_app(Demo(run_dirs, limits))
+    try:
+        app.launch(server_name=host, server_port=port, quiet=True, show_error=True, ssr_mode=False,
+                   prevent_thread_lock=True, app_kwargs={"exception_handlers": _refusals(app)})
+    except OSError:  # taken between the check and the launch: gradio's "Cannot find empty port", in our words
+        raise ConfigError(port_in_use(host, port)) from None
     print(f"vaediff demo on http://{host}:{port} (Ctrl-C to stop)", flush=True)
-    app.launch(server_name=host, server_port=port, quiet=True, show_error=False, ssr_mode=False)
+    app.block_thread()

@@ -74,3 +74,19 @@ def write_cifar_files(directory: Path, train_per_file: int = 40, test: int = 60)
     (directory / "batches.meta.txt").write_text("\n".join(
         ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]) + "\n")
     return directory
+
+
+def gray_picture(label: int, index: int, size: int = 28) -> np.ndarray:
+    """A grayscale picture with many levels (a diagonal gradient under the shape of `shape_image`), uint8."""
+    ramp = np.add.outer(np.arange(size), np.arange(size)) * (200 // (2 * size)) + (index * 7) % 40
+    return np.maximum(ramp, shape_image(label, index, size, colour=False)).astype(np.uint8)
+
+
+def write_pictures(root: Path, make, classes: int = 2, per_class: int = 5) -> Path:
+    """root/class_L/NNN.png for each class L, `make(label, index)` giving a Pillow image (any mode)."""
+    for label in range(classes):
+        folder = root / f"class_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            make(label, index).save(folder / f"{index:03d}.png")
+    return root

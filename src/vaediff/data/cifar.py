@@ -43,6 +43,24 @@ def read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(images.copy()), torch.from_numpy(labels)
 
 
+def class_names(directory: Path) -> tuple[str, ...]:
+    """The ten names batches.meta.txt lists, one a line (UTF-8, with or without a byte-order mark, else
+    Latin-1, which decodes any byte); the usual names when the file is absent or does not list ten."""
+    meta = directory / "batches.meta.txt"
+    if not meta.is_file():
+        return CLASS_NAMES
+    try:
+        raw = meta.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{meta}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    listed = tuple(line.strip() for line in text.splitlines() if line.strip())
+    return listed if len(listed) == len(CLASS_NAMES) else CLASS_NAMES
+
+
 def find_files(root: Path) -> Path | None:
     """The folder that holds all six batch files, or None; one line for a half-copied set."""
     for directory in (root, root / FOLDER):
@@ -85,10 +103,5 @@ def load_cifar10(data_dir: Path | None, download_missing: bool = True) -> Datase
             raise DataError(f"cifar10: the download finished but the binary files are not in {root}")
     train = [read_batch(directory / name) for name in TRAIN_FILES]
     test_images, test_labels = read_batch(directory / TEST_FILE)
-    names = CLASS_NAMES
-    meta = directory / "batches.meta.txt"
-    if meta.is_file():
-        listed = tuple(line.strip() for line in meta.read_text().splitlines() if line.strip())
-        names = listed if len(listed) == len(CLASS_NAMES) else names
     return Dataset("cifar10", ImageSplit(torch.cat([t[0] for t in train]), torch.cat([t[1] for t in train])),
-                   ImageSplit(test_images, test_labels), names, str(directory))
+                   ImageSplit(test_images, test_labels), class_names(directory), str(directory))

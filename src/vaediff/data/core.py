@@ -87,6 +87,10 @@ class Dataset:
     cache_key: str | None = None  # names this data in caches (evaluator, CAS); the name by default
 
     def __post_init__(self) -> None:
+        if not len(self.train):
+            raise DataError(f"{self.source}: no training images")
+        if not len(self.test):
+            raise DataError(f"{self.source}: the test split is empty; evaluation needs test images")
         if self.train.images.shape[1:] != self.test.images.shape[1:]:
             raise DataError(f"{self.source}: train images {tuple(self.train.images.shape[1:])} and test images "
                             f"{tuple(self.test.images.shape[1:])} differ in shape")

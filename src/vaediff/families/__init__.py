@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vaediff.checks import data_source_inputs
 from vaediff.data import (
     DIGIT_NAMES,
     FASHION_NAMES,
@@ -80,7 +81,7 @@ def class_names_of(config: dict) -> tuple[str, ...]:
     return FASHION_NAMES if settings.get("dataset") == "fashion-mnist" else DIGIT_NAMES
 
 
-def train_run(model_type: str, out: str | Path, dataset: str = "mnist-5k", data_dir: str | None = None,
+def train_run(model_type: str, out: str | Path, dataset: str | None = None, data_dir: str | None = None,
               options: dict | None = None, train_options: dict | None = None, resume: bool = False,
               overwrite: bool = False, progress: bool = True, figures: bool = True,
               image_size: int | None = None) -> Run:
@@ -90,26 +91,35 @@ def train_run(model_type: str, out: str | Path, dataset: str = "mnist-5k", data_
 
     `options` are the family's settings (e.g. {"preset": "fast"}, {"binarize": True}); `train_options`
     override fields of TrainConfig (None values are ignored). On resume, the stored configuration is
-    used and only the limits (epochs, minutes, max_steps) may be changed. `dataset` is a built-in name or
-    a path (data.load_dataset); `image_size` resizes its images. The models are built for the data's shape.
+    used and only the limits (epochs, minutes, max_steps) may be changed; a data source or option given
+    that differs from the stored one is refused. `dataset` is a built-in name or a path (data.load_dataset;
+    default mnist-5k); `image_size` resizes its images. The models are built for the data's shape.
+    Everything is checked before the run directory is touched: a refused command writes nothing.
     """
     family = family_of(model_type)
     run_dir = Path(out)
     overrides = {k: v for k, v in (train_options or {}).items() if v is not None}
-    # the data are loaded before the output directory is touched: a bad source writes nothing
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it; give one of them")
     if resume:
         model_config, train_config, settings = _resumed_configs(family, run_dir, model_type, overrides)
+        _check_same_source(run_dir, settings, dataset, data_dir, image_size, options)
         previous_config = (run_dir / CONFIG_FILE).read_bytes()
         data = run_dataset({"settings": settings}, str(run_dir))
+        if (options or {}).get("model") is not None:
+            _check_same_model(family, model_type, run_dir, model_config, options, data)
     else:
+        dataset = dataset or "mnist-5k"
         data = load_dataset(dataset, data_dir, image_size=image_size)
         model_config, train_config, settings = _new_configs(family, model_type, data, options, overrides)
         settings = {"dataset": describe_source(dataset), "data_dir": data_dir, "image_size": image_size,
                     "data_shape": data.shape.to_dict(), "data_source": data.source,
                     "class_names": list(data.class_names), **settings}
         previous_config = None
+    train_config.check_data(len(data.train))
     if not resume and is_main_process():
-        prepare_output_dir(run_dir, overwrite=overwrite)
+        prepare_output_dir(run_dir, overwrite=overwrite, kind="train",
+                           inputs=data_source_inputs(settings["dataset"]))
     wait_for_everyone()
     if is_main_process():
         write_run_config(run_dir, "train", settings, model_type=model_type, model=config_to_dict(model_config),
@@ -126,6 +136,29 @@ def train_run(model_type: str, out: str | Path, dataset: str = "mnist-5k", data_
     if figures and is_main_process():
         family.figures(run, data, train_config.seed, settings)
     return run
+
+
+def _check_same_source(run_dir: Path, settings: dict, dataset: str | None, data_dir: str | None,
+                       image_size: int | None, options: dict | None) -> None:
+    """--resume continues on the run's own data and options: one given that differs is refused, not ignored."""
+    given = {"--dataset": (dataset and describe_source(dataset), settings.get("dataset")),
+             "--data-dir": (data_dir, settings.get("data_dir")),
+             "--image-size": (image_size, settings.get("image_size"))}
+    for name, value in (options or {}).items():  # a switch left off (False) is not a value given
+        if name != "model" and value is not False:
+            given[f"--{name.replace('_', '-')}"] = (value, settings.get(name))
+    for flag, (value, stored) in given.items():
+        if value is not None and value != stored:
+            raise ConfigError(f"--resume continues {run_dir} as it was trained ({flag} {stored}); drop {flag} "
+                              f"{value}, or train a new run without --resume")
+
+
+def _check_same_model(family: Family, model_type: str, run_dir: Path, stored, options: dict, data: Dataset) -> None:
+    """A --model-config given with --resume must describe the stored model (the quickstart repeats its own)."""
+    given, _, _ = _new_configs(family, model_type, data, options, {"max_steps": 1})
+    if config_to_dict(given) != config_to_dict(stored):
+        raise ConfigError(f"--resume continues {run_dir} with its stored model; this --model-config describes "
+                          f"another: drop it, or train a new run without --resume")
 
 
 def _new_configs(family: Family, model_type: str, data: Dataset, options: dict | None, overrides: dict):

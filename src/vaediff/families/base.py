@@ -52,6 +52,11 @@ class Family:
     load: Callable[[Path, dict], Run]                    # (run_dir, config.json) -> the loaded run
     figures: Callable[[Run, Dataset, int, dict], None]   # (run, dataset, seed, options): after training
     options: dict = field(default_factory=dict)          # the family's own options and their defaults
+    # the --model-config of the smallest network that still runs every part of the family: the test matrix
+    # (tests/test_matrix.py) and smoke runs train it in seconds
+    smallest: dict = field(default_factory=dict)
+    # options whose values are distinct recipes, each covered by the test matrix ({"preset": ("fast", "seed")})
+    variants: dict = field(default_factory=dict)
 
 
 class Run:
@@ -64,6 +69,9 @@ class Run:
     num_classes: int            # classes of its data (1 for an unlabelled set)
     has_sampler = False         # takes sampler options (sampler, steps, guidance, guidance interval)
     has_latent_space = False    # encode_means/decode: the web demo's latent sliders
+    likelihood_options: tuple[str, ...] = ()  # the LikelihoodSettings fields `likelihood` reads
+    samplers: tuple[str, ...] = ()           # the --sampler choices (the first is not the default: see the config)
+    diffusers_folders: tuple[str, ...] = ()  # sub-folders that stock diffusers loads with from_pretrained
 
     def generate(self, count: int, labels: torch.Tensor | None, generator: torch.Generator,
                  **sampler_options: Any) -> torch.Tensor:
@@ -80,6 +88,12 @@ class Run:
     @property
     def supports_guidance(self) -> bool:
         return False
+
+    def seed_sampler(self) -> dict | None:
+        """The course project's sampler for this run (DDPM over every training timestep, unguided) as
+        sampler settings: the rightmost point of the report's steps curve. None where that process is not the
+        family's own (a VAE's decoder, a flow's ODE)."""
+        return None
 
     def likelihood(self, split: ImageSplit, settings: LikelihoodSettings, seed: int, progress: bool) -> dict | None:
         """Bits per dimension of the test split ({"bits_per_dim", "ci95", "likelihood_axis", ...}), or a

@@ -13,12 +13,13 @@ from pathlib import Path
 import torch
 
 from vaediff.console import progress_bar
+from vaediff.constants import DIFFUSION_PRESETS, SAMPLERS
 from vaediff.data import MNIST_SHAPE, Dataset, DataShape, ImageSplit
 from vaediff.errors import ConfigError
 from vaediff.families.base import Family, LikelihoodSettings, Run, TrainingPlan
 from vaediff.figures import save_grid
 from vaediff.generation import write_sample_grid
-from vaediff.models.unet import ClassConditionalUNet, DiffusionConfig, data_fields, preset_config
+from vaediff.models.unet import ClassConditionalUNet, DiffusionConfig, preset_config
 from vaediff.objectives.diffusion import (
     DiffusionObjective,
     check_sampler_settings,
@@ -74,6 +75,9 @@ class DiffusionRun(Run):
 
     model_type = "diffusion"
     has_sampler = True
+    likelihood_options = ("test_images", "bound_timesteps")
+    samplers = SAMPLERS
+    diffusers_folders = ("unet", "scheduler")
 
     def __init__(self, run_dir: Path, config: dict, model_config: DiffusionConfig, model: ClassConditionalUNet):
         self.run_dir, self.config, self.model_config, self.model = Path(run_dir), config, model_config, model
@@ -102,6 +106,9 @@ class DiffusionRun(Run):
             "guidance_interval": tuple(guidance_interval if guidance_interval is not None else config.guidance_interval),
         }
         return check_sampler_settings(settings, config)
+
+    def seed_sampler(self) -> dict:
+        return self.sampler_settings("ddpm", self.model_config.num_train_timesteps, 1.0)
 
     def generate(self, count: int, labels: torch.Tensor | None, generator: torch.Generator,
                  sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
@@ -222,8 +229,7 @@ def _figure_sampler(config: DiffusionConfig) -> dict:
 def build_model_config(model_type: str, options: dict, shape: DataShape = MNIST_SHAPE) -> DiffusionConfig:
     """The preset's config for the data's `shape`, with `options["model"]` (a dict of DiffusionConfig fields)
     overriding it."""
-    preset = options.get("preset") or "fast"
-    return preset_config(preset, {**data_fields(preset, shape), **(options.get("model") or {})})
+    return preset_config(options.get("preset") or "fast", options.get("model"), "--model-config", shape)
 
 
 def recipe(model_config: DiffusionConfig) -> dict:
@@ -240,5 +246,6 @@ def training_plan(run_dir: Path, dataset: Dataset, model_config: DiffusionConfig
                         save_denoiser, train_config, f"diffusion ({model_config.preset}) on {dataset.name}")
 
 
+TINY_UNET = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "attention_head_dim": 8, "sampling_steps": 3}
 FAMILY = Family(DiffusionConfig, build_model_config, recipe, training_plan, DiffusionRun.load, write_run_figures,
-                options={"preset": "fast"})
+                options={"preset": "fast"}, smallest=TINY_UNET, variants={"preset": DIFFUSION_PRESETS})

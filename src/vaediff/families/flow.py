@@ -8,6 +8,7 @@ FlowMatchEulerDiscreteScheduler), so stock diffusers samples it (README, "Flow m
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -15,11 +16,12 @@ from typing import Literal
 
 import torch
 
+from vaediff.checks import MAX_SAMPLING_STEPS
 from vaediff.constants import FLOW_SAMPLERS
 from vaediff.data import MNIST_SHAPE, Dataset, DataShape, ImageSplit
-from vaediff.errors import ConfigError
 from vaediff.families.base import Family, LikelihoodSettings, TrainingPlan
 from vaediff.families.diffusion import (
+    TINY_UNET,
     UNET_DIR,
     DiffusionRun,
     estimate_on_test_images,
@@ -28,13 +30,8 @@ from vaediff.families.diffusion import (
     write_denoising_figure,
 )
 from vaediff.generation import write_sample_grid
-from vaediff.models.unet import (
-    ClassConditionalUNet,
-    DiffusionConfig,
-    check_guidance_interval,
-    data_fields,
-    preset_config,
-)
+from vaediff.models.limits import check_range, config_section
+from vaediff.models.unet import ClassConditionalUNet, DiffusionConfig, check_guidance, preset_config
 from vaediff.objectives.diffusion import check_sampler_settings
 from vaediff.objectives.flow import TIMESTEP_SCALE, FlowObjective, flow_sample_loop, make_flow_scheduler
 from vaediff.objectives.likelihood import dequantized_flow_nll
@@ -57,16 +54,16 @@ class FlowConfig:
     guidance_interval: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
-        if self.logit_std <= 0:
+        if not math.isfinite(self.logit_mean):
+            raise ValueError(f"logit_mean must be a finite number, got {self.logit_mean}")
+        if not 0 < self.logit_std < math.inf:
             raise ValueError(f"logit_std must be positive, got {self.logit_std}")
-        if self.sampling_steps <= 0:
-            raise ValueError(f"sampling_steps must be positive, got {self.sampling_steps}")
+        # `sample --steps` takes at most MAX_SAMPLING_STEPS, and check_sampler_settings the denoiser's timesteps
+        check_range("sampling_steps", self.sampling_steps, 1, min(MAX_SAMPLING_STEPS, self.denoiser.num_train_timesteps))
         if self.denoiser.data_range == "zero_one":
             raise ValueError("flow matching runs on pixels in [-1, 1] or on latents (denoiser.data_range "
                              "'minus_one_one' or 'unbounded'): noise N(0, I) must match the data's scale")
-        if not self.denoiser.class_conditional and self.guidance != 1.0:
-            raise ValueError("an unconditional model (unlabelled data) has no class guidance: guidance must be 1")
-        check_guidance_interval(self.guidance_interval)
+        check_guidance(self.guidance, self.guidance_interval, self.denoiser)
 
 
 def save_flow(module: ClassConditionalUNet, run_dir: Path) -> None:
@@ -79,6 +76,8 @@ class FlowRun(DiffusionRun):
     """A trained flow-matching model: drawn like a diffusion run, with its own sampler settings and ODE loop."""
 
     model_type = "flow"
+    likelihood_options = ("test_images", "ode_steps")
+    samplers = FLOW_SAMPLERS
 
     def __init__(self, run_dir: Path, config: dict, flow_config: FlowConfig, model: ClassConditionalUNet):
         super().__init__(run_dir, config, flow_config.denoiser, model)
@@ -99,6 +98,9 @@ class FlowRun(DiffusionRun):
                     "guidance": guidance if guidance is not None else config.guidance,
                     "guidance_interval": tuple(guidance_interval or config.guidance_interval)}
         return check_sampler_settings(settings, config.denoiser, FLOW_SAMPLERS)
+
+    def seed_sampler(self) -> None:
+        return None  # the flow's sampler integrates an ODE; DDPM's stochastic steps are diffusion's process
 
     def integrate(self, noise: torch.Tensor, labels: torch.Tensor, settings: dict, generator: torch.Generator,
                   trajectory: list | None, record_at: set[int] | None) -> torch.Tensor:
@@ -142,13 +144,10 @@ def make_flow_config(preset: str, overrides: dict, shape: DataShape, where: str)
     """FlowConfig over the `preset` network for data (pixels or latents) of `shape`; `overrides` are FlowConfig
     fields, with `denoiser` overriding the network's."""
     overrides = dict(overrides)
-    try:
-        denoiser = preset_config(preset, {**data_fields(preset, shape), **overrides.pop("denoiser", {})})
-        unconditional = {} if shape.labelled else {"guidance": 1.0}
-        return config_from_dict(FlowConfig, {**unconditional, **overrides, "denoiser": dataclasses.asdict(denoiser)},
-                                where)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    network = config_section(overrides, "denoiser", DiffusionConfig, where)
+    denoiser = preset_config(preset, network, f"{where}: key 'denoiser'", shape)
+    unconditional = {} if shape.labelled else {"guidance": 1.0}
+    return config_from_dict(FlowConfig, {**unconditional, **overrides, "denoiser": dataclasses.asdict(denoiser)}, where)
 
 
 def recipe(model_config: FlowConfig) -> dict:
@@ -164,4 +163,5 @@ def training_plan(run_dir: Path, dataset: Dataset, model_config: FlowConfig, tra
                         f"flow matching on {dataset.name}")
 
 
-FAMILY = Family(FlowConfig, build_model_config, recipe, training_plan, FlowRun.load, write_flow_figures)
+FAMILY = Family(FlowConfig, build_model_config, recipe, training_plan, FlowRun.load, write_flow_figures,
+                smallest={"denoiser": TINY_UNET, "sampling_steps": 3})

@@ -22,10 +22,22 @@ from torch import nn
 from vaediff.data import MNIST_SHAPE, Dataset, DataShape, ImageSplit
 from vaediff.errors import AlreadyFinished, ConfigError, RunError
 from vaediff.families.base import Family, LikelihoodSettings, TrainingPlan
-from vaediff.families.diffusion import DiffusionRun, load_denoiser, save_denoiser, write_run_figures
+from vaediff.families.diffusion import (
+    TINY_UNET,
+    DiffusionRun,
+    load_denoiser,
+    save_denoiser,
+    write_run_figures,
+)
 from vaediff.families.flow import FlowConfig, FlowRun, make_flow_config, save_flow, write_flow_figures
-from vaediff.models.autoencoder import AdversarialAutoencoder, AutoencoderConfig, LatentAutoencoder
-from vaediff.models.unet import ClassConditionalUNet, DiffusionConfig, data_fields, preset_config
+from vaediff.models.autoencoder import (
+    AdversarialAutoencoder,
+    AutoencoderConfig,
+    LatentAutoencoder,
+    check_autoencoder,
+)
+from vaediff.models.limits import check_range, config_section, with_data_fields
+from vaediff.models.unet import ClassConditionalUNet, DiffusionConfig, preset_config
 from vaediff.objectives.diffusion import LatentDiffusionObjective
 from vaediff.objectives.flow import LatentFlowObjective
 from vaediff.objectives.vae import AutoencoderObjective
@@ -44,6 +56,7 @@ AUTOENCODER_DIR = "autoencoder"
 AUTOENCODER_WEIGHTS = "diffusion_pytorch_model.safetensors"
 STAGE_ONE_DONE = "done.json"
 LATENT_TYPES = ("latent-diffusion", "latent-flow")
+MAX_BATCH_SIZE = 65_536  # stage one's images per step (the training split must hold a batch: TrainConfig.check_data)
 NO_BITS_PER_DIM = ("its autoencoder's decoder is a Bernoulli on continuous pixels (trained with an adversarial loss), "
                    "not a density on 8-bit data, so the latent model's bound gives no bound on the images")
 
@@ -76,6 +89,9 @@ class AutoencoderStage:
             raise ValueError("the denoiser must work on the autoencoder's latent (latent channels x S/4 x S/4)")
         if not 0 < self.autoencoder_share < 1:
             raise ValueError(f"autoencoder_share must be in (0, 1), got {self.autoencoder_share}")
+        if not 0 < self.autoencoder_lr < math.inf:
+            raise ValueError(f"autoencoder_lr must be a positive number, got {self.autoencoder_lr}")
+        check_range("autoencoder_batch_size", self.autoencoder_batch_size, 1, MAX_BATCH_SIZE)
         if self.autoencoder_ema_decay is not None and not 0 < self.autoencoder_ema_decay < 1:
             raise ValueError(f"autoencoder_ema_decay must be in (0, 1) or null, got {self.autoencoder_ema_decay}")
 
@@ -140,6 +156,7 @@ class DecodesLatents:
     decodes the sampler's output. `config_class` names the run's full config (an AutoencoderStage)."""
 
     config_class: type[AutoencoderStage]
+    likelihood_options: tuple[str, ...] = ()  # no bits/dim (`likelihood` says why)
 
     def __init__(self, run_dir: Path, config: dict, stage_two: DiffusionConfig | FlowConfig,
                  model: ClassConditionalUNet, autoencoder: LatentAutoencoder, scaling_factor: float):
@@ -194,28 +211,35 @@ def build_model_config(model_type: str, options: dict, shape: DataShape = MNIST_
     unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(config_class)})
     if unknown:
         raise ConfigError(f"--model-config: unknown key {unknown[0]!r} for {model_type}")
-    try:
-        image = {"channels": shape.channels, "image_size": shape.image_size}
-        if options.get("autoencoder"):  # reusing one: its architecture comes from its run
-            autoencoder = _reused_autoencoder_config(Path(options["autoencoder"]))
-            if (autoencoder.channels, autoencoder.image_size) != (shape.channels, shape.image_size):
-                raise ConfigError(f"--autoencoder {options['autoencoder']}: made for {autoencoder.channels}x"
-                                  f"{autoencoder.image_size}x{autoencoder.image_size} images, the data are "
-                                  f"{shape.channels}x{shape.image_size}x{shape.image_size}")
-        else:
-            autoencoder = config_from_dict(AutoencoderConfig, {**overrides.get("autoencoder", {}), **image},
-                                           "--model-config 'autoencoder'")
-        latent_shape = DataShape(autoencoder.latent_channels, autoencoder.latent_size, shape.num_classes, shape.labelled)
-        if config_class is LatentFlowConfig:
-            stage_two = {"flow": make_flow_config("latent", overrides.get("flow", {}), latent_shape,
-                                                  "--model-config 'flow'")}
-        else:
-            stage_two = {"denoiser": preset_config("latent", {**data_fields("latent", latent_shape),
-                                                              **overrides.get("denoiser", {})})}
-        stage_one = {k: v for k, v in overrides.items() if k not in ("autoencoder", "denoiser", "flow")}
-        return config_class(autoencoder=autoencoder, **stage_two, **stage_one)
-    except ValueError as exc:
-        raise ConfigError(f"--model-config: {exc}") from None
+    autoencoder = _autoencoder_config(options, overrides, shape)
+    latent_shape = DataShape(autoencoder.latent_channels, autoencoder.latent_size, shape.num_classes, shape.labelled)
+    if config_class is LatentFlowConfig:
+        flow = config_section(overrides, "flow", FlowConfig, "--model-config")
+        stage_two = {"flow": make_flow_config("latent", flow, latent_shape, "--model-config: key 'flow'")}
+    else:
+        network = config_section(overrides, "denoiser", DiffusionConfig, "--model-config")
+        stage_two = {"denoiser": preset_config("latent", network, "--model-config: key 'denoiser'", latent_shape)}
+    stage_one = {k: v for k, v in overrides.items() if k not in ("autoencoder", "denoiser", "flow")}
+    nested = {key: dataclasses.asdict(value) for key, value in {"autoencoder": autoencoder, **stage_two}.items()}
+    return config_from_dict(config_class, {**stage_one, **nested}, "--model-config")
+
+
+def _autoencoder_config(options: dict, overrides: dict, shape: DataShape) -> AutoencoderConfig:
+    """Stage one's autoencoder for images of `shape`: a reused run's (its architecture comes from its run),
+    or the default under overrides["autoencoder"]; checked by a dry build."""
+    image = {"channels": shape.channels, "image_size": shape.image_size}
+    if options.get("autoencoder"):
+        autoencoder = _reused_autoencoder_config(Path(options["autoencoder"]))
+        if (autoencoder.channels, autoencoder.image_size) != (shape.channels, shape.image_size):
+            raise ConfigError(f"--autoencoder {options['autoencoder']}: made for {autoencoder.channels}x"
+                              f"{autoencoder.image_size}x{autoencoder.image_size} images, the data are "
+                              f"{shape.channels}x{shape.image_size}x{shape.image_size}")
+        return autoencoder
+    where = "--model-config: key 'autoencoder'"
+    section = config_section(overrides, "autoencoder", AutoencoderConfig, "--model-config")
+    autoencoder = config_from_dict(AutoencoderConfig, with_data_fields(section, image, where), where)
+    check_autoencoder(autoencoder, where)
+    return autoencoder
 
 
 def recipe(model_config: AutoencoderStage) -> dict:
@@ -332,7 +356,11 @@ def _copy_autoencoder(source: Path, target: Path) -> None:
         atomic_write_bytes(target / name, (source / name).read_bytes())
 
 
+TINY_AUTOENCODER = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4}
+TINY_DENOISER = {**TINY_UNET, "block_out_channels": [16]}
 FAMILY = Family(LatentDiffusionConfig, build_model_config, recipe, training_plan, LatentDiffusionRun.load,
-                write_run_figures, options={"autoencoder": None})
+                write_run_figures, options={"autoencoder": None},
+                smallest={"autoencoder": TINY_AUTOENCODER, "denoiser": TINY_DENOISER})
 FLOW_FAMILY = Family(LatentFlowConfig, build_model_config, recipe, flow_training_plan, LatentFlowRun.load,
-                     write_flow_figures, options={"autoencoder": None})
+                     write_flow_figures, options={"autoencoder": None},
+                     smallest={"autoencoder": TINY_AUTOENCODER, "flow": {"denoiser": TINY_DENOISER, "sampling_steps": 3}})

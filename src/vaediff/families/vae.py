@@ -13,6 +13,7 @@ from vaediff.errors import ConfigError
 from vaediff.families.base import Family, LikelihoodSettings, Run, TrainingPlan
 from vaediff.figures import save_grid, save_latent_scatter
 from vaediff.generation import write_sample_grid
+from vaediff.models.limits import dry_build, with_data_fields
 from vaediff.models.vae import VAE, VAEConfig
 from vaediff.objectives.vae import VAEObjective, held_out_bounds
 from vaediff.runs import atomic_save_safetensors, config_from_dict, load_safetensors, load_state_strict
@@ -29,6 +30,7 @@ class VAERun(Run):
     """A trained VAE or CVAE loaded from its run directory."""
 
     has_latent_space = True
+    likelihood_options = ("iw_samples", "binarize")
 
     def __init__(self, run_dir: Path, config: dict, model: VAE):
         self.run_dir, self.config, self.model = Path(run_dir), config, model
@@ -138,15 +140,14 @@ def build_model_config(model_type: str, options: dict, shape: DataShape = MNIST_
         raise ConfigError("cvae needs class labels and this data set is unlabelled; train vae instead")
     overrides = dict(options.get("model") or {})
     overrides.update({k: options[k] for k in ("hidden", "latent", "decoder") if options.get(k) is not None})
-    if options.get("binarize") and overrides.get("decoder", "bernoulli") != "bernoulli":
-        raise ConfigError("--binarize trains a Bernoulli decoder on binary pixels; --decoder "
-                          f"{overrides['decoder']} is a density on 8-bit pixels: choose one")
     data = {"conditional": model_type == "cvae", "image_size": shape.image_size, "channels": shape.channels,
             "num_classes": shape.num_classes}
-    try:
-        return config_from_dict(VAEConfig, {**overrides, **data}, "--model-config")
-    except ValueError as exc:
-        raise ConfigError(f"--model-config: {exc}") from None
+    config = config_from_dict(VAEConfig, with_data_fields(overrides, data, "--model-config"), "--model-config")
+    if options.get("binarize") and config.decoder != "bernoulli":
+        raise ConfigError("--binarize trains a Bernoulli decoder on binary pixels; --decoder "
+                          f"{config.decoder} is a density on 8-bit pixels: choose one")
+    dry_build(partial(VAE, config), "--model-config")  # its size, against memory
+    return config
 
 
 def recipe(model_config: VAEConfig) -> dict:
@@ -162,4 +163,4 @@ def training_plan(run_dir: Path, dataset: Dataset, model_config: VAEConfig, trai
 
 
 FAMILY = Family(VAEConfig, build_model_config, recipe, training_plan, VAERun.load, write_vae_figures,
-                options={"binarize": False, "tsne": False, "decoder": None})
+                options={"binarize": False, "tsne": False, "decoder": None}, smallest={"hidden": 32, "latent": 4})

@@ -11,11 +11,14 @@ Frechet distance from 3.6 to 0.85 (benchmarks/latent_autoencoder.py).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from diffusers import AutoencoderKL
 from torch import nn
+
+from vaediff.models.limits import MAX_LAYERS_PER_BLOCK, MAX_WIDTH, check_range, check_widths, dry_build
 
 
 @dataclass(frozen=True)
@@ -37,18 +40,22 @@ class AutoencoderConfig:
     def __post_init__(self) -> None:
         if len(self.block_out_channels) != 3:
             raise ValueError("the autoencoder needs three blocks (28 -> 14 -> 7)")
+        for name in ("channels", "image_size", "latent_channels", "norm_num_groups"):
+            check_range(name, getattr(self, name), 1, MAX_WIDTH)
+        check_range("layers_per_block", self.layers_per_block, 1, MAX_LAYERS_PER_BLOCK)
+        check_widths("block_out_channels", self.block_out_channels, self.norm_num_groups)
         if self.image_size % 4:
             raise ValueError(f"image_size must be a multiple of 4 (two halvings), got {self.image_size}")
-        if self.kl_weight < 0:
-            raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight}")
-        if self.adversarial_weight < 0:
-            raise ValueError(f"adversarial_weight must be >= 0, got {self.adversarial_weight}")
+        for name in ("kl_weight", "adversarial_weight"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)}")
         if not 0 <= self.discriminator_start <= self.adversarial_start <= 1:
             raise ValueError("need 0 <= discriminator_start <= adversarial_start <= 1, got "
                              f"{self.discriminator_start} and {self.adversarial_start}")
-        if self.discriminator_channels <= 0 or self.discriminator_channels % 4:
+        if self.discriminator_channels % 4:  # the critic's GroupNorm(8) is over twice its channels
             raise ValueError(f"discriminator_channels must be a positive multiple of 4, got "
                              f"{self.discriminator_channels}")
+        check_range("discriminator_channels", self.discriminator_channels, 4, MAX_WIDTH)
 
     @property
     def adversarial(self) -> bool:
@@ -57,6 +64,16 @@ class AutoencoderConfig:
     @property
     def latent_size(self) -> int:
         return self.image_size // 4
+
+
+def check_autoencoder(config: AutoencoderConfig, source: str) -> int:
+    """Build the autoencoder and its critic on the meta device and pass a batch of two through them (shapes
+    only); one ConfigError line for anything diffusers refuses or networks too large. Returns the parameters."""
+    def forward(module: AdversarialAutoencoder) -> None:
+        size = config.image_size
+        module(torch.zeros(2, config.channels, size, size), torch.zeros(2, config.latent_channels, size // 4, size // 4))
+
+    return dry_build(lambda: AdversarialAutoencoder(config), source, forward)
 
 
 def build_autoencoder_kl(config: AutoencoderConfig):

@@ -11,6 +11,7 @@ Two ways to condition on the class, both from the seed project onwards:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,13 +19,24 @@ import torch
 from diffusers import UNet2DModel
 from torch import nn
 
+from vaediff.checks import MAX_SAMPLING_STEPS
 from vaediff.errors import ConfigError
+from vaediff.models.limits import (
+    MAX_LAYERS_PER_BLOCK,
+    MAX_LEVELS,
+    MAX_TRAIN_TIMESTEPS,
+    MAX_WIDTH,
+    check_range,
+    check_widths,
+    dry_build,
+    with_data_fields,
+)
 from vaediff.runs import config_from_dict, config_to_dict
 
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    preset: str = "fast"
+    preset: Literal["fast", "seed", "latent"] = "fast"
     # network ------------------------------------------------------------------------------------------
     sample_size: int = 28
     channels: int = 1                                     # image (or latent) channels
@@ -41,7 +53,7 @@ class DiffusionConfig:
     class_conditional: bool = True                        # False: trained on unlabelled data (one class, no guidance)
     # diffusion process ----------------------------------------------------------------------------------
     num_train_timesteps: int = 1000
-    beta_schedule: str = "squaredcos_cap_v2"
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"  # every sampler's
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = "v_prediction"
     data_range: Literal["zero_one", "minus_one_one", "unbounded"] = "minus_one_one"  # unbounded: latents
     label_dropout: float = 0.1                            # P(label -> null class) in training (CFG)
@@ -53,19 +65,17 @@ class DiffusionConfig:
     guidance_interval: tuple[float, float] = (0.0, 1.0)  # guided where lo <= t/T <= hi (diffusion.guidance_at)
 
     def __post_init__(self) -> None:
-        if len(self.block_out_channels) != len(self.down_block_types) or len(self.down_block_types) != len(
-            self.up_block_types
-        ):
-            raise ValueError("block_out_channels, down_block_types and up_block_types must have equal lengths")
+        _check_network(self)
         if self.conditioning == "concat" and self.label_dropout:
             raise ValueError("concat conditioning has no null class, so label_dropout must be 0")
         if not 0 <= self.label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
-        if self.sampling_steps <= 0:
-            raise ValueError(f"sampling_steps must be positive, got {self.sampling_steps}")
-        check_guidance_interval(self.guidance_interval)
-        if not self.class_conditional and self.guidance != 1.0:
-            raise ValueError("an unconditional model (unlabelled data) has no class guidance: guidance must be 1")
+        if self.min_snr_gamma is not None and not 0 < self.min_snr_gamma < math.inf:
+            raise ValueError(f"min_snr_gamma must be a positive number or null, got {self.min_snr_gamma}")
+        check_range("num_train_timesteps", self.num_train_timesteps, 2, MAX_TRAIN_TIMESTEPS)
+        # the samplers take at most one step per training timestep, and `sample --steps` at most MAX_SAMPLING_STEPS
+        check_range("sampling_steps", self.sampling_steps, 1, min(self.num_train_timesteps, MAX_SAMPLING_STEPS))
+        check_guidance(self.guidance, self.guidance_interval, self)
 
     @property
     def bounded(self) -> bool:
@@ -79,6 +89,41 @@ class DiffusionConfig:
     @property
     def null_label(self) -> int:
         return self.num_classes
+
+
+def _check_network(config: DiffusionConfig) -> None:
+    """What diffusers' UNet2DModel needs of its sizes, said by field name (the dry build in preset_config
+    catches the rest)."""
+    levels = len(config.block_out_channels)
+    if levels != len(config.down_block_types) or levels != len(config.up_block_types):
+        raise ValueError("block_out_channels, down_block_types and up_block_types must have equal lengths")
+    check_range("the number of levels (block_out_channels)", levels, 1, MAX_LEVELS)
+    for name in ("sample_size", "channels", "norm_num_groups", "attention_head_dim", "class_embed_size", "num_classes"):
+        check_range(name, getattr(config, name), 1, MAX_WIDTH)
+    check_range("layers_per_block", config.layers_per_block, 1, MAX_LAYERS_PER_BLOCK)
+    check_widths("block_out_channels", config.block_out_channels, config.norm_num_groups)
+    if config.sample_size % 2 ** (levels - 1):  # each level but the last halves the map; up-sampling doubles it
+        raise ValueError(f"{levels} levels halve the {config.sample_size}-pixel input {levels - 1} times, so it must "
+                         f"be a multiple of {2 ** (levels - 1)}: use fewer levels (block_out_channels)")
+    attended = [width for width, kind in zip(config.block_out_channels, config.down_block_types, strict=True)
+                if "Attn" in kind]
+    attended += [width for width, kind in zip(reversed(config.block_out_channels), config.up_block_types, strict=True)
+                 if "Attn" in kind]
+    attended += [config.block_out_channels[-1]] if config.mid_block_attention else []
+    if attended and config.attention_head_dim > min(attended):  # heads = channels // attention_head_dim
+        raise ValueError(f"attention_head_dim ({config.attention_head_dim}) must be at most the channels of every "
+                         f"block with attention ({min(attended)})")
+
+
+def check_guidance(guidance: float, interval: tuple[float, float], network: DiffusionConfig) -> None:
+    """Default guidance settings that `sample` will accept for a model of `network` (check_sampler_settings)."""
+    if not 0 <= guidance < math.inf:
+        raise ValueError(f"guidance must be a number >= 0, got {guidance}")
+    check_guidance_interval(interval)
+    if not network.class_conditional and guidance != 1.0:
+        raise ValueError("an unconditional model (unlabelled data) has no class guidance: guidance must be 1")
+    if not network.has_null_class and guidance != 1.0:
+        raise ValueError("concat conditioning has no null class, so no classifier-free guidance: guidance must be 1")
 
 
 def check_guidance_interval(interval: tuple[float, float]) -> None:
@@ -189,12 +234,29 @@ def data_fields(name: str, shape) -> dict:
     return fields
 
 
-def preset_config(name: str, overrides: dict | None = None, source: str = "--model-config") -> DiffusionConfig:
+def preset_config(name: str, overrides: dict | None = None, source: str = "--model-config",
+                  shape=None) -> DiffusionConfig:
     """A preset's config with some fields replaced, every field checked by name and type: the one way a
-    DiffusionConfig is made from a preset."""
+    DiffusionConfig is made from a preset. Given the data's `shape` (a data.DataShape), the fields that follow
+    the data are set (data_fields) and an override that contradicts them is refused. The network is then
+    built on the meta device, so whatever diffusers refuses is one line here, not a traceback in training."""
     if name not in _PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(_PRESETS)}")
-    try:
-        return config_from_dict(DiffusionConfig, {**config_to_dict(_PRESETS[name]), **(overrides or {})}, source)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+    overrides = dict(overrides or {})
+    if shape is not None:
+        fields = data_fields(name, shape)
+        fixed = {key: fields.pop(key) for key in ("sample_size", "channels", "num_classes")}
+        overrides = {**fields, **with_data_fields(overrides, fixed, source)}
+    config = config_from_dict(DiffusionConfig, {**config_to_dict(_PRESETS[name]), **overrides}, source)
+    check_network(config, source)
+    return config
+
+
+def check_network(config: DiffusionConfig, source: str) -> int:
+    """Build the network of `config` on the meta device and pass a batch of two through it (shapes only);
+    one ConfigError line for anything diffusers refuses or a network too large. Returns its parameter count."""
+    def forward(module: ClassConditionalUNet) -> None:
+        sample = torch.zeros(2, config.channels, config.sample_size, config.sample_size)
+        module(sample, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
+
+    return dry_build(lambda: ClassConditionalUNet(config), source, forward)

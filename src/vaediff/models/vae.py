@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vaediff.models.limits import MAX_WIDTH, check_range
+
 
 @dataclass(frozen=True)
 class VAEConfig:
@@ -31,6 +33,7 @@ class VAEConfig:
         for name in ("image_size", "channels", "hidden", "latent", "num_classes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"VAEConfig.{name} must be positive, got {getattr(self, name)}")
+            check_range(f"VAEConfig.{name}", getattr(self, name), 1, MAX_WIDTH)
 
     @property
     def model_type(self) -> str:

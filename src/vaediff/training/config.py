@@ -45,6 +45,12 @@ class TrainConfig:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be a positive number, got {self.lr}")
 
+    def check_data(self, train_images: int) -> None:
+        """One line, before anything is written, when a batch cannot be cut from `train_images` images."""
+        if self.batch_size > train_images:
+            raise ConfigError(f"--batch-size {self.batch_size} is larger than the {train_images:,} training "
+                              f"images; give --batch-size {train_images} or less")
+
 
 @dataclass
 class TrainState:

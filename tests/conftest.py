@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import struct
 from pathlib import Path
@@ -15,7 +16,8 @@ from helpers.system_packages import require_system_package  # noqa: F401 - re-ex
 from vaediff.cli import main
 from vaediff.data import Dataset, ImageSplit, load_dataset
 
-torch.set_num_threads(2)
+# two pytest-xdist workers share the two cores: one thread each (two in a serial run)
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool | None = None) -> Path:
@@ -93,7 +95,6 @@ def assert_one_line_error(code: int, err: str, *fragments: str, expected_code: i
 def evaluator_cache(tmp_path_factory, mnist5k):
     """A quickly trained evaluator for mnist-5k in a private cache (set as VAEDIFF_CACHE_DIR), so that
     `vaediff evaluate` in tests takes seconds instead of training the full evaluator (2-3 minutes)."""
-    import os
 
     from vaediff.evaluator_network import RECIPE_VERSION, feature_scale, train_evaluator
     from vaediff.runs import atomic_save_safetensors, atomic_write_json

@@ -89,6 +89,7 @@ def test_sample_command_and_its_refusals(flow_run, cli, tmp_path):
     assert config["model_type"] == "flow" and config["model"]["sampler"] == "euler"
 
 
+@pytest.mark.slow
 def test_a_short_run_on_mnist_5k_draws_recognisable_digits(tmp_path, evaluator_cache, mnist5k):
     """600 optimizer steps (about two CPU-minutes) of the fast preset's network with the flow objective: the
     evaluator names the intended class of most samples (a loose bar: chance is 0.1). Fixed in steps, not

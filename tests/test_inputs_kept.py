@@ -25,7 +25,7 @@ from vaediff.evaluate import evaluate_run
 from vaediff.families import train_run
 from vaediff.intervals import enclosing, within_range
 from vaediff.quickstart import STATE_FILE, QuickstartPlan, _resumed_study
-from vaediff.runs import atomic_write_bytes, write_run_config
+from vaediff.runs import atomic_write_bytes, prepare_output_dir, write_run_config
 
 SMALL_VAE = {"model": {"hidden": 32, "latent": 4}}
 
@@ -77,6 +77,47 @@ def test_overwrite_replaces_only_a_directory_of_the_same_kind(cli, study, tmp_pa
     assert code == 0, err  # and a training run a training run
     code, _, err = cli("train", "vae", "--out", report, "--overwrite", "--max-steps", "1")
     assert_one_line_error(code, err, "'compare'")
+
+
+def test_nothing_is_nested_in_an_output_and_overwrite_spares_what_is_not_its_own(cli, study, tmp_path):
+    report = tmp_path / "report"
+    assert cli("compare", study / "a", study / "b", "--out", report, "--no-curves")[0] == 0
+    code, _, err = cli("train", "vae", "--out", report / "run", "--max-steps", "1")
+    assert_one_line_error(code, err, "lies inside the vaediff 'compare' directory")
+    own = tmp_path / "study"  # a study lists its own runs; one trained into it by hand is not one of them
+    own.mkdir()
+    write_run_config(own, "quickstart", {}, outputs=["vae"])
+    for name in ("vae", "mine"):
+        shutil.copytree(study / "a", own / name)
+    before = fingerprint(own)
+    with pytest.raises(RunError, match="mine, which is not its own"):
+        prepare_output_dir(own, overwrite=True, kind="quickstart")
+    assert fingerprint(own) == before
+    shutil.rmtree(own / "mine")
+    prepare_output_dir(own, overwrite=True, kind="quickstart")
+    assert not any(own.iterdir())
+
+
+def test_overwrite_through_a_link_replaces_its_target_and_keeps_the_link(cli, study, tmp_path):
+    report, link = tmp_path / "report", tmp_path / "link"
+    assert cli("compare", study / "a", study / "b", "--out", report, "--no-curves")[0] == 0
+    link.symlink_to(report)
+    code, _, err = cli("compare", study / "a", study / "b", "--out", link, "--overwrite", "--no-curves")
+    assert code == 0, err
+    assert link.is_symlink() and (report / "report.md").is_file()
+
+
+@pytest.mark.parametrize("where", ["other run", "inside data", "inside run", "a report"])
+def test_evaluate_out_is_neither_another_output_nor_an_input(cli, study, shapes, tmp_path, where):
+    report = tmp_path / "report"
+    if where == "a report":
+        assert cli("compare", study / "a", study / "b", "--out", report, "--no-curves")[0] == 0
+    run = shapes.parent / "run"
+    out = {"other run": study / "b", "inside data": shapes / "c0", "inside run": run / "m", "a report": report}[where]
+    before = [fingerprint(d) for d in (study, shapes, run)]
+    code, _, err = cli("evaluate", run, "--n-samples", "20", "--out", out)
+    assert_one_line_error(code, err)
+    assert [fingerprint(d) for d in (study, shapes, run)] == before
 
 
 def test_the_same_run_given_twice_is_refused(cli, study, tmp_path):

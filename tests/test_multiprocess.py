@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import multiprocess_session
 
 from vaediff.cli import main
@@ -18,6 +19,7 @@ from vaediff.training import CHECKPOINT_FILE
 HELPER = Path(__file__).parent / "helpers" / "multiprocess_session.py"
 
 
+@pytest.mark.slow
 def test_two_processes_train_resume_and_match_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

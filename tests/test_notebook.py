@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from vaediff.families import train_run
@@ -13,6 +14,7 @@ TINY_LATENT = {"autoencoder": {"block_out_channels": [8, 16, 16], "norm_num_grou
                "denoiser": {"block_out_channels": [16], "norm_num_groups": 4, "attention_head_dim": 8}}
 
 
+@pytest.mark.slow
 def test_notebook_runs_end_to_end(tmp_path, evaluator_cache):
     small = {"max_steps": 4, "batch_size": 32, "eval_images": 64}
     train_run("vae", tmp_path / "vae", train_options={"max_steps": 20}, progress=False)

@@ -164,6 +164,7 @@ def chromium() -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_browser_generates_images_and_survives_bad_input(chromium, server, tmp_path):
     from playwright.sync_api import sync_playwright
 

@@ -133,12 +133,15 @@ def writable_file_target(path: Path, what: str = "output") -> Path:
     return target
 
 
-def check_outside_runs(path: Path, what: str = "--out") -> None:
-    """Refuse a path inside a training run's directory: its weights, config and checkpoint live there, and a
-    write could replace one (a run's own stages write there without this check)."""
+def check_outside_outputs(path: Path, what: str = "--out") -> None:
+    """Refuse a path inside a directory vaediff wrote (a training run, a report, an EDA): its files could be
+    replaced, and an `--overwrite` of it would delete what was put there. A quickstart study is the one kind
+    that holds other outputs (its own stages write inside it without this check)."""
     for ancestor in Path(os.path.realpath(path)).parents:
-        if written_kind(ancestor) == "train":
-            raise RunError(f"{what} {path} lies inside the training run {ancestor}; choose a place outside it")
+        kind = written_kind(ancestor)
+        if kind not in (None, "quickstart"):
+            holder = "the training run" if kind == "train" else f"the vaediff '{kind}' directory"
+            raise RunError(f"{what} {path} lies inside {holder} {ancestor}; choose a place outside it")
 
 
 def written_kind(path: Path) -> str | None:
@@ -173,7 +176,7 @@ def user_output_file(path: str | Path, inputs: Iterable[tuple[str, Path]] = (), 
     weights or config it could replace) and apart from the command's `inputs` (check_apart)."""
     output_file(path, what)
     target = writable_file_target(Path(path), what)
-    check_outside_runs(target, what)
+    check_outside_outputs(target, what)
     check_apart(target, inputs, what)
     return Path(path)
 
@@ -185,7 +188,7 @@ def output_directory(path: str | Path, what: str = "--out") -> Path:
     _check_names(path, what)
     if path.exists() and not path.is_dir():
         raise RunError(f"{what} {path}: exists and is not a directory")
-    check_outside_runs(path, what)
+    check_outside_outputs(path, what)
     _check_writable_location(path, what)
     return path
 

@@ -18,11 +18,14 @@ from vaediff import metrics as m
 from vaediff.cas import classification_accuracy_score, real_data_score
 from vaediff.checks import (
     MAX_IW_SAMPLES,
+    check_apart,
     check_count,
     check_fits_in_memory,
     check_sample_count,
+    data_source_inputs,
     output_directory,
     writable_directory,
+    written_kind,
 )
 from vaediff.data import Dataset, ImageSplit
 from vaediff.errors import ConfigError, DataError, RunError
@@ -161,7 +164,7 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
     run = load_run(run_dir)
     if not ignore_unused:
         check_likelihood_options(run, given)
-    target = metrics_directory(run_dir, out_dir) if write else None
+    target = metrics_directory(run, out_dir) if write else None
     settings = run.config["settings"]
     dataset = run_dataset(run.config, str(run_dir))
     if len(dataset.test) <= NEIGHBOURS:  # before minutes of sampling, not after
@@ -207,11 +210,17 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
     return metrics
 
 
-def metrics_directory(run_dir, out_dir) -> Path:
-    """Where metrics.json goes: `out_dir` (made if missing), else the run, which must then be writable: one
-    line naming the option that writes elsewhere, not an error after minutes of sampling."""
+def metrics_directory(run, out_dir) -> Path:
+    """Where metrics.json goes: `out_dir` (made if missing; not another vaediff directory, nor inside one,
+    the run or its data set), else the run, which must then be writable: one line naming the option that
+    writes elsewhere, not an error after minutes of sampling."""
+    run_dir = run.run_dir
     if out_dir is not None:
         directory = output_directory(out_dir)
+        if written_kind(directory) is not None:
+            raise RunError(f"--out {out_dir} is a vaediff '{written_kind(directory)}' directory; its metrics.json "
+                           f"would pass for its own: choose another --out")
+        check_apart(directory, [("run", run_dir), *data_source_inputs(run.config["settings"]["dataset"])])
         directory.mkdir(parents=True, exist_ok=True)
         return directory
     problem = writable_directory(Path(run_dir))

@@ -143,7 +143,8 @@ def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", m
         data = load_dataset(plan.dataset, data_dir, image_size=plan.image_size)  # a bad source fails before writing
         plan = replace(plan, dataset=describe_source(plan.dataset), labelled=data.labelled)
         prepare_output_dir(out, overwrite=overwrite, kind="quickstart", inputs=data_source_inputs(plan.dataset))
-        write_run_config(out, "quickstart", {**asdict(plan), "data_dir": data_dir})
+        write_run_config(out, "quickstart", {**asdict(plan), "data_dir": data_dir},
+                         outputs=["eda", "report", *(name for name, _, _ in plan.runs())])
         done = []
     stages = _stages(plan)
     started = time.perf_counter()

@@ -158,6 +158,8 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, keep: bool = F
     (description, path) pairs: the output may neither be, hold, nor lie inside any of them (check_apart).
     """
     path = output_directory(path)
+    if path.is_symlink():  # replace what the link points to, and keep the link
+        path = Path(os.path.realpath(path))
     check_apart(path, inputs)
     if path.is_dir() and any(path.iterdir()) and not keep:
         if not overwrite:
@@ -168,9 +170,21 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, keep: bool = F
         if kind is not None and written != kind:
             raise RunError(f"{path} holds a vaediff '{written}' directory; --overwrite replaces only what this "
                            f"command writes (a '{kind}' directory): choose another --out")
+        check_nothing_foreign(path)
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_nothing_foreign(path: Path) -> None:
+    """Refuse to delete `path` when it holds another vaediff output that its own config.json does not list
+    under "outputs" (a study lists its runs): a run trained into a study folder by hand is not the study's."""
+    own = set(read_json(path / CONFIG_FILE).get("outputs", []))
+    for config in sorted(path.rglob(CONFIG_FILE)):
+        inner = config.parent
+        if inner != path and written_kind(inner) and inner.relative_to(path).parts[0] not in own:
+            raise RunError(f"{path} holds the vaediff '{written_kind(inner)}' directory {inner}, which is not its "
+                           f"own: --overwrite would delete it; move it out first, or choose another --out")
 
 
 def command_line() -> str:

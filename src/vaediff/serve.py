@@ -110,8 +110,11 @@ class Demo:
         if not run_dirs:
             raise VaediffError("give at least one run directory")
         self.limits = limits
-        self.runs, self.class_names = {}, {}
+        self.runs, self.class_names, seen = {}, {}, {}
         for run_dir in run_dirs:
+            same = seen.setdefault(Path(run_dir).resolve(), run_dir)
+            if same is not run_dir:
+                raise VaediffError(f"{run_dir} is given twice (also as {same}); name each run once")
             run = load_run(run_dir)
             name = Path(run_dir).name
             if name in self.runs:

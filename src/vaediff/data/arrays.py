@@ -88,6 +88,9 @@ def _class_names(arrays: dict, labels: list[torch.Tensor], path: Path) -> tuple[
                         f"{names.shape}")
     top = max(int(t.max()) for t in labels if len(t))
     low = min(int(t.min()) for t in labels if len(t))
+    if names is not None and len(set(names.tolist())) != len(names):
+        raise DataError(f"{path}: 'class_names' names a class twice ({', '.join(map(str, names.tolist()))}); "
+                        f"give each class its own name")
     count = len(names) if names is not None else top + 1
     if low < 0 or top >= count:
         raise DataError(f"{path}: labels out of range 0..{count - 1} (found {low}..{top})")

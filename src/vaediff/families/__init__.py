@@ -149,7 +149,8 @@ def _check_same_source(run_dir: Path, settings: dict, dataset: str | None, data_
             given[f"--{name.replace('_', '-')}"] = (value, settings.get(name))
     for flag, (value, stored) in given.items():
         if value is not None and value != stored:
-            raise ConfigError(f"--resume continues {run_dir} as it was trained ({flag} {stored}); drop {flag} "
+            trained = f"{flag} {stored}" if stored is not None else f"without {flag}"
+            raise ConfigError(f"--resume continues {run_dir} as it was trained ({trained}); drop {flag} "
                               f"{value}, or train a new run without --resume")
 
 

@@ -247,5 +247,7 @@ def training_plan(run_dir: Path, dataset: Dataset, model_config: DiffusionConfig
 
 
 TINY_UNET = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "attention_head_dim": 8, "sampling_steps": 3}
+# the smallest diffusion: a 100-step schedule, so that the seed's sampler (DDPM over every step) takes a second
+TINY_DIFFUSION = {**TINY_UNET, "num_train_timesteps": 100}
 FAMILY = Family(DiffusionConfig, build_model_config, recipe, training_plan, DiffusionRun.load, write_run_figures,
-                options={"preset": "fast"}, smallest=TINY_UNET, variants={"preset": DIFFUSION_PRESETS})
+                options={"preset": "fast"}, smallest=TINY_DIFFUSION, variants={"preset": DIFFUSION_PRESETS})

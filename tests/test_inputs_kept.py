@@ -284,6 +284,7 @@ def test_a_refused_training_writes_nothing(cli, tmp_path):
 
 
 @pytest.mark.parametrize("flag, value, fragment", [
+    ("--iw-samples", "1", "--iw-samples"),  # the bound's interval needs two importance samples
     ("--ode-steps", "4", "--ode-steps does not apply to this vae run"),
     ("--bound-timesteps", "4", "--bound-timesteps does not apply"),
     ("--likelihood-images", "30", "--likelihood-images does not apply"),

@@ -3,6 +3,8 @@ resume that redoes only the stages that had not finished."""
 
 import json
 
+import pytest
+
 from vaediff.quickstart import STATE_FILE, QuickstartPlan, describe_stage, quickstart
 
 TINY_UNET = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "attention_head_dim": 8, "sampling_steps": 3}
@@ -18,6 +20,7 @@ PLAN = QuickstartPlan(minutes=0.15, minimum_minutes=0, eval_samples=30, iw_sampl
 MODELS = ("vae", "cvae", "diffusion", "latent-diffusion", "flow")
 
 
+@pytest.mark.slow
 def test_quickstart_writes_everything_refuses_overwrite_and_resumes(tmp_path, cli, evaluator_cache):
     out = tmp_path / "qs"
     report = quickstart(out, plan=PLAN)

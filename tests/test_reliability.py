@@ -303,7 +303,7 @@ def test_fuzz_cli_answers_with_exit_0_or_one_line(cli, tmp_path, valid_run, brok
                                                   flags):
     run_dir = {"valid": valid_run, "missing": tmp_path / "missing"}.get(run, broken_runs / run)
     args = {"sample": ["sample", run_dir, "--out", tmp_path / "f.png"],
-            "evaluate": ["evaluate", run_dir, "--n-samples", "20", "--iw-samples", "1"],
+            "evaluate": ["evaluate", run_dir, "--n-samples", "20", "--iw-samples", "2"],
             "train": ["train", "vae", "--out", broken_runs / "eda", "--max-steps", "1"],  # refused: not empty
             "eda": ["eda", "--out", broken_runs / "eda"],  # refused: not empty
             "compare": ["compare", run_dir, "--out", broken_runs / "eda"]}[command]

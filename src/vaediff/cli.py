@@ -356,8 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", metavar="RUN", help="run directory")
     evaluate.add_argument("--n-samples", type=at_most(MAX_EVAL_SAMPLES, MIN_EVAL_SAMPLES), default=10000,
                           help="images to draw for the sample-quality metrics (default: 10000)")
-    evaluate.add_argument("--iw-samples", type=at_most(MAX_IW_SAMPLES),
-                          help="VAE: importance samples per test image for the NLL bound (default: 1000)")
+    evaluate.add_argument("--iw-samples", type=at_most(MAX_IW_SAMPLES, 2),
+                          help="VAE: importance samples per test image for the NLL bound, at least 2 for its "
+                          "interval (default: 1000)")
     evaluate.add_argument("--binarize", action="store_true", default=None,
                           help="VAE: likelihood on binarized test pixels (default: as the run was trained)")
     evaluate.add_argument("--likelihood-images", type=positive_int, metavar="N",

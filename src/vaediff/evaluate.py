@@ -240,8 +240,8 @@ def likelihood_settings_of(given: dict) -> LikelihoodSettings:
     if unknown:
         raise ConfigError(f"unknown likelihood setting {unknown[0]!r}; choose from {', '.join(LIKELIHOOD_FLAGS)}")
     for key, value in given.items():
-        if key != "binarize":
-            check_count(value, LIKELIHOOD_FLAGS[key], MAX_LIKELIHOOD_COUNTS[key])
+        if key != "binarize":  # the bound's Monte-Carlo interval needs two importance samples
+            check_count(value, LIKELIHOOD_FLAGS[key], MAX_LIKELIHOOD_COUNTS[key], 2 if key == "iw_samples" else 1)
     return LikelihoodSettings(**given)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vaediff import cas
@@ -15,6 +16,7 @@ def test_balanced_subset_takes_classes_in_turn(tiny):
     assert not torch.equal(subset.images, cas.balanced_subset(tiny.train, 40, seed=1).images)
 
 
+@pytest.mark.slow
 def test_samples_missing_half_the_classes_score_a_clearly_lower_cas(mnist5k):
     """'Samples' that are real digits of all ten classes against ones of classes 0-4 only, as many: a
     classifier never shown a 7 cannot name one, though each sample looks exactly like its class."""

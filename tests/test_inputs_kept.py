@@ -28,6 +28,8 @@ from vaediff.quickstart import STATE_FILE, QuickstartPlan, _resumed_study
 from vaediff.runs import atomic_write_bytes, prepare_output_dir, write_run_config
 
 SMALL_VAE = {"model": {"hidden": 32, "latent": 4}}
+# one worker builds the evaluated `study` once for the whole module (under pytest-xdist --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("inputs_kept")
 
 
 def fingerprint(directory: Path) -> dict[str, str]:

@@ -157,6 +157,7 @@ def test_dequantized_flow_bound_of_gaussian_pixels_is_their_true_bits_per_dim():
     assert summary["ci95"][1] - summary["ci95"][0] < 0.2
 
 
+@pytest.mark.slow
 def test_every_family_reports_bits_per_dim_on_its_axis(cli, tmp_path, evaluator_cache):
     tiny_unet = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "attention_head_dim": 8}
     trainings = {

@@ -51,7 +51,9 @@ def _every_file_loads(run_dir: Path) -> None:
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_gives_the_same_weights(tmp_path):
     run_dir, rng, kills = tmp_path / "killed", random.Random(7), 0
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # the killed runs use as many threads as this process's straight run: float sums differ between
+    # thread counts, and the comparison is about resuming, not about threading
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
     for _attempt in range(30):  # a process that exits at once must fail the test, not loop forever
         resuming = (run_dir / CHECKPOINT_FILE).exists()
         command = _train_command(run_dir, "--resume" if resuming else "--overwrite")

@@ -27,6 +27,7 @@ def evaluated_runs(tmp_path_factory, evaluator_cache):
     return [vae, diffusion]
 
 
+@pytest.mark.slow  # trains and evaluates two runs (shared by the module)
 def test_metrics_json_has_every_key_with_finite_values(evaluated_runs):
     vae, diffusion = (json.loads((run / "metrics.json").read_text()) for run in evaluated_runs)
     for metrics in (vae, diffusion):
@@ -46,6 +47,7 @@ def test_metrics_json_has_every_key_with_finite_values(evaluated_runs):
     assert confusion.sum() == 100 and diffusion["class_accuracy"] == pytest.approx(float(confusion.trace() / 100))
 
 
+@pytest.mark.slow  # trains and evaluates two runs (shared by the module)
 def test_same_seed_same_metrics(evaluated_runs):
     first = json.loads((evaluated_runs[0] / "metrics.json").read_text())
     again = evaluate_run(evaluated_runs[0], n_samples=100, iw_samples=10, progress=False, write=False)
@@ -53,6 +55,7 @@ def test_same_seed_same_metrics(evaluated_runs):
         assert again[key] == first[key], key
 
 
+@pytest.mark.slow  # trains and evaluates two runs (shared by the module)
 def test_report_states_the_numbers_of_the_runs(evaluated_runs, tmp_path):
     report = compare(evaluated_runs, tmp_path, curve_samples=20, with_ddpm_1000=False, progress=False)
     text = report.read_text()
@@ -75,6 +78,7 @@ def test_report_states_the_numbers_of_the_runs(evaluated_runs, tmp_path):
     assert [p["steps"] for p in steps] == [5, 10, 20, 50, 100]
 
 
+@pytest.mark.slow  # trains and evaluates two runs (shared by the module)
 def test_metrics_json_has_an_interval_around_each_quality_number(evaluated_runs):
     for run in evaluated_runs:
         metrics = json.loads((run / "metrics.json").read_text())
@@ -85,6 +89,7 @@ def test_metrics_json_has_an_interval_around_each_quality_number(evaluated_runs)
             assert low < high or value == low, key  # a zero width only where every resample agrees (recall 0)
 
 
+@pytest.mark.slow  # trains and evaluates two runs (shared by the module)
 def test_identical_models_give_no_clear_difference(evaluated_runs, tmp_path):
     """The same run evaluated twice with other seeds: its verdicts must all be 'no clear difference'."""
     from vaediff.report import findings, verdict
@@ -101,6 +106,7 @@ def test_identical_models_give_no_clear_difference(evaluated_runs, tmp_path):
     assert "no clear difference at this sample size" in text and "is better than" not in text.split("**FID**")[1][:80]
 
 
+@pytest.mark.slow  # trains and evaluates two runs (shared by the module)
 def test_every_pair_gets_a_verdict_on_fid(evaluated_runs, tmp_path):
     """With three runs the report tests all three pairs, lower FID first; a run and its twin (the same
     weights, other sampling seeds) are never called clearly different."""
@@ -129,6 +135,7 @@ def test_every_pair_gets_a_verdict_on_fid(evaluated_runs, tmp_path):
     assert "## Every pair on FID" in report and twin_row[3] in report
 
 
+@pytest.mark.slow  # trains and evaluates two runs (shared by the module)
 def test_report_in_chinese(evaluated_runs, tmp_path):
     compare(evaluated_runs, tmp_path, lang="zh", curves=False, progress=False)
     text = (tmp_path / "report.md").read_text()
@@ -143,6 +150,7 @@ def test_compare_refuses_unevaluated_runs(tmp_path, cli):
     assert code == 2 and "vaediff evaluate" in err
 
 
+@pytest.mark.slow  # trains and evaluates two runs (shared by the module)
 def test_runs_that_differ_only_in_seed_are_compared_as_a_group(evaluated_runs, tmp_path):
     cvae = evaluated_runs[0]
     seeds = []

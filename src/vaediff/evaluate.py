@@ -8,6 +8,7 @@ Every number comes with its reference point: the same metrics computed for held-
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +49,25 @@ def _reference_subset(split: ImageSplit, size: int, seed: int) -> torch.Tensor:
 
 # What quality_metrics computes from real images alone (reference features, test-to-train distances) is
 # the same for every model and every point of the report's curves: computed once per evaluator and data.
-_REAL_CACHE: dict[tuple, tuple[object, object, torch.Tensor]] = {}
+# Keyed by content, not identity, so that every `evaluate_run` in one process (a study's five, a notebook's,
+# a test session's), each of which loads the evaluator and the data afresh, shares it.
+_REAL_CACHE: dict[tuple, Any] = {}
+
+
+def _content_key(evaluator: Evaluator, dataset: Dataset) -> str:
+    digest = hashlib.sha1(repr(evaluator.feature_scale).encode())
+    for tensor in (*evaluator.net.state_dict().values(), dataset.train.images, dataset.test.images):
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _cached(key: tuple, evaluator: Evaluator, dataset: Dataset, compute) -> Any:
-    entry = _REAL_CACHE.get(key)
-    # identity, not equality: the entry keeps its evaluator and images alive, so `is` cannot be fooled
-    if entry is not None and entry[0] is evaluator and entry[1] is dataset.train.images:
-        return entry[2]
-    if len(_REAL_CACHE) > 8:
-        _REAL_CACHE.clear()
-    value = compute()
-    _REAL_CACHE[key] = (evaluator, dataset.train.images, value)
-    return value
+    key = (*key, _content_key(evaluator, dataset))
+    if key not in _REAL_CACHE:
+        if len(_REAL_CACHE) > 8:
+            _REAL_CACHE.clear()
+        _REAL_CACHE[key] = compute()
+    return _REAL_CACHE[key]
 
 
 def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.Tensor | None, dataset: Dataset,

@@ -8,7 +8,9 @@ import pytest
 from vaediff.quickstart import STATE_FILE, QuickstartPlan, describe_stage, quickstart
 
 TINY_UNET = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "attention_head_dim": 8, "sampling_steps": 3}
-PLAN = QuickstartPlan(minutes=0.15, minimum_minutes=0, eval_samples=30, iw_samples=4, curve_samples=20, likelihood_images=20,
+# --work fixed: a few optimizer steps each, the same on any host (the budget's planner has its own tests)
+STEPS = {"vae": 30, "cvae": 30, "diffusion": 6, "latent-diffusion": 4, "flow": 6}
+PLAN = QuickstartPlan(work="fixed", fixed_steps=STEPS, minimum_minutes=0, eval_samples=30, iw_samples=4, curve_samples=20, likelihood_images=20,
                       ode_steps=2, model_options={
     "vae": {"model": {"hidden": 32, "latent": 4}},
     "cvae": {"model": {"hidden": 32, "latent": 4}},
@@ -33,6 +35,19 @@ def test_quickstart_writes_everything_refuses_overwrite_and_resumes(tmp_path, cl
     assert all(model in text for model in MODELS)
     state = json.loads((out / STATE_FILE).read_text())
     assert state["done"][-1] == "compare" and len(state["done"]) == 2 + 2 * len(MODELS) + 1
+    assert state["plan"]["work"] == "fixed" and state["plan"]["expected_steps"] == STEPS
+    assert set(state["stage_seconds"]) == set(state["done"])
+    for model in MODELS:  # the fixed work, whatever the host's speed
+        history = (out / model / "loss.csv").read_text().splitlines()
+        assert int(float(history[-1].split(",")[1])) == STEPS[model]
+
+    # the same fixed study again: the same numbers (only the timings differ)
+    again = tmp_path / "again"
+    quickstart(again, plan=PLAN)
+    for model in MODELS:
+        first, second = (json.loads((d / model / "metrics.json").read_text()) for d in (out, again))
+        for key in set(first) - {"samples_per_second", "run"}:
+            assert first[key] == second[key], (model, key)
 
     code, _, err = cli("quickstart", "--out", out)  # a second run into the same directory is refused
     assert code == 2 and "--overwrite" in err

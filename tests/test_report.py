@@ -173,12 +173,3 @@ def test_runs_that_differ_only_in_seed_are_compared_as_a_group(evaluated_runs, t
     spread = abs(fids[0] - fids[1]) / math.sqrt(2)  # the sd of two values
     row = next(line for line in text.splitlines() if line.startswith("| cvae"))
     assert f"± {spread:.3g}" in row, row
-
-
-def test_quickstart_plan_splits_the_budget_between_seeds():
-    from vaediff.quickstart import QuickstartPlan
-
-    one, three = QuickstartPlan(minutes=15), QuickstartPlan(minutes=15, seeds=3, seed=4)
-    assert [name for name, _, _ in one.runs()] == ["vae", "cvae", "diffusion", "latent-diffusion", "flow"]
-    assert three.runs()[:3] == [("vae-seed4", "vae", 4), ("vae-seed5", "vae", 5), ("vae-seed6", "vae", 6)]
-    assert len(three.runs()) == 15 and three.train_minutes("diffusion") == pytest.approx(one.train_minutes("diffusion") / 3)

@@ -261,7 +261,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
     report = quickstart(args.out, args.dataset, args.minutes, args.data_dir, overwrite=args.overwrite,
                         resume=args.resume, seed=args.seed, lang=args.lang, seeds=args.seeds,
-                        image_size=args.image_size)
+                        image_size=args.image_size, work=args.work)
     settings = read_json(report.parent / "config.json")["settings"]  # a resumed study keeps its own
     runs = [report.parent.parent / name for name in settings["runs"]]
     lang = settings.get("lang", "en")
@@ -406,7 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--out", default="runs/quickstart", metavar="DIR", help="output directory "
                        "(default: runs/quickstart)")
     quick.add_argument("--minutes", type=positive_float, default=15.0,
-                       help="wall-clock budget of the whole study (default: 15)")
+                       help="wall-clock budget of the whole study, measured on this host first (default: 15)")
+    quick.add_argument("--work", choices=("budget", "fixed"), default="budget",
+                       help="budget: fit the study to --minutes on this host; fixed: the same optimizer steps "
+                       "and sample counts on any host (the same numbers for the same seed; the time varies)")
     quick.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     quick.add_argument("--resume", action="store_true", help="continue an interrupted quickstart")
     quick.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

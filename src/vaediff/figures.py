@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -223,11 +224,13 @@ def plot_curves(curves: dict[str, list[dict]], x_key: str, path: Path, title: st
         for name, points in curves.items():
             shown = [p for p in points if p.get(metric) is not None]
             xs = [p[x_key] for p in shown]
-            (line,) = axis.plot(xs, [p[metric] for p in shown], "-o", markersize=3, label=name)
+            # KID is unbiased, so near 0 its estimate (and interval) can fall below 0: drawn clipped at 0
+            floor = 0.0 if metric == "kid" else -math.inf
+            (line,) = axis.plot(xs, [max(floor, p[metric]) for p in shown], "-o", markersize=3, label=name)
             bounds = [p.get("ci95", {}).get(metric) for p in shown]
             if shown and all(bounds):
-                axis.fill_between(xs, [b[0] for b in bounds], [b[1] for b in bounds], color=line.get_color(),
-                                  alpha=0.2, linewidth=0)
+                axis.fill_between(xs, [max(floor, b[0]) for b in bounds], [max(floor, b[1]) for b in bounds],
+                                  color=line.get_color(), alpha=0.2, linewidth=0)
         axis.set_xlabel(x_label)
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)

@@ -18,6 +18,7 @@ from vaediff.errors import AlreadyFinished, ConfigError, RunError
 from vaediff.evaluate import evaluate_run
 from vaediff.evaluator_network import is_cached, load_or_train_evaluator
 from vaediff.families import train_run
+from vaediff.families.base import LikelihoodSettings
 from vaediff.report import check_language, compare
 from vaediff.runs import (
     CONFIG_FILE,
@@ -27,15 +28,20 @@ from vaediff.runs import (
     write_run_config,
     written_kind,
 )
+from vaediff.study_plan import (
+    SHARES,
+    StudyPlan,
+    curve_samples_that_fit,
+    fixed_plan,
+    host_from_json,
+    measured_speed,
+    plan_study,
+    probe_host,
+)
 
 STATE_FILE = "quickstart.json"
 
-# Shares of the training budget (53% of --minutes; the rest is EDA, the evaluator, evaluation and the
-# report: five models' evaluations and curves took 6.6 of 15.6 minutes when training had 60%). VAEs
-# converge in well under a minute on small data; flow matching trains the fast preset's network like
-# pixel diffusion and took its share from the others.
-TRAIN_FRACTION = 0.53
-SHARES = {"vae": 0.06, "cvae": 0.06, "diffusion": 0.28, "latent-diffusion": 0.32, "flow": 0.28}
+WORKS = ("budget", "fixed")
 
 
 @dataclass(frozen=True)
@@ -44,12 +50,16 @@ class QuickstartPlan:
     image_size: int | None = None  # resize the images (data.load_dataset)
     labelled: bool = True         # False: unlabelled data, no cvae (class-conditional only)
     minutes: float = 15.0
-    eval_samples: int = 1000      # samples per model for the quality metrics
+    # "budget": measure this host, then size training, samples and curves to end within `minutes`;
+    # "fixed": study_plan.FIXED_STEPS optimizer steps per model and these sample counts on any host
+    work: str = "budget"
+    fixed_steps: dict = field(default_factory=dict)  # --work fixed: steps per model type (FIXED_STEPS otherwise)
+    eval_samples: int = 1000      # samples per model for the quality metrics (--work budget: at most)
     iw_samples: int = 200         # importance samples for the VAEs' NLL bound
     # bits/dim of diffusion and flow on the first test images (evaluate's defaults: 1,000 images, 8 ODE steps)
-    likelihood_images: int = 200
+    likelihood_images: int = 200  # (--work budget: at most)
     ode_steps: int = 4
-    curve_samples: int = 50       # samples per point of the report's steps and guidance curves
+    curve_samples: int = 100      # samples per point of the report's curves (--work budget: at most)
     seed: int = 0
     seeds: int = 1                # runs per model type (seeds seed, seed + 1, ...), sharing the budget
     lang: str = "en"              # report and headlines: "en" or "zh"
@@ -61,7 +71,12 @@ class QuickstartPlan:
     minimum_minutes: float = 3.0
 
     def check_budget(self) -> None:
-        """One line, before anything is trained, when the budget cannot hold the study."""
+        """One line, before anything is measured, when the budget cannot hold the study (plan_study then
+        checks it against this host's speed)."""
+        if self.work not in WORKS:
+            raise ConfigError(f"--work must be one of {', '.join(WORKS)}, got {self.work!r}")
+        if self.work == "fixed":
+            return
         needed = self.minimum_minutes * self.seeds
         if self.minutes < needed:
             seeds = f"{self.seeds} seeds" if self.seeds > 1 else "one seed"
@@ -69,8 +84,17 @@ class QuickstartPlan:
                               f"({seeds}): give --minutes {needed:g} or more" +
                               (", or fewer --seeds" if self.seeds > 1 else ""))
 
-    def train_minutes(self, model_type: str) -> float:
-        return self.minutes * TRAIN_FRACTION * SHARES[model_type] / self.seeds
+    def likelihood(self) -> LikelihoodSettings:
+        return LikelihoodSettings(iw_samples=self.iw_samples, test_images=self.likelihood_images,
+                                  ode_steps=self.ode_steps)
+
+    def largest_samples(self) -> tuple[int, int, int]:
+        """Evaluation samples, samples per curve point, likelihood test images: --work fixed uses them,
+        --work budget at most."""
+        return self.eval_samples, self.curve_samples, self.likelihood_images
+
+    def model_types(self) -> list[str]:
+        return list(dict.fromkeys(model_type for _, model_type, _ in self.runs()))
 
     def runs(self) -> list[tuple[str, str, int]]:
         """(run directory name, model type, seed) of every run: one per model type, named after it; with
@@ -82,16 +106,19 @@ class QuickstartPlan:
                 for seed in range(self.seed, self.seed + self.seeds)]
 
 
-def _stages(plan: QuickstartPlan) -> list[tuple[str, str]]:
+def _stages(plan: QuickstartPlan, study: StudyPlan) -> list[tuple[str, str]]:
     stages = [("eda", "exploratory plots of the data set"), ("evaluator", "evaluator network")]
-    for name, model_type, _ in plan.runs():
-        stages.append((f"train:{name}", f"train {name} ({plan.train_minutes(model_type):.1f} min)"))
-    stages += [(f"evaluate:{name}", f"evaluate {name}") for name, _, _ in plan.runs()]
+    for name, _, _ in plan.runs():
+        work = (f"{study.train_minutes[name]:.1f} min, about {study.expected_steps[name]:,} steps"
+                if study.work == "budget" else f"{study.expected_steps[name]:,} steps")
+        stages.append((f"train:{name}", f"train {name} ({work})"))
+    stages += [(f"evaluate:{name}", f"evaluate {name} ({study.eval_samples} samples)") for name, _, _ in plan.runs()]
     stages.append(("compare", "comparison report"))
     return stages
 
 
-def _run_stage(name: str, plan: QuickstartPlan, out: Path, data_dir: str | None, resume: bool) -> None:
+def _run_stage(name: str, plan: QuickstartPlan, study: StudyPlan, out: Path, data_dir: str | None, resume: bool,
+               seconds_left: float, host: dict | None) -> None:
     kind, _, run_name = name.partition(":")
     run_dir = out / run_name
     model_type, seed = next(((m, s) for n, m, s in plan.runs() if n == run_name), (None, plan.seed))
@@ -105,61 +132,125 @@ def _run_stage(name: str, plan: QuickstartPlan, out: Path, data_dir: str | None,
     elif kind == "train":
         options = dict(plan.model_options.get(model_type, {}))  # each family's defaults otherwise (the fast preset)
         can_resume = resume and (run_dir / "config.json").is_file()
+        limit = ({"minutes": study.train_minutes[run_name]} if study.work == "budget"
+                 else {"max_steps": study.expected_steps[run_name]})
         try:
-            train_run(model_type, run_dir, plan.dataset, data_dir, options,
-                      {"minutes": plan.train_minutes(model_type), "seed": seed}, resume=can_resume,
-                      overwrite=not can_resume, image_size=plan.image_size)
+            train_run(model_type, run_dir, plan.dataset, data_dir, options, {**limit, "seed": seed},
+                      resume=can_resume, overwrite=not can_resume, image_size=plan.image_size)
         except AlreadyFinished:
             pass  # stopped after training finished but before the stage was recorded: nothing to redo
     elif kind == "evaluate":
-        evaluate_run(run_dir, n_samples=plan.eval_samples, iw_samples=plan.iw_samples, seed=seed,
-                     likelihood={"test_images": plan.likelihood_images, "ode_steps": plan.ode_steps},
+        evaluate_run(run_dir, n_samples=study.eval_samples, iw_samples=plan.iw_samples, seed=seed,
+                     likelihood={"test_images": study.likelihood_images, "ode_steps": plan.ode_steps},
                      ignore_unused=True)
     elif kind == "compare":
         report_dir = prepare_output_dir(out / "report", overwrite=True, kind="compare")
         names = [name for name, _, _ in plan.runs()]
         write_run_config(report_dir, "compare", {"runs": names, "seed": plan.seed, "lang": plan.lang})
+        curve_samples = _curve_samples(plan, study, out, seconds_left, host)
         compare([out / name for name in names], report_dir, lang=plan.lang, seed=plan.seed,
-                curve_samples=plan.curve_samples, with_ddpm_1000=False)
+                curve_samples=max(curve_samples, 20), curves=curve_samples > 0, with_ddpm_1000=False,
+                curve_steps=study.curve_steps)
+
+
+def _curve_samples(plan: QuickstartPlan, study: StudyPlan, out: Path, seconds_left: float, host: dict | None) -> int:
+    """--work fixed: the planned count. --work budget: as many as the time left holds, at the sampling
+    speed each evaluation measured (0: no curves, and a line that says so)."""
+    if study.work == "fixed" or host is None:
+        return study.curve_samples
+    speeds = host_from_json(host)
+    runs = [(name, model_type) for name, model_type, _ in plan.runs()]
+    measured = [measured_speed(out / name, speeds.models[model_type]) for name, model_type in runs]
+    grids = sum(100 * speed.sample_s for speed in measured) + 15.0  # the report's grids and figures
+    samples = curve_samples_that_fit(seconds_left - grids, measured, study.curve_samples, study.curve_steps,
+                                     speeds.evaluator_image_s)
+    if samples < study.curve_samples:
+        print(f"  {max(0.0, seconds_left) / 60:.1f} min left: " +
+              (f"{samples} samples per curve point instead of {study.curve_samples}" if samples
+               else "no room for the steps and guidance curves; the report leaves them out"), flush=True)
+    return samples
+
+
+def _plan(plan: QuickstartPlan, data, data_dir: str | None, started: float) -> tuple[StudyPlan, dict | None]:
+    """--work fixed: the fixed work. --work budget: measure this host, then size the study to the time left
+    (a ConfigError, before anything is written, when it cannot hold one)."""
+    runs = [(name, model_type) for name, model_type, _ in plan.runs()]
+    if plan.work == "fixed":
+        return fixed_plan(runs, plan.largest_samples(), plan.fixed_steps), None
+    print("measuring this host: a few training steps and samples of each model", flush=True)
+    host = probe_host(plan.model_types(), data, plan.dataset, data_dir, plan.model_options, plan.image_size,
+                      plan.likelihood(), plan.seed)
+    evaluator_images = None if _evaluator_cached(plan) else len(data.train)
+    study = plan_study(plan.minutes, host, runs, evaluator_images, elapsed_s=time.perf_counter() - started,
+                       largest=plan.largest_samples())
+    return study, asdict(host)
+
+
+def _evaluator_cached(plan: QuickstartPlan) -> bool:
+    return plan.dataset in DATASETS and plan.image_size is None and is_cached(plan.dataset)
 
 
 def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", minutes: float = 15.0,
                data_dir: str | None = None, overwrite: bool = False, resume: bool = False, seed: int = 0,
-               plan: QuickstartPlan | None = None, lang: str = "en", seeds: int = 1, image_size: int | None = None
-               ) -> Path:
+               plan: QuickstartPlan | None = None, lang: str = "en", seeds: int = 1, image_size: int | None = None,
+               work: str = "budget") -> Path:
     """Run (or resume) the study into `out`; returns the report's path. `plan`, when given, replaces
-    `dataset`, `minutes`, `seed`, `seeds`, `lang` and `image_size` (and sets sample counts and model options)."""
+    `dataset`, `minutes`, `seed`, `seeds`, `lang`, `image_size` and `work` (and sets sample counts and model
+    options)."""
     plan = plan or QuickstartPlan(dataset=dataset, minutes=minutes, seed=seed, seeds=seeds, lang=lang,
-                                  image_size=image_size)
+                                  image_size=image_size, work=work)
     check_language(plan.lang)
     out = Path(out)
+    started = time.perf_counter()
     if resume and overwrite:
         raise ConfigError("--resume continues the study in --out and --overwrite replaces it; give one of them")
     if resume:
         plan, data_dir, done = _resumed_study(out)
         load_dataset(plan.dataset, data_dir, image_size=plan.image_size)
+        state = read_json(out / STATE_FILE) if (out / STATE_FILE).is_file() else {}
+        study, host = _stored_plan(plan, state)
+        stage_seconds, spent = dict(state.get("stage_seconds", {})), float(state.get("elapsed_s", 0.0))
     else:
         plan.check_budget()
         data = load_dataset(plan.dataset, data_dir, image_size=plan.image_size)  # a bad source fails before writing
         plan = replace(plan, dataset=describe_source(plan.dataset), labelled=data.labelled)
+        if plan.work == "budget":
+            prepare_output_dir(out, overwrite=overwrite, kind="quickstart", inputs=data_source_inputs(plan.dataset),
+                               check_only=True)  # refused before minutes of measuring, not after
+        study, host = _plan(plan, data, data_dir, started)
         prepare_output_dir(out, overwrite=overwrite, kind="quickstart", inputs=data_source_inputs(plan.dataset))
         write_run_config(out, "quickstart", {**asdict(plan), "data_dir": data_dir},
                          outputs=["eda", "report", *(name for name, _, _ in plan.runs())])
-        done = []
-    stages = _stages(plan)
-    started = time.perf_counter()
+        done, stage_seconds, spent = [], {}, 0.0
+        if host is not None:
+            stage_seconds["plan"] = round(host["probe_s"], 1)
+    state = {"done": done, "plan": study.as_json(), "host": host, "stage_seconds": stage_seconds}
+    atomic_write_json(out / STATE_FILE, {**state, "elapsed_s": round(spent + time.perf_counter() - started, 1)})
+    stages = _stages(plan, study)
     for index, (name, description) in enumerate(stages, start=1):
         if name in done:
             continue
-        elapsed = time.perf_counter() - started
+        elapsed = spent + time.perf_counter() - started
         description = describe_stage(name, description, plan)
-        print(f"[{index}/{len(stages)}] {description}  (elapsed {_clock(elapsed)}, "
-              f"budget {_clock(plan.minutes * 60)}, about {_clock(max(0.0, plan.minutes * 60 - elapsed))} left)",
-              flush=True)
-        _run_stage(name, plan, out, data_dir, resume=resume)
+        print(f"[{index}/{len(stages)}] {description}  (elapsed {_clock(elapsed)}" +
+              (f", budget {_clock(plan.minutes * 60)}, about {_clock(max(0.0, plan.minutes * 60 - elapsed))} left)"
+               if study.work == "budget" else ")"), flush=True)
+        stage_started = time.perf_counter()
+        _run_stage(name, plan, study, out, data_dir, resume, plan.minutes * 60 - elapsed, host)
         done.append(name)
-        atomic_write_json(out / STATE_FILE, {"done": done, "elapsed_s": round(time.perf_counter() - started, 1)})
+        stage_seconds[name] = round(time.perf_counter() - stage_started, 1)
+        atomic_write_json(out / STATE_FILE, {**state, "elapsed_s": round(spent + time.perf_counter() - started, 1)})
     return out / "report" / "report.md"
+
+
+def _stored_plan(plan: QuickstartPlan, state: dict) -> tuple[StudyPlan, dict | None]:
+    """The plan a study was started with (quickstart.json); a study from before plans were stored gets the
+    fixed plan of its work mode."""
+    stored = state.get("plan")
+    if stored:
+        return StudyPlan(**{**stored, "curve_steps": tuple(stored["curve_steps"])}), state.get("host")
+    runs = [(name, model_type) for name, model_type, _ in plan.runs()]
+    return fixed_plan(runs, plan.largest_samples(), plan.fixed_steps), None
 
 
 def _resumed_study(out: Path) -> tuple[QuickstartPlan, str | None, list[str]]:

@@ -68,7 +68,9 @@ TEXT = {
         "only": "**{metric}**: only {winner} has this number ({best}).",
         "better_by": "{factor:.2f}x better", "same": "a tie",
         "curve_note": "{n} samples per point, 95% intervals shaded. The steps curve shows KID, which is unbiased at "
-                      "any sample count (FID at few samples is biased upward); the seed's sampler, DDPM with 1000 "
+                      "any sample count (FID at few samples is biased upward), drawn clipped at 0 (an unbiased "
+                      "estimate of a distance near 0 can fall below it); where intervals overlap, the curve "
+                      "cannot rank those points. The seed's sampler, DDPM with 1000 "
                       "steps and no guidance, is its rightmost point when it was measured. The guidance sweep "
                       "shows class accuracy (is each sample recognisable?) beside CAS (can a classifier learn the "
                       "classes from the samples alone?): pick the guidance scale by the trade between them.",
@@ -118,7 +120,8 @@ TEXT = {
                      "其数值为各种子的均值。方括号内为 95% 区间（多种子时为种子间区间）；表中 ± 为种子间的标准差。",
         "only": "**{metric}**：只有 {winner} 有此指标（{best}）。",
         "better_by": "好 {factor:.2f} 倍", "same": "持平",
-        "curve_note": "每个点 {n} 个样本，阴影为 95% 区间。步数曲线用 KID（任何样本量下都无偏；样本少时 FID 偏高）；"
+        "curve_note": "每个点 {n} 个样本，阴影为 95% 区间。步数曲线用 KID（任何样本量下都无偏；样本少时 FID 偏高），"
+                      "画图时截断于 0（接近 0 的距离的无偏估计可能为负）；区间重叠处，曲线无法给这些点排序。"
                       "若测量过，最右的点是原项目的采样器（1000 步 DDPM，无引导）。引导扫描并列类别准确率（每个样本是否可辨认）"
                       "和 CAS（仅用样本能否学会这些类别）：按两者的权衡选择引导强度。",
         "no_seed_point": "{names} 没有原项目采样器（DDPM，走完全部训练时间步）的点：那是扩散模型的随机过程；"
@@ -468,12 +471,13 @@ def quality_point(run, evaluator, dataset, count: int, seed: int, options: dict,
     return point
 
 
-def run_curves(run, evaluator, dataset, count: int, seed: int, with_ddpm_1000: bool, progress: bool) -> dict:
+def run_curves(run, evaluator, dataset, count: int, seed: int, with_ddpm_1000: bool, progress: bool,
+               curve_steps: tuple[int, ...] = STEPS_CURVE) -> dict:
     """Steps curve (default sampler and guidance) and guidance sweep (default sampler and steps)."""
     cache_path = curves_cache_path(run)
     cache = read_json(cache_path) if cache_path.is_file() else {}
     defaults = run.sampler_settings()
-    plan = [("steps", {**defaults, "steps": s}) for s in STEPS_CURVE]
+    plan = [("steps", {**defaults, "steps": s}) for s in curve_steps]
     if with_ddpm_1000 and run.seed_sampler() is not None:
         plan.append(("steps", run.seed_sampler()))
     if run.supports_guidance:
@@ -570,7 +574,7 @@ def check_language(lang: str) -> None:
 
 def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", seed: int = 0,
             curve_samples: int = 200, curves: bool = True, with_ddpm_1000: bool = True,
-            progress: bool = True) -> Path:
+            progress: bool = True, curve_steps: tuple[int, ...] = STEPS_CURVE) -> Path:
     """Write DIR/report.md, DIR/report.html and their figures for the given evaluated runs."""
     check_language(lang)
     check_sample_count(curve_samples, "--curve-samples")
@@ -601,7 +605,7 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
     if curves and diffusion:
         evaluator = load_or_train_evaluator(dataset, progress=progress)
         curve_data = {s.name: run_curves(runs[s.name], evaluator, dataset, curve_samples, seed, with_ddpm_1000,
-                                         progress) for s in diffusion}
+                                         progress, tuple(curve_steps)) for s in diffusion}
         atomic_write_json(out_dir / "curves.json", curve_data)
         steps = {name: [p for p in c["steps"]] for name, c in curve_data.items()}
         # figure text stays English in every language: matplotlib's bundled fonts have no CJK glyphs

@@ -147,8 +147,9 @@ def read_json(path: str | Path) -> Any:
 
 
 def prepare_output_dir(path: str | Path, overwrite: bool = False, keep: bool = False, kind: str | None = None,
-                       inputs: Iterable[tuple[str, Path]] = ()) -> Path:
-    """Create an output directory, refusing to clobber one that is not empty.
+                       inputs: Iterable[tuple[str, Path]] = (), check_only: bool = False) -> Path:
+    """Create an output directory, refusing to clobber one that is not empty (`check_only`: refuse, but
+    change nothing yet: a command that measures before it writes says so at once).
 
     The seed project's rule: an existing, non-empty directory is an error unless `overwrite` is given.
     With `overwrite`, the old contents are deleted, but only if a vaediff config.json says that vaediff
@@ -171,8 +172,10 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, keep: bool = F
             raise RunError(f"{path} holds a vaediff '{written}' directory; --overwrite replaces only what this "
                            f"command writes (a '{kind}' directory): choose another --out")
         check_nothing_foreign(path)
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+        if not check_only:
+            shutil.rmtree(path)
+    if not check_only:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 

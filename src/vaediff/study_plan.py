@@ -1,0 +1,287 @@
+"""How a study spends its minutes on the host it runs on: measured speeds in, a plan out.
+
+`quickstart --minutes M` (work "budget") first measures this host (`probe_host`: a few timed optimizer
+steps and timed samples per model, the likelihood on a few test images, a few steps of the evaluator
+network), then `plan_study` sizes everything that is not training (evaluations, curves, the report) from
+those speeds and gives training what is left, shared between the models as `SHARES` say. A slow host and a
+fast one get the same shares of time and different step counts.
+
+`quickstart --work fixed` fixes the work instead (`FIXED_STEPS` optimizer steps per model, fixed sample
+counts), so the same seed gives the same numbers on any host, and the time is what varies.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vaediff.data import Dataset
+from vaediff.errors import ConfigError
+from vaediff.evaluator_network import EvaluatorNet, default_image_passes
+from vaediff.families import train_run
+from vaediff.families.base import LikelihoodSettings
+from vaediff.generation import timed_draw
+from vaediff.runs import read_json
+
+# Shares of the training time between the model types: VAEs converge in well under a minute on small data;
+# flow matching trains the fast preset's network like pixel diffusion; latent diffusion trains two stages.
+SHARES = {"vae": 0.06, "cvae": 0.06, "diffusion": 0.28, "latent-diffusion": 0.32, "flow": 0.28}
+
+# --work fixed: the optimizer steps the 15-minute budget bought on the 2-core CPU README's table was
+# measured on (quickstart of 2026-12-01); latent diffusion trains each of its two stages this many steps.
+FIXED_STEPS = {"vae": 5755, "cvae": 4369, "diffusion": 962, "latent-diffusion": 334, "flow": 996}
+
+# The report's steps curve in a study: four points with more samples each rather than five with fewer
+# (the 100-step point cost as much as the other four together and told nothing the 50-step one did not).
+STUDY_CURVE_STEPS = (5, 10, 20, 50)
+GUIDANCE_POINTS = 6  # report.GUIDANCE_SWEEP's length: each point draws samples and trains a CAS classifier
+
+# (evaluation samples, samples per curve point, test images for bits/dim) a budget may choose, best first.
+# The last is the least that still tells the families apart (FID intervals about +-0.3 at 1,000 samples
+# around values near 1-2, about twice as wide at 300: VAEs from diffusion, not flow from diffusion).
+SAMPLE_LADDER = ((1000, 100, 200), (1000, 50, 200), (700, 50, 100), (500, 40, 100), (300, 30, 50))
+MIN_TRAIN_FRACTION = 0.4  # below this, the models would be too undertrained to compare
+PROBE_STEPS = 12          # timed optimizer steps per model (the rate of the last half counts: warm-up excluded)
+PROBE_SAMPLES = 8
+PROBE_TEST_IMAGES = 4
+REPORT_GRID = 100         # samples per model in the report's grid
+FIXED_OVERHEAD_S = 20.0   # EDA, the report's figures, loading: seconds a study spends outside the measured parts
+RUN_OVERHEAD_S = 3.0      # per run: building the model, the final checkpoint and the loss plot
+SAFETY = 1.1              # estimates are inflated this much before training gets the rest
+
+
+@dataclass(frozen=True)
+class ModelSpeed:
+    step_s: float               # one optimizer step (latent diffusion: one of each stage, averaged)
+    sample_s: float             # one sample with the evaluation's (default) sampler
+    sampler_steps: int | None   # that sampler's steps; None: no sampler to sweep (VAEs)
+    guided: bool                # has a guidance sweep in the report
+    conditional: bool           # CAS trains a classifier on its samples
+    likelihood_s: float         # bits/dim on `likelihood_images` test images (VAEs: the bound on all of them)
+    likelihood_images: int = 200
+
+
+@dataclass(frozen=True)
+class HostSpeed:
+    models: dict[str, ModelSpeed]
+    evaluator_image_s: float    # one image through a training step of the evaluator network (CAS, evaluator)
+    probe_s: float = 0.0        # what measuring took
+    cpu: str = ""
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What each stage gets: training minutes (and the steps expected at the measured speed), sample counts,
+    the curves' points, and the seconds each part is estimated to take."""
+
+    work: str
+    train_minutes: dict[str, float]
+    expected_steps: dict[str, int]
+    eval_samples: int
+    curve_samples: int
+    curve_steps: tuple[int, ...]
+    estimated_s: dict[str, float]
+    likelihood_images: int = 200
+
+    def as_json(self) -> dict:
+        return {**asdict(self), "curve_steps": list(self.curve_steps)}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Estimates
+
+
+def evaluation_seconds(speed: ModelSpeed, samples: int, evaluator_image_s: float, likelihood_images: int) -> float:
+    """Drawing the samples, their CAS classifier (conditional runs; evaluator_network.default_image_passes)
+    and the real reference's features, and the likelihood (bits/dim scales with its test images)."""
+    cas = default_image_passes(samples) * evaluator_image_s if speed.conditional else 0.0
+    likelihood = speed.likelihood_s * (likelihood_images / speed.likelihood_images if speed.sampler_steps else 1.0)
+    return samples * speed.sample_s + cas + samples * evaluator_image_s + likelihood
+
+
+def curve_seconds(speed: ModelSpeed, samples: int, curve_steps: tuple[int, ...], evaluator_image_s: float) -> float:
+    """The steps curve (samples at each step count) and the guidance sweep (samples and a CAS classifier at
+    each scale); nothing for a model without a sampler."""
+    if speed.sampler_steps is None:
+        return 0.0
+    per_step = speed.sample_s / speed.sampler_steps
+    seconds = sum(samples * steps * per_step for steps in curve_steps)
+    if speed.guided:
+        seconds += GUIDANCE_POINTS * (samples * speed.sample_s + default_image_passes(samples) * evaluator_image_s)
+    return seconds
+
+
+def _reserved_seconds(host: HostSpeed, runs: list[tuple[str, str]], rung: tuple[int, int, int],
+                      curve_steps: tuple[int, ...], evaluator_s: float) -> dict[str, float]:
+    eval_samples, curve_samples, likelihood_images = rung
+    estimates = {"evaluator": evaluator_s, "other": FIXED_OVERHEAD_S}
+    for name, model_type in runs:
+        speed = host.models[model_type]
+        estimates[f"evaluate:{name}"] = evaluation_seconds(speed, eval_samples, host.evaluator_image_s,
+                                                           likelihood_images)
+        estimates[f"curves:{name}"] = curve_seconds(speed, curve_samples, curve_steps, host.evaluator_image_s)
+        # the report's grid, and training's own: its sample grid, loss plot, building and saving
+        estimates[f"grids:{name}"] = 2 * REPORT_GRID * speed.sample_s + RUN_OVERHEAD_S
+    if any(host.models[m].conditional for _, m in runs):  # CAS's real-data ceiling, trained once, then cached
+        estimates["cas_real"] = default_image_passes(eval_samples) * host.evaluator_image_s
+    return estimates
+
+
+def sample_ladder(largest: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """SAMPLE_LADDER's rungs within `largest` (evaluation samples, curve samples, likelihood images), led by
+    `largest` itself."""
+    rungs = [rung for rung in SAMPLE_LADDER if all(a <= b for a, b in zip(rung, largest, strict=True))]
+    return rungs if rungs and rungs[0] == tuple(largest) else [tuple(largest), *rungs]
+
+
+def plan_study(minutes: float, host: HostSpeed, runs: list[tuple[str, str]], evaluator_train_images: int | None,
+               elapsed_s: float = 0.0, largest: tuple[int, int, int] = SAMPLE_LADDER[0]) -> StudyPlan:
+    """Size a study of `runs` ((name, model type), seeds included) to end within `minutes`, `elapsed_s`
+    of which are already spent (the probe). `evaluator_train_images`: the evaluator must be trained on this
+    many images first (None: it is cached). Sample counts step down `sample_ladder(largest)` until
+    training keeps MIN_TRAIN_FRACTION of the budget; a ConfigError, with the smallest budget that holds,
+    when even the last rung does not."""
+    total = minutes * 60
+    evaluator_s = (default_image_passes(evaluator_train_images) * host.evaluator_image_s
+                   if evaluator_train_images else 0.0)
+    for rung in sample_ladder(largest):
+        estimates = _reserved_seconds(host, runs, rung, STUDY_CURVE_STEPS, evaluator_s)
+        train_s = total - elapsed_s - SAFETY * sum(estimates.values())
+        if train_s >= MIN_TRAIN_FRACTION * total:
+            break
+    else:
+        needed = (elapsed_s + SAFETY * sum(estimates.values())) / (1 - MIN_TRAIN_FRACTION) / 60
+        raise ConfigError(f"--minutes {minutes:g} cannot hold this study on this host: evaluating and reporting "
+                          f"{len(runs)} models on {rung[0]} samples each would take about "
+                          f"{SAFETY * sum(estimates.values()) / 60:.1f} min and leave too little to train; "
+                          f"give --minutes {math.ceil(needed)} or more (or --work fixed, which takes what it takes)")
+    share_total = sum(SHARES[m] for _, m in runs)
+    train_minutes = {name: train_s * SHARES[m] / share_total / 60 for name, m in runs}
+    expected = {name: int(train_minutes[name] * 60 / host.models[m].step_s) for name, m in runs}
+    estimates["training"] = train_s
+    return StudyPlan("budget", train_minutes, expected, rung[0], rung[1], STUDY_CURVE_STEPS,
+                     {k: round(v, 1) for k, v in estimates.items()}, rung[2])
+
+
+def fixed_plan(runs: list[tuple[str, str]], samples: tuple[int, int, int] = SAMPLE_LADDER[0],
+               steps: dict[str, int] | None = None) -> StudyPlan:
+    """--work fixed: FIXED_STEPS (or `steps`) per model type and the sample counts `samples` (evaluation,
+    curve points, likelihood images) on any host; no estimate of time."""
+    steps = {**FIXED_STEPS, **(steps or {})}
+    return StudyPlan("fixed", {}, {name: steps[m] for name, m in runs}, samples[0], samples[1],
+                     STUDY_CURVE_STEPS, {}, samples[2])
+
+
+def curve_samples_that_fit(seconds_left: float, speeds: list[ModelSpeed], planned: int, curve_steps: tuple[int, ...],
+                           evaluator_image_s: float) -> int:
+    """The most samples per curve point (at most `planned`) whose curves fit in `seconds_left`, from the
+    speeds the evaluations measured; 0 when not even report.MIN curves fit."""
+    def cost(samples: int) -> float:
+        return SAFETY * sum(curve_seconds(s, samples, curve_steps, evaluator_image_s) for s in speeds)
+
+    samples = planned
+    while samples >= 20 and cost(samples) > seconds_left:
+        samples = int(samples * 0.8)
+    return samples if samples >= 20 else 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Measuring the host
+
+
+def _seconds_per_step(run_dir: Path) -> float:
+    """The rate of a probe run's last logged steps (loss.csv: step, elapsed_s), both stages for latent runs."""
+    rates = []
+    for history in (run_dir / "loss.csv", run_dir / "autoencoder" / "loss.csv"):
+        if history.is_file():
+            rows = [line.split(",") for line in history.read_text().splitlines()]
+            header, last = rows[0], rows[-1]
+            rates.append(float(last[header.index("elapsed_s")]) / max(1.0, float(last[header.index("step")])))
+    return sum(rates) / len(rates)
+
+
+def probe_model(model_type: str, directory: Path, dataset_source: str, data_dir: str | None, options: dict,
+                image_size: int | None, dataset: Dataset, likelihood: LikelihoodSettings, seed: int) -> ModelSpeed:
+    """Train `PROBE_STEPS` steps into `directory`, then time samples and the likelihood on a few images."""
+    run = train_run(model_type, directory, dataset_source, data_dir, options,
+                    {"max_steps": PROBE_STEPS, "seed": seed, "checkpoint_minutes": 60.0}, overwrite=True,
+                    progress=False, figures=False, image_size=image_size)
+    settings = run.sampler_settings()
+    timed_draw(run, 2, seed, settings)  # warm-up: first calls allocate
+    _, _, seconds = timed_draw(run, PROBE_SAMPLES, seed, settings)
+    started = time.perf_counter()
+    run.likelihood(dataset.test, replace(likelihood, test_images=PROBE_TEST_IMAGES), seed, False)
+    likelihood_s = time.perf_counter() - started
+    if run.has_sampler:  # bits/dim on the first test images (VAEs: the bound on the whole test split either way)
+        likelihood_s *= likelihood.test_images / PROBE_TEST_IMAGES
+    return ModelSpeed(step_s=_seconds_per_step(directory), sample_s=seconds / PROBE_SAMPLES,
+                      sampler_steps=settings.get("steps") if run.has_sampler else None,
+                      guided=run.supports_guidance, conditional=run.conditional, likelihood_s=likelihood_s,
+                      likelihood_images=likelihood.test_images)
+
+
+def evaluator_image_seconds(dataset: Dataset, batch_size: int = 128, steps: int = 6) -> float:
+    """One image through a training step of the evaluator network (what CAS and the evaluator train):
+    `steps` timed AdamW steps on a batch of the data, after two untimed ones."""
+    net = EvaluatorNet(dataset.shape.channels, max(dataset.num_classes, 2))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    images = dataset.train.as_float(slice(0, batch_size))
+    targets = torch.zeros(len(images), dtype=torch.long)
+    for step in range(steps + 2):
+        if step == 2:
+            started = time.perf_counter()
+        loss = F.cross_entropy(net.logits(images), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return (time.perf_counter() - started) / (steps * len(images))
+
+
+def probe_host(model_types: list[str], dataset: Dataset, dataset_source: str, data_dir: str | None,
+               model_options: dict, image_size: int | None, likelihood: LikelihoodSettings, seed: int,
+               progress: bool = True) -> HostSpeed:
+    """Measure each model type's speed on this host, in a scratch directory removed afterwards."""
+    started = time.perf_counter()
+    scratch = Path(tempfile.mkdtemp(prefix="vaediff-probe-"))
+    models = {}
+    try:
+        for model_type in model_types:
+            if progress:
+                print(f"  measuring {model_type} on this host", flush=True)
+            models[model_type] = probe_model(model_type, scratch / model_type, dataset_source, data_dir,
+                                             dict(model_options.get(model_type, {})), image_size, dataset,
+                                             likelihood, seed)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return HostSpeed(models, evaluator_image_seconds(dataset), time.perf_counter() - started, cpu_name())
+
+
+def host_from_json(data: dict) -> HostSpeed:
+    return HostSpeed({k: ModelSpeed(**v) for k, v in data["models"].items()}, data["evaluator_image_s"],
+                     data.get("probe_s", 0.0), data.get("cpu", ""))
+
+
+def measured_speed(run_dir: Path, planned: ModelSpeed) -> ModelSpeed:
+    """The planned speed with the sampling rate the run's evaluation measured (metrics.json)."""
+    metrics = read_json(run_dir / "metrics.json")
+    rate = metrics.get("samples_per_second")
+    return replace(planned, sample_s=1.0 / rate) if rate else planned
+

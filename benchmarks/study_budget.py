@@ -41,8 +41,11 @@ def cpu() -> dict:
 def run_study(out: Path, *flags: str) -> dict:
     command = [sys.executable, "-m", "vaediff", "quickstart", "--out", str(out), "--overwrite", *flags]
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    finished = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - started
+    if finished.returncode != 0:  # a budget refused on this host is a result too
+        return {"flags": " ".join(flags), "refused": finished.stderr.strip().splitlines()[-1:],
+                "wall_minutes": round(wall / 60, 2)}
     state = json.loads((out / "quickstart.json").read_text())
     plan = state["plan"]
     return {"flags": " ".join(flags), "study_minutes": round(state["elapsed_s"] / 60, 2),
@@ -79,11 +82,11 @@ def main() -> int:
     for minutes in args.budgets:
         study = run_study(root / f"budget-{minutes:g}", "--minutes", f"{minutes:g}")
         study["budget_minutes"] = minutes
-        study["within_5_percent"] = study["study_minutes"] <= 1.05 * minutes
+        study["within_5_percent"] = "study_minutes" in study and study["study_minutes"] <= 1.05 * minutes
         result["budgeted"].append(study)
     for index in range(args.fixed_runs):
         result["fixed"].append(run_study(root / f"fixed-{index}", "--work", "fixed"))
-    if args.fixed_runs >= 2:
+    if args.fixed_runs >= 2 and not any("refused" in study for study in result["fixed"]):
         result["fixed_differences"] = identical_metrics(root / "fixed-0", root / "fixed-1")
         result["fixed_identical"] = not any(result["fixed_differences"].values())
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -94,6 +97,9 @@ def main() -> int:
           "steps diffusion, flow | FID diffusion, flow |")
     print("|---|---|---|---|---|---|---|")
     for study in result["budgeted"] + result["fixed"]:
+        if "refused" in study:
+            print(f"| `{study['flags']}` | refused: {' '.join(study['refused'])} |")
+            continue
         print(f"| `{study['flags']}` | {study.get('budget_minutes', '–')} | {study['study_minutes']} | "
               f"{study['wall_minutes']} | {study['eval_samples']} / {study['curve_samples']} / "
               f"{study['likelihood_images']} | {study['steps']['diffusion']}, {study['steps']['flow']} | "

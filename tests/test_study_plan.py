@@ -3,6 +3,7 @@ and a fast host, sample counts that step down before training is starved, and on
 
 import pytest
 
+from vaediff.costs import ModelSpeed, curve_samples_that_fit
 from vaediff.errors import ConfigError
 from vaediff.quickstart import QuickstartPlan
 from vaediff.study_plan import (
@@ -12,8 +13,6 @@ from vaediff.study_plan import (
     SAMPLE_LADDER,
     SHARES,
     HostSpeed,
-    ModelSpeed,
-    curve_samples_that_fit,
     fixed_plan,
     plan_study,
     sample_ladder,
@@ -25,7 +24,8 @@ RUNS = [(name, name) for name in SHARES]
 def host(slowness: float = 1.0) -> HostSpeed:
     """Speeds of the order this project's 2-core CPUs measure, every one `slowness` times slower."""
     def speed(step_s, sample_s, steps, likelihood_s, guided=True, conditional=True):
-        return ModelSpeed(step_s * slowness, sample_s * slowness, steps, guided, conditional, likelihood_s * slowness)
+        return ModelSpeed(sample_s=sample_s * slowness, sampler_steps=steps, guided=guided, conditional=conditional,
+                          likelihood_s=likelihood_s * slowness, step_s=step_s * slowness)
 
     models = {"vae": speed(0.006, 3e-5, None, 2.0, guided=False, conditional=False),
               "cvae": speed(0.005, 3e-5, None, 2.0, guided=False),

@@ -223,7 +223,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                            binarize=args.binarize, seed=args.seed, cache_dir=args.cache_dir,
                            sampler_options=_sampler_options(args),
                            likelihood={"test_images": args.likelihood_images, "bound_timesteps": args.bound_timesteps,
-                                       "ode_steps": args.ode_steps}, out_dir=args.out)
+                                       "ode_steps": args.ode_steps}, out_dir=args.out, minutes=args.minutes)
     print(format_metrics(metrics))
     print(f"wrote {Path(args.out or args.run) / 'metrics.json'}")
 
@@ -248,7 +248,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     write_run_config(out, "compare", {"runs": args.runs, "lang": args.lang, "seed": args.seed,
                                       "curve_samples": args.curve_samples, "curves": not args.no_curves})
     report = compare(args.runs, out, lang=args.lang, seed=args.seed, curve_samples=args.curve_samples,
-                     curves=not args.no_curves, with_ddpm_1000=not args.no_ddpm_1000)
+                     curves=not args.no_curves, with_ddpm_1000=not args.no_ddpm_1000, minutes=args.minutes)
     for line in headlines(summarize_runs([Path(r) for r in args.runs]), args.lang):
         print(line.replace("**", ""))
     print(f"wrote {report} and {report.with_suffix('.html')}")
@@ -368,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: 32)")
     evaluate.add_argument("--ode-steps", type=positive_int, metavar="N",
                           help="flow: RK4 steps of the probability-flow ODE (default: 8)")
+    evaluate.add_argument("--minutes", type=positive_float, help="draw as many samples as fit in this time on "
+                          "this host (at most --n-samples), measured first; refused in one line if too short")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of every random draw of the evaluation")
     evaluate.add_argument("--out", metavar="DIR", help="write metrics.json (and confusion.png) into DIR instead of "
                           "RUN (for a run that is read-only)")
@@ -395,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--curve-samples", type=at_most(MAX_EVAL_SAMPLES, MIN_EVAL_SAMPLES), default=200,
                          help="samples per point of the steps and guidance curves (default: 200)")
     compare.add_argument("--no-curves", action="store_true", help="skip the steps and guidance curves")
+    compare.add_argument("--minutes", type=positive_float, help="draw as many samples per curve point as fit in this "
+                         "time on this host (at most --curve-samples), or leave the curves out, and say so")
     compare.add_argument("--no-ddpm-1000", action="store_true",
                          help="skip the seed's 1000-step DDPM point of the steps curve (the slowest point)")
     compare.set_defaults(handler=cmd_compare)

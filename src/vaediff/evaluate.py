@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from vaediff import metrics as m
 from vaediff.cas import classification_accuracy_score, real_data_score
 from vaediff.checks import (
     MAX_IW_SAMPLES,
+    MIN_EVAL_SAMPLES,
     check_apart,
     check_count,
     check_fits_in_memory,
@@ -27,6 +29,13 @@ from vaediff.checks import (
     output_directory,
     writable_directory,
     written_kind,
+)
+from vaediff.costs import (
+    evaluation_seconds,
+    evaluator_image_seconds,
+    measure_run,
+    minutes_text,
+    samples_within,
 )
 from vaediff.data import Dataset, ImageSplit
 from vaediff.errors import ConfigError, DataError, RunError
@@ -158,12 +167,17 @@ MAX_LIKELIHOOD_COUNTS = {"iw_samples": MAX_IW_SAMPLES, "test_images": 100_000, "
 def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None, binarize: bool | None = None,
                  seed: int = 0, cache_dir=None, sampler_options: dict | None = None,
                  progress: bool = True, write: bool = True, likelihood: dict | None = None,
-                 ignore_unused: bool = False, out_dir=None) -> dict:
+                 ignore_unused: bool = False, out_dir=None, minutes: float | None = None,
+                 announce: bool | None = None) -> dict:
     """Measure a run and write RUN/metrics.json (and RUN/confusion.png for conditional runs), or into
     `out_dir` (a read-only run's metrics go elsewhere; the check is made before any work).
     `likelihood` overrides fields of families.LikelihoodSettings (test_images, bound_timesteps, ode_steps);
     one the run does not read is refused, as `sample` refuses sampler options a run has none of, unless
-    `ignore_unused` (one set of settings for runs of several families, as the quickstart gives)."""
+    `ignore_unused` (one set of settings for runs of several families, as the quickstart gives).
+
+    With `announce` (default: `progress`), it first says what it will compute and about how long that takes
+    here (timed on a few samples and test images); `minutes` draws as many samples as fit in that time (at most `n_samples`),
+    or refuses in one line with the budget that holds."""
     check_sample_count(n_samples, "--n-samples")
     given = {k: v for k, v in {**(likelihood or {}), "iw_samples": iw_samples, "binarize": binarize}.items()
              if v is not None}
@@ -182,6 +196,11 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
     # the samples, their features and the real reference's are held at once (float32)
     check_fits_in_memory(n_samples, 4 * (3 * dataset.train.images[0].numel() + 2 * 256), "--n-samples")
     evaluator = load_or_train_evaluator(dataset, cache_dir, progress=progress)
+    if binarize is None:  # as the run was trained
+        likelihood_settings = dataclasses.replace(likelihood_settings, binarize=bool(settings.get("binarize")))
+    announce = progress if announce is None else announce
+    if announce or minutes is not None:
+        n_samples = _announce(run, dataset, likelihood_settings, seed, sampler_options, n_samples, minutes, announce)
     samples, labels, seconds = timed_draw(run, n_samples, seed, sampler_options, progress)
     metrics: dict = {"vaediff_version": __version__, "run": str(run_dir), "model_type": run.model_type,
                      "dataset": dataset.name, "seed": seed, "evaluator_accuracy": evaluator.accuracy}
@@ -206,15 +225,36 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
                                                                        "class_accuracy") if k in recon}
     metrics["samples_per_second"] = n_samples / seconds
     metrics.update(device_description())
-    if binarize is None:  # as the run was trained
-        likelihood_settings = dataclasses.replace(likelihood_settings, binarize=bool(settings.get("binarize")))
     add_likelihood(metrics, run.likelihood(dataset.test, likelihood_settings, seed, progress))
     if target is not None:
+        target.mkdir(parents=True, exist_ok=True)
         atomic_write_json(target / "metrics.json", metrics)
         if "confusion" in metrics:
             plot_confusion(metrics["confusion"], dataset.class_names, target / "confusion.png",
                            f"{run.model_type}: evaluator's class for samples drawn per class")
     return metrics
+
+
+def _announce(run, dataset: Dataset, likelihood: LikelihoodSettings, seed: int, sampler_options: dict,
+              n_samples: int, minutes: float | None, progress: bool) -> int:
+    """Time this run on a few samples and test images; with `minutes`, the most samples that fit; say what
+    will be computed and about how long it takes. Returns the sample count."""
+    started = time.perf_counter()
+    speed = measure_run(run, dataset, likelihood, seed, sampler_options)
+    image_s = evaluator_image_seconds(dataset)
+    if minutes is not None:
+        n_samples = samples_within(minutes, time.perf_counter() - started, speed, image_s, n_samples,
+                                   MIN_EVAL_SAMPLES, f"an evaluation of {run.run_dir}")
+    if progress:
+        sampler = ", ".join(f"{k} {v}" for k, v in sampler_options.items()) if sampler_options else "its decoder"
+        parts = [f"{n_samples} samples ({sampler})", "quality metrics with 95% intervals"]
+        if run.conditional:
+            parts.append("CAS")
+        parts.append(f"likelihood on {speed.likelihood_images} test images")
+        seconds = evaluation_seconds(speed, n_samples, image_s, speed.likelihood_images)
+        print(f"evaluating {run.run_dir}: {', '.join(parts)}: about {minutes_text(seconds)} on this host"
+              + (f" (--minutes {minutes:g})" if minutes is not None else ""), flush=True)
+    return n_samples
 
 
 def metrics_directory(run, out_dir) -> Path:
@@ -228,8 +268,7 @@ def metrics_directory(run, out_dir) -> Path:
             raise RunError(f"--out {out_dir} is a vaediff '{written_kind(directory)}' directory; its metrics.json "
                            f"would pass for its own: choose another --out")
         check_apart(directory, [("run", run_dir), *data_source_inputs(run.config["settings"]["dataset"])])
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory
+        return directory  # made when metrics.json is written: a refused or failed evaluation writes nothing
     problem = writable_directory(Path(run_dir))
     if problem:
         raise RunError(f"{problem}; pass --out DIR to write metrics.json elsewhere")

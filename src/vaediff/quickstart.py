@@ -12,6 +12,7 @@ from pathlib import Path
 
 from vaediff.checks import data_source_inputs
 from vaediff.constants import DATASETS
+from vaediff.costs import curve_samples_that_fit
 from vaediff.data import describe_source, load_dataset
 from vaediff.eda import run_eda
 from vaediff.errors import AlreadyFinished, ConfigError, RunError
@@ -29,9 +30,9 @@ from vaediff.runs import (
     written_kind,
 )
 from vaediff.study_plan import (
+    SAFETY,
     SHARES,
     StudyPlan,
-    curve_samples_that_fit,
     fixed_plan,
     host_from_json,
     measured_speed,
@@ -142,7 +143,7 @@ def _run_stage(name: str, plan: QuickstartPlan, study: StudyPlan, out: Path, dat
     elif kind == "evaluate":
         evaluate_run(run_dir, n_samples=study.eval_samples, iw_samples=plan.iw_samples, seed=seed,
                      likelihood={"test_images": study.likelihood_images, "ode_steps": plan.ode_steps},
-                     ignore_unused=True)
+                     ignore_unused=True, announce=False)  # the plan already said what it costs
     elif kind == "compare":
         report_dir = prepare_output_dir(out / "report", overwrite=True, kind="compare")
         names = [name for name, _, _ in plan.runs()]
@@ -150,7 +151,7 @@ def _run_stage(name: str, plan: QuickstartPlan, study: StudyPlan, out: Path, dat
         curve_samples = _curve_samples(plan, study, out, seconds_left, host)
         compare([out / name for name in names], report_dir, lang=plan.lang, seed=plan.seed,
                 curve_samples=max(curve_samples, 20), curves=curve_samples > 0, with_ddpm_1000=False,
-                curve_steps=study.curve_steps)
+                curve_steps=study.curve_steps, announce=False)
 
 
 def _curve_samples(plan: QuickstartPlan, study: StudyPlan, out: Path, seconds_left: float, host: dict | None) -> int:
@@ -163,7 +164,7 @@ def _curve_samples(plan: QuickstartPlan, study: StudyPlan, out: Path, seconds_le
     measured = [measured_speed(out / name, speeds.models[model_type]) for name, model_type in runs]
     grids = sum(100 * speed.sample_s for speed in measured) + 15.0  # the report's grids and figures
     samples = curve_samples_that_fit(seconds_left - grids, measured, study.curve_samples, study.curve_steps,
-                                     speeds.evaluator_image_s)
+                                     speeds.evaluator_image_s, SAFETY)
     if samples < study.curve_samples:
         print(f"  {max(0.0, seconds_left) / 60:.1f} min left: " +
               (f"{samples} samples per curve point instead of {study.curve_samples}" if samples

@@ -21,6 +21,7 @@ from scipy import stats
 from vaediff.cas import classification_accuracy_score
 from vaediff.checks import check_sample_count
 from vaediff.console import progress_bar
+from vaediff.costs import ModelSpeed, curve_seconds, evaluator_image_seconds, minutes_text
 from vaediff.errors import ConfigError, RunError
 from vaediff.evaluate import quality_metrics
 from vaediff.evaluator_network import default_cache_dir, load_or_train_evaluator
@@ -36,8 +37,11 @@ TABLE_METRICS = (
     ("density", 1, "{:.3f}"), ("coverage", 1, "{:.3f}"), ("is", 1, "{:.2f}"), ("class_accuracy", 1, "{:.3f}"), ("cas", 1, "{:.3f}"),
     ("memorisation", -1, "{:.3f}"), ("bits_per_dim", -1, "{:.3f}"), ("samples_per_second", 1, "{:.3g}"),
     ("train_minutes", -1, "{:.1f}"),
+    # what each model got (direction 0: a fact of the study, not ranked)
+    ("train_steps", 0, "{:,.0f}"), ("num_samples", 0, "{:,.0f}"),
 )
 STEPS_CURVE = (5, 10, 20, 50, 100)
+MIN_CURVE_SAMPLES = 20  # checks.MIN_EVAL_SAMPLES: fewer make intervals too wide to read
 GUIDANCE_SWEEP = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 
 TEXT = {
@@ -64,7 +68,16 @@ TEXT = {
                      "(200 resamples of each model's samples, the real reference fixed; for bits/dim the standard "
                      "error over test images, and only models on the same axis, 8-bit or binarized, are compared) rejects equality at 5%; where a model was trained with several seeds, "
                      "Welch's t-test over its seeds' values, and its number is their mean. Brackets are 95% "
-                     "intervals (over seeds for those); in the table, ± is the standard deviation over seeds.",
+                     "intervals (over seeds for those); in the table, ± is the standard deviation over seeds. "
+                     "An interval over seeds holds both sources of variation: the spread between training seeds "
+                     "and each seed's own sampling error (a seed's variance is never taken below its bootstrap "
+                     "variance, which two or three seeds can undershoot by chance).",
+        "scope_single": "Each model here was trained once: these verdicts concern these trained networks, not "
+                        "their recipes. Another training seed gives other weights, and the spread between seeds "
+                        "(often wider than the intervals above) is in no interval. `vaediff quickstart --seeds 3`, "
+                        "or `vaediff train ... --seed 1` and `vaediff compare` with every seed's run, measures it.",
+        "scope_seeds": "Models trained with several seeds are compared as recipes: their intervals and tests include "
+                       "the spread between seeds.",
         "only": "**{metric}**: only {winner} has this number ({best}).",
         "better_by": "{factor:.2f}x better", "same": "a tie",
         "curve_note": "{n} samples per point, 95% intervals shaded. The steps curve shows KID, which is unbiased at "
@@ -81,7 +94,8 @@ TEXT = {
                          "class_accuracy": "class accuracy", "cas": "CAS (classifier trained on samples)",
                          "memorisation": "memorisation share",
                          "nll_nats": "NLL (nats)", "bits_per_dim": "bits/dim", "samples_per_second": "samples per second",
-                         "train_minutes": "training minutes"},
+                         "train_minutes": "training minutes", "train_steps": "optimizer steps",
+                         "num_samples": "samples"},
         "run": "run", "model": "model", "headline_quality": "Quality: {winner} has the lowest FID ({value}){verdict}.",
         "headline_likelihood": "Likelihood on {axis} images: {winner} has the fewest bits/dim ({value}){verdict}; "
                                "{without}.",
@@ -117,7 +131,13 @@ TEXT = {
         "samples_unit": "{n:,} 个样本", "seeds_unit": "{n:,} 个随机种子",
         "test_note": "差异“显著”指：基于自助法标准误（每个模型的样本重抽样 200 次，真实参考集固定；每维比特数用测试图像上的"
                      "标准误，且只比较同一数据轴（8 位或二值化）上的模型）的双侧 z 检验在 5% 水平上拒绝相等；若模型用多个随机种子训练，则对各种子的数值做 Welch t 检验，"
-                     "其数值为各种子的均值。方括号内为 95% 区间（多种子时为种子间区间）；表中 ± 为种子间的标准差。",
+                     "其数值为各种子的均值。方括号内为 95% 区间（多种子时为种子间区间）；表中 ± 为种子间的标准差。"
+                     "种子间区间同时包含两种变异来源：不同训练种子之间的差异，以及每个种子自身评估的抽样误差"
+                     "（每个种子的方差不低于其自助法方差；只有两三个种子时，种子间的离散可能偶然偏小）。",
+        "scope_single": "这里每个模型只训练了一次：这些结论针对的是这些已训练的网络，而不是它们的训练方法。"
+                        "换一个训练种子会得到不同的权重，而种子之间的差异（常常比上面的区间更宽）不在任何区间里。"
+                        "`vaediff quickstart --seeds 3`，或 `vaediff train ... --seed 1` 再用 `vaediff compare` 比较每个种子的运行，可以测出它。",
+        "scope_seeds": "用多个种子训练的模型按训练方法比较：其区间和检验包含种子之间的差异。",
         "only": "**{metric}**：只有 {winner} 有此指标（{best}）。",
         "better_by": "好 {factor:.2f} 倍", "same": "持平",
         "curve_note": "每个点 {n} 个样本，阴影为 95% 区间。步数曲线用 KID（任何样本量下都无偏；样本少时 FID 偏高），"
@@ -131,7 +151,7 @@ TEXT = {
                          "class_accuracy": "类别准确率", "cas": "CAS（用样本训练的分类器的准确率）",
                          "memorisation": "记忆比例",
                          "nll_nats": "负对数似然（nats）", "bits_per_dim": "每维比特数", "samples_per_second": "每秒样本数",
-                         "train_minutes": "训练分钟数"},
+                         "train_minutes": "训练分钟数", "train_steps": "优化步数", "num_samples": "样本数"},
         "run": "运行", "model": "模型", "headline_quality": "质量：{winner} 的 FID 最低（{value}）{verdict}。",
         "headline_likelihood": "似然（{axis}图像）：{winner} 的每维比特数最低（{value}）{verdict}；{without}。",
         "headline_likelihood_none": "似然：{without}。",
@@ -169,9 +189,10 @@ class RunSummary:
         if self.members:
             values = [member.value(key) for member in self.members]
             return None if any(v is None for v in values) else sum(values) / len(values)
-        if key == "train_minutes":  # both stages of latent diffusion (a reused autoencoder cost this run nothing)
-            seconds = [h[-1]["elapsed_s"] for h in (self.history, self.stage_one_history) if h]
-            return sum(seconds) / 60 if seconds else None
+        if key in ("train_minutes", "train_steps"):  # both stages of latent diffusion (a reused autoencoder: 0)
+            column, scale = ("elapsed_s", 60) if key == "train_minutes" else ("step", 1)
+            values = [h[-1][column] for h in (self.history, self.stage_one_history) if h and column in h[-1]]
+            return sum(values) / scale if values else None
         value = self.metrics.get(key)
         if isinstance(value, dict):
             value = value.get("mean")
@@ -289,28 +310,55 @@ def standard_error(summary: RunSummary, key: str) -> tuple[float, float] | None:
     else from the run's interval (width / (2 * 1.96), a normal: infinite degrees of freedom)."""
     if summary.members:
         sd = seed_spread(summary, key)
-        return None if sd is None else (sd / math.sqrt(len(summary.members)), len(summary.members) - 1)
+        if sd is None:
+            return None
+        # Two sources of variation (Bouthillier et al. 2021): a seed's number is the recipe's mean, plus that
+        # seed's draw of weights, plus the sampling error of its own evaluation. The spread of the seeds'
+        # numbers holds both, but with two or three seeds it can fall below the sampling error alone by
+        # chance: the variance of one seed's number is never taken below its own bootstrap variance.
+        within = [standard_error(member, key) for member in summary.members]
+        sampling = sum(e[0] ** 2 for e in within) / len(within) if all(within) else 0.0
+        return math.sqrt(max(sd**2, sampling) / len(summary.members)), len(summary.members) - 1
     bounds = interval(summary, key)
     return ((bounds[1] - bounds[0]) / (2 * 1.959964), math.inf) if bounds else None
+
+
+def difference_test(first: RunSummary, second: RunSummary, key: str) -> tuple[float, float, float] | None:
+    """(first - second, its standard error, the two-sided 5% critical value) for two summaries' numbers:
+    Welch-Satterthwaite degrees of freedom over the groups' seeds, a normal for two single runs (whose
+    bootstrap standard errors have infinite degrees of freedom); None without intervals."""
+    first_error, second_error = standard_error(first, key), standard_error(second, key)
+    if first_error is None or second_error is None:
+        return None
+    variance = first_error[0] ** 2 + second_error[0] ** 2
+    finite = [(error, dof) for error, dof in (first_error, second_error) if math.isfinite(dof) and error > 0]
+    dof = variance**2 / sum(error**4 / dof for error, dof in finite) if finite and variance else math.inf
+    critical = float(stats.t.ppf(0.975, dof)) if math.isfinite(dof) else 1.959964
+    return first.value(key) - second.value(key), math.sqrt(variance), critical
+
+
+def difference_interval(first: RunSummary, second: RunSummary, key: str) -> tuple[float, float] | None:
+    """The 95% interval of first - second (difference_test); None without intervals."""
+    tested = difference_test(first, second, key)
+    if tested is None:
+        return None
+    difference, error, critical = tested
+    return difference - critical * error, difference + critical * error
 
 
 def verdict(first: RunSummary, second: RunSummary, key: str, lang: str = "en") -> tuple[bool, float, str] | None:
     """(clear at 5%, test statistic, what would tell) for two summaries' numbers; None without intervals.
 
-    Welch's t-test over seeds where a side is a group of seeds; for two single runs the z-test on their
-    bootstrap standard errors (intervals.difference_test)."""
-    first_error, second_error = standard_error(first, key), standard_error(second, key)
-    if first_error is None or second_error is None:
+    Where a side is a group of seeds, Welch's t-test over seeds with both sources of variation in each
+    group's standard error (standard_error); for two single runs the z-test on their bootstrap standard
+    errors (intervals.difference_test)."""
+    tested = difference_test(first, second, key)
+    if tested is None:
         return None
-    difference = first.value(key) - second.value(key)
-    variance = first_error[0] ** 2 + second_error[0] ** 2
-    if variance == 0:
+    difference, error, critical = tested
+    if error == 0:
         return difference != 0, math.inf if difference else 0.0, "?"
-    statistic = difference / math.sqrt(variance)
-    # Welch-Satterthwaite degrees of freedom; a bootstrap side is a normal (infinite degrees of freedom)
-    finite = [(error, dof) for error, dof in (first_error, second_error) if math.isfinite(dof) and error > 0]
-    dof = variance**2 / sum(error**4 / dof for error, dof in finite) if finite else math.inf
-    critical = stats.t.ppf(0.975, dof) if math.isfinite(dof) else 1.959964
+    statistic = difference / error
     clear = abs(statistic) > critical
     grouped = bool(first.members or second.members)
     if grouped:
@@ -383,6 +431,8 @@ def pairwise_table(summaries: list[RunSummary], lang: str, key: str = "fid",
 def _rankings(summaries: list[RunSummary], words: dict):
     """(key, direction, format, name, ranking) per metric of the table; bits/dim once per axis."""
     for key, direction, fmt in TABLE_METRICS:
+        if not direction:  # what each model got, not a ranking
+            continue
         for axis, group in comparable_groups(summaries, key):
             name = words["metric_names"][key] + (f" ({words['axis_names'][axis]})" if axis else "")
             yield key, direction, fmt, name, ranking(group, key, direction)
@@ -430,14 +480,14 @@ def metrics_table(summaries: list[RunSummary], lang: str) -> tuple[list[str], li
     words = TEXT[lang]
     present = [(k, d, f) for k, d, f in TABLE_METRICS if any(s.value(k) is not None for s in summaries)]
     header = [words["run"], words["model"]] + [
-        f"{words['metric_names'][k]} {'↓' if d < 0 else '↑'}" for k, d, _ in present]
+        f"{words['metric_names'][k]}{' ↓' if d < 0 else ' ↑' if d > 0 else ''}" for k, d, _ in present]
     rows = []
     for summary in summaries:
         row = [summary.name, summary.model_type + (f" ×{summary.seeds}" if summary.members else "")]
         for key, direction, fmt in present:
             value = summary.value(key)
             same_axis = [s for s in summaries if key != "bits_per_dim" or likelihood_axis(s) == likelihood_axis(summary)]
-            best = ranking(same_axis, key, direction)[0][1] if value is not None else None
+            best = ranking(same_axis, key, direction)[0][1] if value is not None and direction else None
             text = "–" if value is None else fmt.format(value)
             if key == "bits_per_dim" and value is not None and likelihood_axis(summary) != "8-bit":
                 text += f" ({words['axis_names'].get(likelihood_axis(summary), '?')})"
@@ -491,6 +541,37 @@ def run_curves(run, evaluator, dataset, count: int, seed: int, with_ddpm_1000: b
             _save_cache(cache_path, cache)
         result[kind].append(cache[key])
     return result
+
+
+def _announce_curves(runs: list, metrics: list[dict], dataset, curve_samples: int, curve_steps: tuple[int, ...],
+                     with_ddpm_1000: bool, minutes: float | None, progress: bool) -> int:
+    """The curves' cost from each run's measured sampling speed (metrics.json), said up front; with `minutes`,
+    the samples per point that fit (0: none fit, the curves are left out)."""
+    image_s = evaluator_image_seconds(dataset)
+    speeds, steps = [], []
+    for run, run_metrics in zip(runs, metrics, strict=True):
+        sampler = run_metrics.get("sampler") or run.sampler_settings()
+        rate = run_metrics.get("samples_per_second") or 1.0
+        speeds.append(ModelSpeed(sample_s=1.0 / rate, sampler_steps=sampler["steps"], guided=run.supports_guidance,
+                                 conditional=run.conditional, likelihood_s=0.0))
+        seed_point = run.seed_sampler() if with_ddpm_1000 else None
+        steps.append(curve_steps + ((seed_point["steps"],) if seed_point else ()))
+
+    def cost(samples: int) -> float:
+        return sum(curve_seconds(speed, samples, s, image_s) for speed, s in zip(speeds, steps, strict=True))
+
+    if minutes is not None:
+        budget = minutes * 60
+        fitting = next((n for n in range(curve_samples, MIN_CURVE_SAMPLES - 1, -1) if cost(n) <= budget), 0)
+        if progress or fitting < curve_samples:
+            print(f"curves: --minutes {minutes:g} holds " + (f"{fitting} samples per point" if fitting else
+                  f"none (the least, {MIN_CURVE_SAMPLES} samples per point, take about "
+                  f"{minutes_text(cost(MIN_CURVE_SAMPLES))}); the report leaves them out"), flush=True)
+        curve_samples = fitting
+    if progress and curve_samples:
+        print(f"curves: {len(runs)} runs x {len(curve_steps) + len(GUIDANCE_SWEEP)} points x {curve_samples} samples: "
+              f"about {minutes_text(cost(curve_samples))} on this host (cached points cost nothing)", flush=True)
+    return curve_samples
 
 
 def curves_cache_path(run) -> Path:
@@ -574,8 +655,12 @@ def check_language(lang: str) -> None:
 
 def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", seed: int = 0,
             curve_samples: int = 200, curves: bool = True, with_ddpm_1000: bool = True,
-            progress: bool = True, curve_steps: tuple[int, ...] = STEPS_CURVE) -> Path:
-    """Write DIR/report.md, DIR/report.html and their figures for the given evaluated runs."""
+            progress: bool = True, curve_steps: tuple[int, ...] = STEPS_CURVE, minutes: float | None = None,
+            announce: bool | None = None) -> Path:
+    """Write DIR/report.md, DIR/report.html and their figures for the given evaluated runs. With `progress`
+    (or `announce`) it first says what the curves will cost on this host (from the sampling speed each evaluation measured);
+    `minutes` draws as many samples per curve point as fit (at most `curve_samples`), or leaves the curves
+    out, and says so."""
     check_language(lang)
     check_sample_count(curve_samples, "--curve-samples")
     out_dir = Path(out_dir)
@@ -602,6 +687,11 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
     if (out_dir / "losses.png").is_file():
         blocks += [("h2", words["losses"]), ("image", ("losses.png", words["losses"]))]
     diffusion = [s for s in summaries if runs[s.name].has_sampler]
+    announce = progress if announce is None else announce
+    if curves and diffusion and (announce or minutes is not None):
+        curve_samples = _announce_curves([runs[s.name] for s in diffusion], [s.metrics for s in diffusion], dataset,
+                                         curve_samples, tuple(curve_steps), with_ddpm_1000, minutes, announce)
+        curves = curve_samples > 0
     if curves and diffusion:
         evaluator = load_or_train_evaluator(dataset, progress=progress)
         curve_data = {s.name: run_curves(runs[s.name], evaluator, dataset, curve_samples, seed, with_ddpm_1000,
@@ -621,7 +711,8 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
                         panels=(("class_accuracy", "class accuracy ↑ (recognisable)"),
                                 ("cas", "CAS ↑ (diverse enough to learn from)")))
             blocks += [("h2", words["guidance"]), ("image", ("guidance.png", words["guidance"]))]
-    blocks += [("h2", words["findings"]), ("p", words["test_note"]), ("list", findings(summaries, lang))]
+    scope = words["scope_seeds" if any(s.members for s in summaries) else "scope_single"]
+    blocks += [("h2", words["findings"]), ("p", words["test_note"]), ("p", scope), ("list", findings(summaries, lang))]
     pairs = pairwise_table(summaries, lang)
     if pairs:
         blocks += [("h2", words["pairs"]), ("p", words["pairs_note"]), ("table", pairs)]

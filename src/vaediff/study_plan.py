@@ -20,15 +20,18 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
+from vaediff.costs import (
+    ModelSpeed,
+    curve_seconds,
+    evaluation_seconds,
+    evaluator_image_seconds,
+    measure_run,
+)
 from vaediff.data import Dataset
 from vaediff.errors import ConfigError
-from vaediff.evaluator_network import EvaluatorNet, default_image_passes
+from vaediff.evaluator_network import default_image_passes
 from vaediff.families import train_run
 from vaediff.families.base import LikelihoodSettings
-from vaediff.generation import timed_draw
 from vaediff.runs import read_json
 
 # Shares of the training time between the model types: VAEs converge in well under a minute on small data;
@@ -42,7 +45,6 @@ FIXED_STEPS = {"vae": 5755, "cvae": 4369, "diffusion": 962, "latent-diffusion": 
 # The report's steps curve in a study: four points with more samples each rather than five with fewer
 # (the 100-step point cost as much as the other four together and told nothing the 50-step one did not).
 STUDY_CURVE_STEPS = (5, 10, 20, 50)
-GUIDANCE_POINTS = 6  # report.GUIDANCE_SWEEP's length: each point draws samples and trains a CAS classifier
 
 # (evaluation samples, samples per curve point, test images for bits/dim) a budget may choose, best first.
 # The last is the least that still tells the families apart (FID intervals about +-0.3 at 1,000 samples
@@ -50,23 +52,10 @@ GUIDANCE_POINTS = 6  # report.GUIDANCE_SWEEP's length: each point draws samples 
 SAMPLE_LADDER = ((1000, 100, 200), (1000, 50, 200), (700, 50, 100), (500, 40, 100), (300, 30, 50))
 MIN_TRAIN_FRACTION = 0.4  # below this, the models would be too undertrained to compare
 PROBE_STEPS = 12          # timed optimizer steps per model (the rate of the last half counts: warm-up excluded)
-PROBE_SAMPLES = 8
-PROBE_TEST_IMAGES = 4
 REPORT_GRID = 100         # samples per model in the report's grid
 FIXED_OVERHEAD_S = 20.0   # EDA, the report's figures, loading: seconds a study spends outside the measured parts
-RUN_OVERHEAD_S = 3.0      # per run: building the model, the final checkpoint and the loss plot
+TRAINING_FIGURE_SAMPLES = 20  # besides its 10 x 10 grid, the denoising figure a training run draws
 SAFETY = 1.1              # estimates are inflated this much before training gets the rest
-
-
-@dataclass(frozen=True)
-class ModelSpeed:
-    step_s: float               # one optimizer step (latent diffusion: one of each stage, averaged)
-    sample_s: float             # one sample with the evaluation's (default) sampler
-    sampler_steps: int | None   # that sampler's steps; None: no sampler to sweep (VAEs)
-    guided: bool                # has a guidance sweep in the report
-    conditional: bool           # CAS trains a classifier on its samples
-    likelihood_s: float         # bits/dim on `likelihood_images` test images (VAEs: the bound on all of them)
-    likelihood_images: int = 200
 
 
 @dataclass(frozen=True)
@@ -109,26 +98,6 @@ def cpu_name() -> str:
 # Estimates
 
 
-def evaluation_seconds(speed: ModelSpeed, samples: int, evaluator_image_s: float, likelihood_images: int) -> float:
-    """Drawing the samples, their CAS classifier (conditional runs; evaluator_network.default_image_passes)
-    and the real reference's features, and the likelihood (bits/dim scales with its test images)."""
-    cas = default_image_passes(samples) * evaluator_image_s if speed.conditional else 0.0
-    likelihood = speed.likelihood_s * (likelihood_images / speed.likelihood_images if speed.sampler_steps else 1.0)
-    return samples * speed.sample_s + cas + samples * evaluator_image_s + likelihood
-
-
-def curve_seconds(speed: ModelSpeed, samples: int, curve_steps: tuple[int, ...], evaluator_image_s: float) -> float:
-    """The steps curve (samples at each step count) and the guidance sweep (samples and a CAS classifier at
-    each scale); nothing for a model without a sampler."""
-    if speed.sampler_steps is None:
-        return 0.0
-    per_step = speed.sample_s / speed.sampler_steps
-    seconds = sum(samples * steps * per_step for steps in curve_steps)
-    if speed.guided:
-        seconds += GUIDANCE_POINTS * (samples * speed.sample_s + default_image_passes(samples) * evaluator_image_s)
-    return seconds
-
-
 def _reserved_seconds(host: HostSpeed, runs: list[tuple[str, str]], rung: tuple[int, int, int],
                       curve_steps: tuple[int, ...], evaluator_s: float) -> dict[str, float]:
     eval_samples, curve_samples, likelihood_images = rung
@@ -138,8 +107,8 @@ def _reserved_seconds(host: HostSpeed, runs: list[tuple[str, str]], rung: tuple[
         estimates[f"evaluate:{name}"] = evaluation_seconds(speed, eval_samples, host.evaluator_image_s,
                                                            likelihood_images)
         estimates[f"curves:{name}"] = curve_seconds(speed, curve_samples, curve_steps, host.evaluator_image_s)
-        # the report's grid, and training's own: its sample grid, loss plot, building and saving
-        estimates[f"grids:{name}"] = 2 * REPORT_GRID * speed.sample_s + RUN_OVERHEAD_S
+        # the report's grid, and training's own (its sample grid and denoising figure), building and saving
+        estimates[f"grids:{name}"] = (2 * REPORT_GRID + TRAINING_FIGURE_SAMPLES) * speed.sample_s + speed.run_overhead_s
     if any(host.models[m].conditional for _, m in runs):  # CAS's real-data ceiling, trained once, then cached
         estimates["cas_real"] = default_image_passes(eval_samples) * host.evaluator_image_s
     return estimates
@@ -190,19 +159,6 @@ def fixed_plan(runs: list[tuple[str, str]], samples: tuple[int, int, int] = SAMP
                      STUDY_CURVE_STEPS, {}, samples[2])
 
 
-def curve_samples_that_fit(seconds_left: float, speeds: list[ModelSpeed], planned: int, curve_steps: tuple[int, ...],
-                           evaluator_image_s: float) -> int:
-    """The most samples per curve point (at most `planned`) whose curves fit in `seconds_left`, from the
-    speeds the evaluations measured; 0 when not even report.MIN curves fit."""
-    def cost(samples: int) -> float:
-        return SAFETY * sum(curve_seconds(s, samples, curve_steps, evaluator_image_s) for s in speeds)
-
-    samples = planned
-    while samples >= 20 and cost(samples) > seconds_left:
-        samples = int(samples * 0.8)
-    return samples if samples >= 20 else 0
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Measuring the host
 
@@ -220,39 +176,14 @@ def _seconds_per_step(run_dir: Path) -> float:
 
 def probe_model(model_type: str, directory: Path, dataset_source: str, data_dir: str | None, options: dict,
                 image_size: int | None, dataset: Dataset, likelihood: LikelihoodSettings, seed: int) -> ModelSpeed:
-    """Train `PROBE_STEPS` steps into `directory`, then time samples and the likelihood on a few images."""
+    """Train `PROBE_STEPS` steps into `directory`, then time samples and the likelihood (costs.measure_run)."""
+    started = time.perf_counter()
     run = train_run(model_type, directory, dataset_source, data_dir, options,
                     {"max_steps": PROBE_STEPS, "seed": seed, "checkpoint_minutes": 60.0}, overwrite=True,
                     progress=False, figures=False, image_size=image_size)
-    settings = run.sampler_settings()
-    timed_draw(run, 2, seed, settings)  # warm-up: first calls allocate
-    _, _, seconds = timed_draw(run, PROBE_SAMPLES, seed, settings)
-    started = time.perf_counter()
-    run.likelihood(dataset.test, replace(likelihood, test_images=PROBE_TEST_IMAGES), seed, False)
-    likelihood_s = time.perf_counter() - started
-    if run.has_sampler:  # bits/dim on the first test images (VAEs: the bound on the whole test split either way)
-        likelihood_s *= likelihood.test_images / PROBE_TEST_IMAGES
-    return ModelSpeed(step_s=_seconds_per_step(directory), sample_s=seconds / PROBE_SAMPLES,
-                      sampler_steps=settings.get("steps") if run.has_sampler else None,
-                      guided=run.supports_guidance, conditional=run.conditional, likelihood_s=likelihood_s,
-                      likelihood_images=likelihood.test_images)
-
-
-def evaluator_image_seconds(dataset: Dataset, batch_size: int = 128, steps: int = 6) -> float:
-    """One image through a training step of the evaluator network (what CAS and the evaluator train):
-    `steps` timed AdamW steps on a batch of the data, after two untimed ones."""
-    net = EvaluatorNet(dataset.shape.channels, max(dataset.num_classes, 2))
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    images = dataset.train.as_float(slice(0, batch_size))
-    targets = torch.zeros(len(images), dtype=torch.long)
-    for step in range(steps + 2):
-        if step == 2:
-            started = time.perf_counter()
-        loss = F.cross_entropy(net.logits(images), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return (time.perf_counter() - started) / (steps * len(images))
+    step_s = _seconds_per_step(directory)
+    overhead_s = max(0.0, time.perf_counter() - started - PROBE_STEPS * step_s)
+    return replace(measure_run(run, dataset, likelihood, seed), step_s=step_s, run_overhead_s=overhead_s)
 
 
 def probe_host(model_types: list[str], dataset: Dataset, dataset_source: str, data_dir: str | None,

@@ -1,7 +1,9 @@
+
 """Bootstrap intervals: they cover known true values at about their level, and they are reproducible."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vaediff import metrics as m
@@ -93,14 +95,23 @@ def test_a_verdict_needs_a_difference_larger_than_the_noise():
 def test_seed_groups_are_tested_over_their_seeds():
     from vaediff.report import interval, verdict
 
-    tight = [_summary(f"a-seed{i}", v, v - 0.5, v + 0.5) for i, v in enumerate((1.00, 1.02, 0.98))]
-    other = [_summary(f"b-seed{i}", v, v - 0.5, v + 0.5) for i, v in enumerate((1.50, 1.49, 1.52))]
+    # seeds measured precisely (own intervals +-0.02): the spread over seeds decides
+    tight = [_summary(f"a-seed{i}", v, v - 0.02, v + 0.02) for i, v in enumerate((1.00, 1.02, 0.98))]
+    other = [_summary(f"b-seed{i}", v, v - 0.02, v + 0.02) for i, v in enumerate((1.50, 1.49, 1.52))]
     first, second = _summary("a", 1.0, 0, 0, tight), _summary("b", 1.5, 0, 0, other)
     assert first.value("fid") == 1.0 and first.seeds == 3
-    low, high = interval(first, "fid")  # t-interval over the seeds, not the members' wide bootstrap intervals
+    low, high = interval(first, "fid")  # Student's t over the seeds
     assert 0.9 < low < 1.0 < high < 1.1
     clear, t, _ = verdict(first, second, "fid")
-    assert clear and t < -10  # each seed's own interval overlaps the other's; the seeds' spread does not
+    assert clear and t < -10
+    # the same seeds measured on few samples (own intervals +-0.5): seeds that agree by chance do not hide
+    # each one's sampling error, which now bounds the group's from below (both sources in one interval)
+    noisy = [_summary(f"n-seed{i}", v, v - 0.5, v + 0.5) for i, v in enumerate((1.00, 1.02, 0.98))]
+    low, high = interval(_summary("n", 1.0, 0, 0, noisy), "fid")
+    sampling_se = 0.5 / 1.959964 / 3**0.5
+    assert (high - low) / 2 == pytest.approx(4.302653 * sampling_se, rel=1e-3)  # t(2) x the sampling floor
+    noisy_other = [_summary(f"m-seed{i}", v, v - 0.5, v + 0.5) for i, v in enumerate((1.50, 1.49, 1.52))]
+    assert not verdict(_summary("n", 1.0, 0, 0, noisy), _summary("m", 1.5, 0, 0, noisy_other), "fid")[0]
     spread = [_summary(f"c-seed{i}", v, v - 0.5, v + 0.5) for i, v in enumerate((0.6, 1.9, 1.2))]
     clear, _, needed = verdict(_summary("c", 1.23, 0, 0, spread), second, "fid")
     assert not clear and needed.endswith("seeds")

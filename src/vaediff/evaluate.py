@@ -207,6 +207,24 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
     if sampler_options:
         metrics["sampler"] = sampler_options
     metrics.update(quality_metrics(evaluator, samples, labels, dataset, seed))
+    _add_references(metrics, run, evaluator, dataset, samples, labels, seed, cache_dir)
+    metrics["samples_per_second"] = n_samples / seconds
+    metrics.update(device_description())
+    add_likelihood(metrics, run.likelihood(dataset.test, likelihood_settings, seed, progress))
+    if target is not None:
+        target.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(target / "metrics.json", metrics)
+        if "confusion" in metrics:
+            plot_confusion(metrics["confusion"], dataset.class_names, target / "confusion.png",
+                           f"{run.model_type}: evaluator's class for samples drawn per class")
+    return metrics
+
+
+def _add_references(metrics: dict, run, evaluator: Evaluator, dataset: Dataset, samples: torch.Tensor,
+                    labels: torch.Tensor | None, seed: int, cache_dir) -> None:
+    """What the numbers are read against: CAS and its real-data ceiling (class-conditional runs), the same
+    metrics for held-out real images, and for latent models their autoencoder's reconstructions."""
+    n_samples = len(samples)
     if labels is not None:  # class-conditional: the Classification Accuracy Score and its real-data ceiling
         score = classification_accuracy_score(samples, labels, dataset, seed)
         metrics["cas"], metrics["ci95"]["cas"] = score["cas"], score["ci95"]
@@ -223,16 +241,6 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
         metrics["autoencoder_fid"] = recon["fid"]
         metrics["autoencoder_reconstruction"] = {k: recon[k] for k in ("fid", "kid", "precision", "recall",
                                                                        "class_accuracy") if k in recon}
-    metrics["samples_per_second"] = n_samples / seconds
-    metrics.update(device_description())
-    add_likelihood(metrics, run.likelihood(dataset.test, likelihood_settings, seed, progress))
-    if target is not None:
-        target.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(target / "metrics.json", metrics)
-        if "confusion" in metrics:
-            plot_confusion(metrics["confusion"], dataset.class_names, target / "confusion.png",
-                           f"{run.model_type}: evaluator's class for samples drawn per class")
-    return metrics
 
 
 def _announce(run, dataset: Dataset, likelihood: LikelihoodSettings, seed: int, sampler_options: dict,

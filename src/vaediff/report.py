@@ -543,6 +543,31 @@ def run_curves(run, evaluator, dataset, count: int, seed: int, with_ddpm_1000: b
     return result
 
 
+def _curves_section(runs: dict, dataset, out_dir: Path, words: dict, curve_samples: int, seed: int,
+                    with_ddpm_1000: bool, progress: bool, curve_steps: tuple[int, ...]) -> list[tuple[str, object]]:
+    """The steps curve and the guidance sweep of the runs that have a sampler: curves.json, the figures, and
+    the report's blocks for them."""
+    evaluator = load_or_train_evaluator(dataset, progress=progress)
+    curve_data = {name: run_curves(run, evaluator, dataset, curve_samples, seed, with_ddpm_1000, progress,
+                                   curve_steps) for name, run in runs.items()}
+    atomic_write_json(out_dir / "curves.json", curve_data)
+    steps = {name: list(c["steps"]) for name, c in curve_data.items()}
+    # figure text stays English in every language: matplotlib's bundled fonts have no CJK glyphs
+    plot_curves(steps, "steps", out_dir / "steps.png", TEXT["en"]["steps"], "sampling steps", log_x=True)
+    blocks: list[tuple[str, object]] = [("h2", words["steps"]), ("p", words["curve_note"].format(n=curve_samples)),
+                                        ("image", ("steps.png", words["steps"]))]
+    without = [name for name, run in runs.items() if run.seed_sampler() is None]
+    if with_ddpm_1000 and without:
+        blocks.append(("p", words["no_seed_point"].format(names=", ".join(without))))
+    sweeps = {name: c["guidance"] for name, c in curve_data.items() if c["guidance"]}
+    if sweeps:
+        plot_curves(sweeps, "guidance", out_dir / "guidance.png", TEXT["en"]["guidance"], "guidance scale w",
+                    panels=(("class_accuracy", "class accuracy ↑ (recognisable)"),
+                            ("cas", "CAS ↑ (diverse enough to learn from)")))
+        blocks += [("h2", words["guidance"]), ("image", ("guidance.png", words["guidance"]))]
+    return blocks
+
+
 def _announce_curves(runs: list, metrics: list[dict], dataset, curve_samples: int, curve_steps: tuple[int, ...],
                      with_ddpm_1000: bool, minutes: float | None, progress: bool) -> int:
     """The curves' cost from each run's measured sampling speed (metrics.json), said up front; with `minutes`,
@@ -658,8 +683,8 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
             progress: bool = True, curve_steps: tuple[int, ...] = STEPS_CURVE, minutes: float | None = None,
             announce: bool | None = None) -> Path:
     """Write DIR/report.md, DIR/report.html and their figures for the given evaluated runs. With `progress`
-    (or `announce`) it first says what the curves will cost on this host (from the sampling speed each evaluation measured);
-    `minutes` draws as many samples per curve point as fit (at most `curve_samples`), or leaves the curves
+    (or `announce`) it first says what the curves will cost on this host (from the sampling speed each
+    evaluation measured); `minutes` draws as many samples per curve point as fit (at most `curve_samples`), or leaves the curves
     out, and says so."""
     check_language(lang)
     check_sample_count(curve_samples, "--curve-samples")
@@ -693,24 +718,8 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
                                          curve_samples, tuple(curve_steps), with_ddpm_1000, minutes, announce)
         curves = curve_samples > 0
     if curves and diffusion:
-        evaluator = load_or_train_evaluator(dataset, progress=progress)
-        curve_data = {s.name: run_curves(runs[s.name], evaluator, dataset, curve_samples, seed, with_ddpm_1000,
-                                         progress, tuple(curve_steps)) for s in diffusion}
-        atomic_write_json(out_dir / "curves.json", curve_data)
-        steps = {name: [p for p in c["steps"]] for name, c in curve_data.items()}
-        # figure text stays English in every language: matplotlib's bundled fonts have no CJK glyphs
-        plot_curves(steps, "steps", out_dir / "steps.png", TEXT["en"]["steps"], "sampling steps", log_x=True)
-        blocks += [("h2", words["steps"]), ("p", words["curve_note"].format(n=curve_samples)),
-                   ("image", ("steps.png", words["steps"]))]
-        without = [s.name for s in diffusion if runs[s.name].seed_sampler() is None]
-        if with_ddpm_1000 and without:
-            blocks.append(("p", words["no_seed_point"].format(names=", ".join(without))))
-        sweeps = {name: c["guidance"] for name, c in curve_data.items() if c["guidance"]}
-        if sweeps:
-            plot_curves(sweeps, "guidance", out_dir / "guidance.png", TEXT["en"]["guidance"], "guidance scale w",
-                        panels=(("class_accuracy", "class accuracy ↑ (recognisable)"),
-                                ("cas", "CAS ↑ (diverse enough to learn from)")))
-            blocks += [("h2", words["guidance"]), ("image", ("guidance.png", words["guidance"]))]
+        blocks += _curves_section({s.name: runs[s.name] for s in diffusion}, dataset, out_dir, words, curve_samples,
+                                  seed, with_ddpm_1000, progress, tuple(curve_steps))
     scope = words["scope_seeds" if any(s.members for s in summaries) else "scope_single"]
     blocks += [("h2", words["findings"]), ("p", words["test_note"]), ("p", scope), ("list", findings(summaries, lang))]
     pairs = pairwise_table(summaries, lang)

@@ -21,21 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from run import cpu_description  # noqa: E402
+
+from vaediff.runs import read_history  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("vae", "cvae", "diffusion", "latent-diffusion", "flow")
 TIMING_KEYS = {"samples_per_second", "run"}  # what may differ between two runs of the same fixed work
-
-
-def cpu() -> dict:
-    info = {"model": "unknown", "flags": []}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            info["model"] = line.split(":", 1)[1].strip()
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            info["flags"] = sorted(f for f in flags if f.startswith(("avx512_bf16", "amx", "avx2", "avx512f")))
-            break
-    return info
 
 
 def run_study(out: Path, *flags: str) -> dict:
@@ -57,9 +50,7 @@ def run_study(out: Path, *flags: str) -> dict:
 
 
 def _steps(run_dir: Path) -> int:
-    lines = (run_dir / "loss.csv").read_text().splitlines()
-    header, last = lines[0].split(","), lines[-1].split(",")
-    return int(float(last[header.index("step")]))
+    return int(read_history(run_dir)[-1]["step"])
 
 
 def identical_metrics(first: Path, second: Path) -> dict[str, list[str]]:
@@ -78,7 +69,7 @@ def main() -> int:
     parser.add_argument("--keep", metavar="DIR", help="write the studies under DIR (default: a temporary one)")
     args = parser.parse_args()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="vaediff-budget-"))
-    result: dict = {"cpu": cpu(), "date": time.strftime("%Y-%m-%d"), "budgeted": [], "fixed": []}
+    result: dict = {"cpu": cpu_description(), "date": time.strftime("%Y-%m-%d"), "budgeted": [], "fixed": []}
     for minutes in args.budgets:
         study = run_study(root / f"budget-{minutes:g}", "--minutes", f"{minutes:g}")
         study["budget_minutes"] = minutes
@@ -92,7 +83,7 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "study-budget-latest.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    print(f"\nCPU: {result['cpu']['model']} ({', '.join(result['cpu']['flags'])})")
+    print(f"\nCPU: {result['cpu']}")
     print("| study | budget (min) | study's clock (min) | end to end (min) | samples / curve / bits-dim images | "
           "steps diffusion, flow | FID diffusion, flow |")
     print("|---|---|---|---|---|---|---|")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from vaediff.checks import MIN_EVAL_SAMPLES
 from vaediff.data import Dataset, ImageSplit
 from vaediff.errors import ConfigError
 from vaediff.evaluator_network import EvaluatorNet, default_image_passes
@@ -105,29 +106,32 @@ def samples_within(minutes: float, spent_s: float, speed: ModelSpeed, evaluator_
     def cost(samples: int) -> float:
         return evaluation_seconds(speed, samples, evaluator_image_s, speed.likelihood_images)
 
-    seconds = minutes * 60 - spent_s
-    if cost(least) > seconds:
+    fitting = largest_within(cost, minutes * 60 - spent_s, largest, least)
+    if not fitting:
         raise ConfigError(f"--minutes {minutes:g} cannot hold {what} on this host: {least} samples and the "
                           f"likelihood take about {cost(least) / 60:.2f} min; give --minutes "
                           f"{max(0.1, round((cost(least) * 1.1 + spent_s) / 60 + 0.05, 1)):g} or more, or fewer --likelihood-images")
+    return fitting
+
+
+def largest_within(cost, seconds: float, largest: int, least: int) -> int:
+    """The largest count in [least, largest] whose `cost` (growing with the count) fits in `seconds`, by
+    bisection; 0 when not even `least` fits."""
+    if cost(least) > seconds:
+        return 0
     low, high = least, largest
-    while low < high:  # the cost grows with the count: bisect for the largest that fits
+    while low < high:
         middle = (low + high + 1) // 2
         low, high = (middle, high) if cost(middle) <= seconds else (low, middle - 1)
     return low
 
 
 def curve_samples_that_fit(seconds_left: float, speeds: list[ModelSpeed], planned: int, curve_steps: tuple[int, ...],
-                           evaluator_image_s: float, safety: float = 1.0, least: int = 20) -> int:
-    """The most samples per curve point (at most `planned`, in steps of 20%) whose curves, their estimate
-    times `safety`, fit in `seconds_left`; 0 when not even `least` fit."""
-    def cost(samples: int) -> float:
-        return safety * sum(curve_seconds(s, samples, curve_steps, evaluator_image_s) for s in speeds)
-
-    samples = planned
-    while samples >= least and cost(samples) > seconds_left:
-        samples = int(samples * 0.8)
-    return samples if samples >= least else 0
+                           evaluator_image_s: float, safety: float = 1.0, least: int = MIN_EVAL_SAMPLES) -> int:
+    """The most samples per curve point (at most `planned`) whose curves, their estimate times `safety`, fit
+    in `seconds_left`; 0 when not even `least` fit."""
+    return largest_within(lambda samples: safety * sum(curve_seconds(s, samples, curve_steps, evaluator_image_s)
+                                                       for s in speeds), seconds_left, planned, least)
 
 
 def minutes_text(seconds: float) -> str:

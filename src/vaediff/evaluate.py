@@ -70,8 +70,8 @@ def _content_key(evaluator: Evaluator, dataset: Dataset) -> str:
     return digest.hexdigest()
 
 
-def _cached(key: tuple, evaluator: Evaluator, dataset: Dataset, compute) -> Any:
-    key = (*key, _content_key(evaluator, dataset))
+def _cached(key: tuple, content: str, compute) -> Any:
+    key = (*key, content)
     if key not in _REAL_CACHE:
         if len(_REAL_CACHE) > 8:
             _REAL_CACHE.clear()
@@ -90,7 +90,8 @@ def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.T
     (the papers' protocol). `labels` are the classes the samples were drawn for, if any.
     """
     reference_count = min(len(dataset.train), reference_size)
-    real_features = _cached(("features", seed, reference_count), evaluator, dataset, lambda: (
+    content = _content_key(evaluator, dataset)  # hashed once: three cached values depend on it
+    real_features = _cached(("features", seed, reference_count), content, lambda: (
         evaluator.features_and_probabilities(_reference_subset(dataset.train, reference_count, seed))[0]))
     features, probabilities = evaluator.features_and_probabilities(samples)
     matched = real_features[: min(len(real_features), len(features))]
@@ -115,7 +116,7 @@ def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.T
         result["class_accuracy"] = float((predicted == labels).float().mean())
         result["confusion"] = m.confusion_matrix(labels, predicted, dataset.num_classes).tolist()
     if intervals:
-        real_term = _cached(("kid_real_term", seed, reference_count), evaluator, dataset,
+        real_term = _cached(("kid_real_term", seed, reference_count), content,
                             lambda: real_kernel_mean(real_features))
         intervals = quality_intervals(real_features, matched, features, probabilities, labels, seed,
                                       real_term=real_term)
@@ -127,7 +128,7 @@ def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.T
     else:
         shares = torch.bincount(predicted, minlength=dataset.num_classes).float() / len(predicted)
         result["predicted_class_share"] = shares.tolist()
-    test_distances = _cached(("test_distances",), evaluator, dataset,
+    test_distances = _cached(("test_distances",), content,
                              lambda: m.nearest_distances(dataset.test.images, dataset.train.images))
     detail = m.memorisation(samples, dataset.train.images, test_distances=test_distances)
     result["memorisation"] = detail["share_closer_than_test_p05"]

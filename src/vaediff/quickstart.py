@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from vaediff.checks import data_source_inputs
+from vaediff.checks import MIN_EVAL_SAMPLES, data_source_inputs
 from vaediff.constants import DATASETS
 from vaediff.costs import curve_samples_that_fit
 from vaediff.data import describe_source, load_dataset
@@ -30,6 +30,8 @@ from vaediff.runs import (
     written_kind,
 )
 from vaediff.study_plan import (
+    FIXED_OVERHEAD_S,
+    REPORT_GRID,
     SAFETY,
     SHARES,
     StudyPlan,
@@ -150,7 +152,7 @@ def _run_stage(name: str, plan: QuickstartPlan, study: StudyPlan, out: Path, dat
         write_run_config(report_dir, "compare", {"runs": names, "seed": plan.seed, "lang": plan.lang})
         curve_samples = _curve_samples(plan, study, out, seconds_left, host)
         compare([out / name for name in names], report_dir, lang=plan.lang, seed=plan.seed,
-                curve_samples=max(curve_samples, 20), curves=curve_samples > 0, with_ddpm_1000=False,
+                curve_samples=max(curve_samples, MIN_EVAL_SAMPLES), curves=curve_samples > 0, with_ddpm_1000=False,
                 curve_steps=study.curve_steps, announce=False)
 
 
@@ -162,7 +164,7 @@ def _curve_samples(plan: QuickstartPlan, study: StudyPlan, out: Path, seconds_le
     speeds = host_from_json(host)
     runs = [(name, model_type) for name, model_type, _ in plan.runs()]
     measured = [measured_speed(out / name, speeds.models[model_type]) for name, model_type in runs]
-    grids = sum(100 * speed.sample_s for speed in measured) + 15.0  # the report's grids and figures
+    grids = sum(REPORT_GRID * speed.sample_s for speed in measured) + FIXED_OVERHEAD_S  # grids and figures
     samples = curve_samples_that_fit(seconds_left - grids, measured, study.curve_samples, study.curve_steps,
                                      speeds.evaluator_image_s, SAFETY)
     if samples < study.curve_samples:

@@ -7,7 +7,6 @@ which metric and by how much is never written by hand.
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import html
 import json
@@ -19,16 +18,16 @@ from pathlib import Path
 from scipy import stats
 
 from vaediff.cas import classification_accuracy_score
-from vaediff.checks import check_sample_count
+from vaediff.checks import MIN_EVAL_SAMPLES, check_sample_count
 from vaediff.console import progress_bar
-from vaediff.costs import ModelSpeed, curve_seconds, evaluator_image_seconds, minutes_text
+from vaediff.costs import ModelSpeed, curve_seconds, evaluator_image_seconds, largest_within, minutes_text
 from vaediff.errors import ConfigError, RunError
 from vaediff.evaluate import quality_metrics
 from vaediff.evaluator_network import default_cache_dir, load_or_train_evaluator
 from vaediff.families import load_run, run_dataset
 from vaediff.figures import plot_curves, plot_losses, plot_sample_grids
 from vaediff.generation import timed_draw, write_sample_grid
-from vaediff.runs import atomic_write_json, atomic_write_text, read_json, read_run_config
+from vaediff.runs import atomic_write_json, atomic_write_text, read_history, read_json, read_run_config
 from vaediff.training import CHECKPOINT_FILE
 
 # metric key, direction (+1 higher is better, -1 lower is better), format
@@ -41,7 +40,6 @@ TABLE_METRICS = (
     ("train_steps", 0, "{:,.0f}"), ("num_samples", 0, "{:,.0f}"),
 )
 STEPS_CURVE = (5, 10, 20, 50, 100)
-MIN_CURVE_SAMPLES = 20  # checks.MIN_EVAL_SAMPLES: fewer make intervals too wide to read
 GUIDANCE_SWEEP = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 
 TEXT = {
@@ -197,14 +195,6 @@ class RunSummary:
         if isinstance(value, dict):
             value = value.get("mean")
         return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
-
-
-def read_history(run_dir: Path) -> list[dict]:
-    path = run_dir / "loss.csv"
-    if not path.is_file():
-        return []
-    with path.open() as handle:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
 
 
 def summarize_runs(run_dirs: list[Path], group_seeds: bool = True) -> list[RunSummary]:
@@ -586,12 +576,11 @@ def _announce_curves(runs: list, metrics: list[dict], dataset, curve_samples: in
         return sum(curve_seconds(speed, samples, s, image_s) for speed, s in zip(speeds, steps, strict=True))
 
     if minutes is not None:
-        budget = minutes * 60
-        fitting = next((n for n in range(curve_samples, MIN_CURVE_SAMPLES - 1, -1) if cost(n) <= budget), 0)
+        fitting = largest_within(cost, minutes * 60, curve_samples, MIN_EVAL_SAMPLES)
         if progress or fitting < curve_samples:
             print(f"curves: --minutes {minutes:g} holds " + (f"{fitting} samples per point" if fitting else
-                  f"none (the least, {MIN_CURVE_SAMPLES} samples per point, take about "
-                  f"{minutes_text(cost(MIN_CURVE_SAMPLES))}); the report leaves them out"), flush=True)
+                  f"none (the least, {MIN_EVAL_SAMPLES} samples per point, take about "
+                  f"{minutes_text(cost(MIN_EVAL_SAMPLES))}); the report leaves them out"), flush=True)
         curve_samples = fitting
     if progress and curve_samples:
         print(f"curves: {len(runs)} runs x {len(curve_steps) + len(GUIDANCE_SWEEP)} points x {curve_samples} samples: "

@@ -7,6 +7,7 @@ renamed into place, so a kill at any instant leaves either the previous complete
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import errno
 import io
@@ -334,3 +335,12 @@ def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
             raise RunError(f"{source}: does not match its config: {name!r} has shape {tuple(tensor.shape)} "
                            f"in the file but {tuple(expected[name].shape)} in the model")
     module.load_state_dict(tensors)
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """The rows of a run's loss.csv (step, elapsed_s and the loss terms) as numbers; [] when there is none."""
+    path = run_dir / "loss.csv"
+    if not path.is_file():
+        return []
+    with path.open() as handle:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]

@@ -32,7 +32,7 @@ from vaediff.errors import ConfigError
 from vaediff.evaluator_network import default_image_passes
 from vaediff.families import train_run
 from vaediff.families.base import LikelihoodSettings
-from vaediff.runs import read_json
+from vaediff.runs import read_history, read_json
 
 # Shares of the training time between the model types: VAEs converge in well under a minute on small data;
 # flow matching trains the fast preset's network like pixel diffusion; latent diffusion trains two stages.
@@ -51,7 +51,7 @@ STUDY_CURVE_STEPS = (5, 10, 20, 50)
 # around values near 1-2, about twice as wide at 300: VAEs from diffusion, not flow from diffusion).
 SAMPLE_LADDER = ((1000, 100, 200), (1000, 50, 200), (700, 50, 100), (500, 40, 100), (300, 30, 50))
 MIN_TRAIN_FRACTION = 0.4  # below this, the models would be too undertrained to compare
-PROBE_STEPS = 12          # timed optimizer steps per model (the rate of the last half counts: warm-up excluded)
+PROBE_STEPS = 12          # timed optimizer steps per model
 REPORT_GRID = 100         # samples per model in the report's grid
 FIXED_OVERHEAD_S = 20.0   # EDA, the report's figures, loading: seconds a study spends outside the measured parts
 TRAINING_FIGURE_SAMPLES = 20  # besides its 10 x 10 grid, the denoising figure a training run draws
@@ -164,14 +164,10 @@ def fixed_plan(runs: list[tuple[str, str]], samples: tuple[int, int, int] = SAMP
 
 
 def _seconds_per_step(run_dir: Path) -> float:
-    """The rate of a probe run's last logged steps (loss.csv: step, elapsed_s), both stages for latent runs."""
-    rates = []
-    for history in (run_dir / "loss.csv", run_dir / "autoencoder" / "loss.csv"):
-        if history.is_file():
-            rows = [line.split(",") for line in history.read_text().splitlines()]
-            header, last = rows[0], rows[-1]
-            rates.append(float(last[header.index("elapsed_s")]) / max(1.0, float(last[header.index("step")])))
-    return sum(rates) / len(rates)
+    """A probe run's seconds per optimizer step (its loss.csv's last row), averaged over both stages for
+    latent runs; warm-up included, so on the safe side."""
+    lasts = [history[-1] for history in (read_history(run_dir), read_history(run_dir / "autoencoder")) if history]
+    return sum(row["elapsed_s"] / max(1.0, row["step"]) for row in lasts) / len(lasts)
 
 
 def probe_model(model_type: str, directory: Path, dataset_source: str, data_dir: str | None, options: dict,

@@ -417,9 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     quick.add_argument("--resume", action="store_true", help="continue an interrupted quickstart")
     quick.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    quick.add_argument("--seeds", type=at_most(100), default=1,
+    quick.add_argument("--seeds", type=at_most(100), default=None,
                        help="train every model with this many seeds (SEED, SEED+1, ...), sharing the budget; "
-                       "the report compares their means over seeds (default: 1)")
+                       "the report compares the recipes over seeds (default: 2 with --work fixed, 1 with a "
+                       "budget, which then goes to training one network each)")
     quick.add_argument("--lang", choices=("en", "zh"), default="en",
                        help="language of the report and the closing headlines (default: en)")
     quick.set_defaults(handler=cmd_quickstart)

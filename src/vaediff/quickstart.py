@@ -31,6 +31,7 @@ from vaediff.runs import (
 )
 from vaediff.study_plan import (
     FIXED_OVERHEAD_S,
+    FIXED_SEEDS,
     REPORT_GRID,
     SAFETY,
     SHARES,
@@ -195,11 +196,14 @@ def _evaluator_cached(plan: QuickstartPlan) -> bool:
 
 def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", minutes: float = 15.0,
                data_dir: str | None = None, overwrite: bool = False, resume: bool = False, seed: int = 0,
-               plan: QuickstartPlan | None = None, lang: str = "en", seeds: int = 1, image_size: int | None = None,
+               plan: QuickstartPlan | None = None, lang: str = "en", seeds: int | None = None, image_size: int | None = None,
                work: str = "budget") -> Path:
     """Run (or resume) the study into `out`; returns the report's path. `plan`, when given, replaces
     `dataset`, `minutes`, `seed`, `seeds`, `lang`, `image_size` and `work` (and sets sample counts and model
-    options)."""
+    options). `seeds`: runs per model type (default: study_plan.FIXED_SEEDS with fixed work, one with a
+    budget)."""
+    if seeds is None:
+        seeds = FIXED_SEEDS if work == "fixed" else 1
     plan = plan or QuickstartPlan(dataset=dataset, minutes=minutes, seed=seed, seeds=seeds, lang=lang,
                                   image_size=image_size, work=work)
     check_language(plan.lang)

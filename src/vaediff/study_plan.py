@@ -41,6 +41,10 @@ SHARES = {"vae": 0.06, "cvae": 0.06, "diffusion": 0.28, "latent-diffusion": 0.32
 # --work fixed: the optimizer steps the 15-minute budget bought on the 2-core CPU README's table was
 # measured on (quickstart of 2026-12-01); latent diffusion trains each of its two stages this many steps.
 FIXED_STEPS = {"vae": 5755, "cvae": 4369, "diffusion": 962, "latent-diffusion": 334, "flow": 996}
+# --work fixed trains every model with this many seeds unless --seeds says otherwise, so that its verdicts
+# concern the recipes (the spread between training seeds is in their intervals), not one draw of weights;
+# a budgeted study trains one seed by default, so that training gets the whole budget (its report says so).
+FIXED_SEEDS = 2
 
 # The report's steps curve in a study: four points with more samples each rather than five with fewer
 # (the 100-step point cost as much as the other four together and told nothing the 50-step one did not).

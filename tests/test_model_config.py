@@ -65,7 +65,7 @@ def test_a_refused_model_config_is_one_line_and_writes_nothing(cli, tmp_path, mo
 def build(model_type: str, model: dict, shape: DataShape = MNIST_SHAPE):
     """What `train MODEL --model-config JSON` builds before anything is written (families._new_configs)."""
     family = family_of(model_type)
-    return family.build_config(model_type, {**family.options, "model": model}, shape)
+    return family.build_config(model_type, {**family.defaults(), "model": model}, shape)
 
 
 # the same checks at the library level: what each key refuses, by family (fast: no data are loaded)

@@ -7,17 +7,18 @@ from vaediff.costs import ModelSpeed, curve_samples_that_fit
 from vaediff.errors import ConfigError
 from vaediff.quickstart import QuickstartPlan
 from vaediff.study_plan import (
-    FIXED_STEPS,
     MIN_TRAIN_FRACTION,
     SAFETY,
     SAMPLE_LADDER,
-    SHARES,
     HostSpeed,
     fixed_plan,
+    fixed_steps,
     plan_study,
     sample_ladder,
+    shares,
 )
 
+SHARES = shares()
 RUNS = [(name, name) for name in SHARES]
 
 
@@ -100,7 +101,7 @@ def test_curves_shrink_to_the_time_left_or_are_left_out():
 
 def test_fixed_work_is_the_same_on_any_host():
     plan = fixed_plan(RUNS)
-    assert plan.work == "fixed" and plan.expected_steps == FIXED_STEPS and plan.train_minutes == {}
+    assert plan.work == "fixed" and plan.expected_steps == fixed_steps() and plan.train_minutes == {}
     assert (plan.eval_samples, plan.curve_samples, plan.likelihood_images) == SAMPLE_LADDER[0]
     assert fixed_plan(RUNS, steps={"flow": 7}).expected_steps["flow"] == 7
     with pytest.raises(ConfigError, match="--work must be one of budget, fixed"):

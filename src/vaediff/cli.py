@@ -7,8 +7,6 @@ training, 128+signal for an interrupted one); argparse errors are shortened to o
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,136 +22,24 @@ from vaediff.checks import (
     os_error_line,
     user_output_file,
 )
+from vaediff.cli_args import (
+    CommandListFormatter,
+    OneLineParser,
+    add_dataset_flags,
+    add_family_flags,
+    add_output_flags,
+    add_sampler_flags,
+    at_most,
+    class_label,
+    json_object,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 from vaediff.console import clear_progress_bars
-from vaediff.constants import DATASETS, DIFFUSION_PRESETS, FLOW_SAMPLERS, IMAGE_SIZES, MODEL_TYPES, SAMPLERS
 from vaediff.errors import AlreadyFinished, VaediffError
 
 PROG = "vaediff"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (and exit code 2), not a usage dump."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-
-class CommandListFormatter(argparse.HelpFormatter):
-    """argparse measures sub-command names without their extra indent (2 columns), so a long name like
-    `evaluator` wraps its help onto the next line; widen the column to fit."""
-
-    def add_argument(self, action: argparse.Action) -> None:
-        super().add_argument(action)
-        if getattr(action, "_choices_actions", None):
-            self._action_max_length += 2
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Argument types: reject bad numbers at the boundary with a message that names the value.
-
-
-def whole_number(minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least `minimum` (and at most `maximum`: counts that must
-    not run for hours)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if maximum is not None and not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"must be between {minimum:,} and {maximum:,}, got {value:,}")
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-positive_int, nonnegative_int = whole_number(1), whole_number(0)
-
-
-def at_most(maximum: int, minimum: int = 1) -> Callable[[str], int]:
-    return whole_number(minimum, maximum)
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = _finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    value = _finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at character {exc.pos})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object like '{\"latent\": 32}'")
-    return value
-
-
-def class_label(text: str) -> int:
-    """A class number; the run it is drawn from checks it against its own classes (generation.check_label)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a class number (0, 1, ...), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"class label must be 0 or more, got {value}")
-    return value
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Shared flags
-
-
-def add_dataset_flags(parser: argparse.ArgumentParser, default: str | None = "mnist-5k") -> None:
-    """--dataset, --data-dir, --image-size. `default=None` leaves --dataset unset when not given (train: a
-    resumed run keeps its own data, and a --dataset given with --resume is checked against it)."""
-    parser.add_argument("--dataset", default=default, metavar="NAME|PATH",
-                        help=f"data set: {', '.join(DATASETS)}, an image folder (a sub-folder a class) or an .npz "
-                             f"file (default: {default or 'mnist-5k'})")
-    parser.add_argument("--data-dir", metavar="DIR",
-                        help="where the files of mnist, fashion-mnist or cifar10 live (downloaded there if absent)")
-    parser.add_argument("--image-size", type=int, choices=IMAGE_SIZES, metavar="S",
-                        help=f"resize images to S x S ({', '.join(map(str, IMAGE_SIZES))}): centre crop to a square, then "
-                             f"bilinear with antialiasing; needed for images of mixed sizes or modes")
-
-
-def add_output_flags(parser: argparse.ArgumentParser, out_help: str) -> None:
-    parser.add_argument("--out", required=True, metavar="DIR", help=out_help)
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
-
-
-def add_sampler_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("diffusion sampling")
-    group.add_argument("--sampler", choices=SAMPLERS + FLOW_SAMPLERS,
-                       help="diffusion: ddpm, ddim or dpm (DPM-Solver++; default); flow: euler (default) or heun")
-    group.add_argument("--steps", type=at_most(MAX_SAMPLING_STEPS), help="denoising steps (default: the run's)")
-    group.add_argument("--guidance", type=nonnegative_float,
-                       help="classifier-free guidance scale W: eps_u + W (eps_c - eps_u); 1 = none")
-    group.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LO", "HI"),
-                       help="guide only at steps with LO <= t/T <= HI (0 = clean, 1 = pure noise; "
-                            "default: the run's, 0 1 for the pixel presets)")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -183,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     from vaediff.training import is_main_process
 
-    options = {name: getattr(args, name) for name in family_of(args.model_type).options}  # the family's flags
+    options = {option.name: getattr(args, option.name) for option in family_of(args.model_type).options}
     if args.model_config is not None:
         options["model"] = args.model_config
     train_options = {
@@ -281,7 +167,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
 # Parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+# the commands whose flags or choices come from the family registry (torch is imported to read it)
+FAMILY_COMMANDS = ("train", "sample", "evaluate", "serve")
+
+
+def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
+    """The parser; `families` (model type -> Family, families.FAMILIES) adds what the registry says: the
+    model types, each family's flags, the sampler choices. Without it (`vaediff --help`, commands that
+    need none of it) nothing heavy is imported."""
     parser = OneLineParser(prog=PROG, description="Train, sample, evaluate and compare VAEs and "
                            "class-conditional diffusion models of small images.",
                            formatter_class=CommandListFormatter)
@@ -296,12 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     eda.add_argument("--seed", type=int, default=0, help="seed for the random sample grid (default: 0)")
     eda.set_defaults(handler=cmd_eda)
 
-    train = commands.add_parser("train", help="train a vae, cvae, diffusion, latent-diffusion, flow or latent-flow model",
+    types = list(families or ())
+    train = commands.add_parser("train", help="train a model (`vaediff train --help` lists the model types)",
                                 description="Train a model into a run directory (weights, config.json, "
                                 "loss.csv, loss.png, samples.png). Stop it any time with Ctrl-C and continue "
                                 "with --resume.")
-    train.add_argument("model_type", choices=MODEL_TYPES, metavar="MODEL",
-                       help=f"model type: {', '.join(MODEL_TYPES)}")
+    train.add_argument("model_type", choices=types or None, metavar="MODEL",
+                       help=f"model type: {', '.join(types)}" if types else "model type")
     add_dataset_flags(train, default=None)
     add_output_flags(train, "run directory (refused if not empty, unless --overwrite or --resume)")
     limits = train.add_argument_group("how long (the first limit reached stops training)")
@@ -314,29 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=positive_float, help="peak learning rate (default: the model's recipe)")
     train.add_argument("--seed", type=int, help="random seed; the same seed gives the same run (default: 0)")
     train.add_argument("--resume", action="store_true", help="continue a stopped run from its checkpoint")
+    examples = "; ".join(f"{m}: {f.model_config_help}" for m, f in (families or {}).items() if f.model_config_help)
     train.add_argument("--model-config", type=json_object, metavar="JSON",
-                       help='override fields of the model\'s config, e.g. \'{"block_out_channels": [16, 32, 64]}\' '
-                       '(vae: hidden, latent; latent-diffusion: {"autoencoder": {...}, "denoiser": {...}}; '
-                       'flow: {"sampling_steps": 8, "denoiser": {...}}; latent-flow: {"autoencoder": {...}, "flow": {...}})')
+                       help="override fields of the model's config" + (f" ({examples})" if examples else ""))
     train.add_argument("--checkpoint-every", type=nonnegative_int, metavar="STEPS",
                        help="checkpoint every STEPS optimizer steps (default 0: every minute)")
     train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"),
                        help="Accelerate mixed precision (default: no; bf16 is slow on most CPUs)")
     train.add_argument("--grad-accum", type=positive_int, metavar="N",
                        help="split each batch into N sequential micro-batches (same result, less memory)")
-    vae_flags = train.add_argument_group("vae / cvae")
-    vae_flags.add_argument("--binarize", action="store_true",
-                           help="dynamically binarize pixels (the binarized-MNIST likelihood protocol)")
-    vae_flags.add_argument("--decoder", choices=("bernoulli", "discretized-logistic"),
-                           help="p(x|z): bernoulli (default, the seed's) or discretized-logistic, a density on "
-                           "8-bit pixels with bits/dim comparable to diffusion's and flows'")
-    vae_flags.add_argument("--tsne", action="store_true", help="latent.png by t-SNE instead of PCA")
-    diffusion_flags = train.add_argument_group("diffusion / latent-diffusion / latent-flow")
-    diffusion_flags.add_argument("--preset", choices=DIFFUSION_PRESETS,
-                                 help="diffusion recipe: fast (default, for CPUs) or seed (the course project's)")
-    diffusion_flags.add_argument("--autoencoder", metavar="RUN",
-                                 help="latent-diffusion, latent-flow: reuse the autoencoder of this (latent) run "
-                                 "instead of training one")
+    add_family_flags(train, families or {})
     train.set_defaults(handler=cmd_train)
 
     sample = commands.add_parser("sample", help="draw images from a trained run into a PNG grid",
@@ -348,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"number of images, at most {MAX_GRID_IMAGES:,} (default: 64, or 100 for a class grid)")
     sample.add_argument("--label", type=class_label, help="draw only this class (0..K-1 for a run on K classes)")
     sample.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
-    add_sampler_flags(sample)
+    add_sampler_flags(sample, families)
     sample.set_defaults(handler=cmd_sample)
 
     evaluate = commands.add_parser("evaluate", help="measure a run: likelihood, sample quality, speed",
@@ -375,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "RUN (for a run that is read-only)")
     evaluate.add_argument("--cache-dir", metavar="DIR", help="where evaluator networks are kept "
                           "(default: ~/.cache/vaediff)")
-    add_sampler_flags(evaluate)
+    add_sampler_flags(evaluate, families)
     evaluate.set_defaults(handler=cmd_evaluate)
 
     evaluator = commands.add_parser("evaluator", help="train (once) the classifier whose features score samples",
@@ -442,8 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((word for word in argv if not word.startswith("-")), None)
+    if command in FAMILY_COMMANDS:
+        from vaediff.families import FAMILIES  # torch: only commands that need the registry pay for it
+
+        args = build_parser(FAMILIES).parse_args(argv)
+    else:
+        args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], None] = args.handler
     try:
         handler(args)

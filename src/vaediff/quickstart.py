@@ -18,7 +18,7 @@ from vaediff.eda import run_eda
 from vaediff.errors import AlreadyFinished, ConfigError, RunError
 from vaediff.evaluate import evaluate_run
 from vaediff.evaluator_network import is_cached, load_or_train_evaluator
-from vaediff.families import train_run
+from vaediff.families import quickstart_types, train_run
 from vaediff.families.base import LikelihoodSettings
 from vaediff.report import check_language, compare
 from vaediff.runs import (
@@ -34,7 +34,6 @@ from vaediff.study_plan import (
     FIXED_SEEDS,
     REPORT_GRID,
     SAFETY,
-    SHARES,
     StudyPlan,
     fixed_plan,
     host_from_json,
@@ -55,9 +54,9 @@ class QuickstartPlan:
     labelled: bool = True         # False: unlabelled data, no cvae (class-conditional only)
     minutes: float = 15.0
     # "budget": measure this host, then size training, samples and curves to end within `minutes`;
-    # "fixed": study_plan.FIXED_STEPS optimizer steps per model and these sample counts on any host
+    # "fixed": each family's fixed_steps optimizer steps and these sample counts on any host
     work: str = "budget"
-    fixed_steps: dict = field(default_factory=dict)  # --work fixed: steps per model type (FIXED_STEPS otherwise)
+    fixed_steps: dict = field(default_factory=dict)  # --work fixed: steps per model type (Family.fixed_steps otherwise)
     eval_samples: int = 1000      # samples per model for the quality metrics (--work budget: at most)
     iw_samples: int = 200         # importance samples for the VAEs' NLL bound
     # bits/dim of diffusion and flow on the first test images (evaluate's defaults: 1,000 images, 8 ODE steps)
@@ -103,7 +102,7 @@ class QuickstartPlan:
     def runs(self) -> list[tuple[str, str, int]]:
         """(run directory name, model type, seed) of every run: one per model type, named after it; with
         several seeds, NAME-seedS for each (the report groups them back by their config)."""
-        model_types = [m for m in SHARES if self.labelled or m != "cvae"]
+        model_types = quickstart_types(self.labelled)
         if self.seeds == 1:
             return [(model_type, model_type, self.seed) for model_type in model_types]
         return [(f"{model_type}-seed{seed}", model_type, seed) for model_type in model_types

@@ -28,9 +28,8 @@ import numpy as np
 import torch
 
 from vaediff.checks import MAX_GRID_IMAGES, MAX_SAMPLING_STEPS, check_count
-from vaediff.constants import FLOW_SAMPLERS, SAMPLERS
 from vaediff.errors import ConfigError, VaediffError
-from vaediff.families import class_names_of, load_run, run_dataset
+from vaediff.families import class_names_of, family_of, load_run, run_dataset
 from vaediff.figures import tile
 from vaediff.generation import draw
 
@@ -226,8 +225,10 @@ def build_app(demo: Demo):
                                     elem_id="label")
                 count = gr.Textbox("16", label=f"number of images (1-{demo.limits.max_images})", elem_id="count")
             with gr.Row():
-                default = first.sampler_settings() or {"sampler": "dpm", "steps": 20, "guidance": 2.0}
-                sampler = gr.Dropdown(list(SAMPLERS + FLOW_SAMPLERS), value=default["sampler"], label="sampler", elem_id="sampler",
+                # the samplers of the served runs' families (the registry's), the first run's default selected
+                samplers = list(dict.fromkeys(s for r in demo.runs.values() for s in family_of(r.model_type).samplers))
+                default = first.sampler_settings() or {"sampler": (samplers or ["-"])[0], "steps": 20, "guidance": 2.0}
+                sampler = gr.Dropdown(samplers or ["-"], value=default["sampler"], label="sampler", elem_id="sampler",
                                       allow_custom_value=True)
                 steps = gr.Textbox(str(default["steps"]), label="steps", elem_id="steps")
                 guidance = gr.Textbox(f"{default['guidance']:g}", label="guidance scale", elem_id="guidance")

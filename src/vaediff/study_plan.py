@@ -3,10 +3,10 @@
 `quickstart --minutes M` (work "budget") first measures this host (`probe_host`: a few timed optimizer
 steps and timed samples per model, the likelihood on a few test images, a few steps of the evaluator
 network), then `plan_study` sizes everything that is not training (evaluations, curves, the report) from
-those speeds and gives training what is left, shared between the models as `SHARES` say. A slow host and a
+those speeds and gives training what is left, shared between the models as their families' `share` says. A slow host and a
 fast one get the same shares of time and different step counts.
 
-`quickstart --work fixed` fixes the work instead (`FIXED_STEPS` optimizer steps per model, fixed sample
+`quickstart --work fixed` fixes the work instead (each family's `fixed_steps` optimizer steps, fixed sample
 counts), so the same seed gives the same numbers on any host, and the time is what varies.
 """
 
@@ -30,17 +30,23 @@ from vaediff.costs import (
 from vaediff.data import Dataset
 from vaediff.errors import ConfigError
 from vaediff.evaluator_network import default_image_passes
-from vaediff.families import train_run
+from vaediff.families import FAMILIES, quickstart_types, train_run
 from vaediff.families.base import LikelihoodSettings
 from vaediff.runs import read_history, read_json
 
-# Shares of the training time between the model types: VAEs converge in well under a minute on small data;
-# flow matching trains the fast preset's network like pixel diffusion; latent diffusion trains two stages.
-SHARES = {"vae": 0.06, "cvae": 0.06, "diffusion": 0.28, "latent-diffusion": 0.32, "flow": 0.28}
 
-# --work fixed: the optimizer steps the 15-minute budget bought on the 2-core CPU README's table was
-# measured on (quickstart of 2026-12-01); latent diffusion trains each of its two stages this many steps.
-FIXED_STEPS = {"vae": 5755, "cvae": 4369, "diffusion": 962, "latent-diffusion": 334, "flow": 996}
+def shares() -> dict[str, float]:
+    """Each quickstart model type's share of the training time (Family.share): VAEs converge in well under
+    a minute on small data; flow matching trains the fast preset's network like pixel diffusion; latent
+    diffusion trains two stages."""
+    return {model_type: FAMILIES[model_type].share for model_type in quickstart_types()}
+
+
+def fixed_steps() -> dict[str, int]:
+    """--work fixed: each quickstart model type's optimizer steps (Family.fixed_steps: what the 15-minute
+    budget bought on the 2-core CPU of README's first table; latent diffusion trains each stage this many)."""
+    return {model_type: FAMILIES[model_type].fixed_steps for model_type in quickstart_types()}
+
 # --work fixed trains every model with this many seeds unless --seeds says otherwise, so that its verdicts
 # concern the recipes (the spread between training seeds is in their intervals), not one draw of weights;
 # a budgeted study trains one seed by default, so that training gets the whole budget (its report says so).
@@ -146,8 +152,8 @@ def plan_study(minutes: float, host: HostSpeed, runs: list[tuple[str, str]], eva
                           f"{len(runs)} models on {rung[0]} samples each would take about "
                           f"{SAFETY * sum(estimates.values()) / 60:.1f} min and leave too little to train; "
                           f"give --minutes {math.ceil(needed)} or more (or --work fixed, which takes what it takes)")
-    share_total = sum(SHARES[m] for _, m in runs)
-    train_minutes = {name: train_s * SHARES[m] / share_total / 60 for name, m in runs}
+    share_total = sum(FAMILIES[m].share for _, m in runs)
+    train_minutes = {name: train_s * FAMILIES[m].share / share_total / 60 for name, m in runs}
     expected = {name: int(train_minutes[name] * 60 / host.models[m].step_s) for name, m in runs}
     estimates["training"] = train_s
     return StudyPlan("budget", train_minutes, expected, rung[0], rung[1], STUDY_CURVE_STEPS,
@@ -156,9 +162,9 @@ def plan_study(minutes: float, host: HostSpeed, runs: list[tuple[str, str]], eva
 
 def fixed_plan(runs: list[tuple[str, str]], samples: tuple[int, int, int] = SAMPLE_LADDER[0],
                steps: dict[str, int] | None = None) -> StudyPlan:
-    """--work fixed: FIXED_STEPS (or `steps`) per model type and the sample counts `samples` (evaluation,
-    curve points, likelihood images) on any host; no estimate of time."""
-    steps = {**FIXED_STEPS, **(steps or {})}
+    """--work fixed: each family's fixed_steps (or `steps`) per model type and the sample counts `samples`
+    (evaluation, curve points, likelihood images) on any host; no estimate of time."""
+    steps = {**{m: FAMILIES[m].fixed_steps for _, m in runs}, **(steps or {})}
     return StudyPlan("fixed", {}, {name: steps[m] for name, m in runs}, samples[0], samples[1],
                      STUDY_CURVE_STEPS, {}, samples[2])
 

@@ -2,7 +2,9 @@
 
 `FAMILIES` maps each model type (the `vaediff train TYPE` argument) to its `Family` (families/base.py);
 `train_run` trains any of them and `load_run` loads any run back. A new family is a file here that
-defines a `Family` and a `Run`, and one line in `FAMILIES`.
+defines a `Family` and a `Run`, and one line in `FAMILIES` (or a call to `register`, for a family that lives
+outside vaediff). The CLI's flags and choices, the web demo's samplers, the quickstart's models and the
+report's sentences are all read from the registry.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from vaediff.data import (
 )
 from vaediff.errors import AlreadyFinished, ConfigError, RunError
 from vaediff.families import diffusion, flow, latent, vae
-from vaediff.families.base import Family, Run
+from vaediff.families.base import Family, Run, TrainingRequest
 from vaediff.runs import (
     CONFIG_FILE,
     atomic_write_bytes,
@@ -37,12 +39,37 @@ LIMIT_KEYS = ("epochs", "minutes", "max_steps")
 
 FAMILIES: dict[str, Family] = {
     "vae": vae.FAMILY,
-    "cvae": vae.FAMILY,  # the same family; the model type sets VAEConfig.conditional
+    "cvae": vae.CVAE_FAMILY,  # the same family; the model type sets VAEConfig.conditional
     "diffusion": diffusion.FAMILY,
     "latent-diffusion": latent.FAMILY,
     "flow": flow.FAMILY,
     "latent-flow": latent.FLOW_FAMILY,  # latent diffusion's two stages with flow matching's objective
 }
+
+
+def register(model_type: str, family: Family) -> None:
+    """Add a family under `model_type` (replacing one of that name): everything reads FAMILIES at call time."""
+    if not model_type or model_type.startswith("-") or " " in model_type:
+        raise ConfigError(f"a model type is a word like 'flow', got {model_type!r}")
+    FAMILIES[model_type] = family
+
+
+def quickstart_types(labelled: bool = True) -> list[str]:
+    """The model types a quickstart trains, in registry order: those with a share, labelled ones only on
+    labelled data."""
+    return [m for m, f in FAMILIES.items() if f.share > 0 and (labelled or not f.labels_needed)]
+
+
+def sampler_names() -> tuple[str, ...]:
+    """Every sampler some family's runs take (the CLI's and the web demo's choices)."""
+    return tuple(dict.fromkeys(s for family in FAMILIES.values() for s in family.samplers))
+
+
+def check_command(model_type: str, command: str) -> None:
+    """One line when a run of `model_type` does not take part in `command` (Family.commands)."""
+    family = family_of(model_type)
+    if command not in family.commands:
+        raise ConfigError(f"{model_type} runs do not support {command}; they support {', '.join(family.commands)}")
 
 
 def family_of(model_type: str) -> Family:
@@ -97,6 +124,7 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
     Everything is checked before the run directory is touched: a refused command writes nothing.
     """
     family = family_of(model_type)
+    check_command(model_type, "train")
     run_dir = Path(out)
     overrides = {k: v for k, v in (train_options or {}).items() if v is not None}
     if resume and overwrite:
@@ -125,9 +153,9 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
         write_run_config(run_dir, "train", settings, model_type=model_type, model=config_to_dict(model_config),
                          train=config_to_dict(train_config))
     try:
-        plan = family.plan(run_dir, data, model_config, train_config, resume, settings, progress)
+        plan = family.plan(TrainingRequest(run_dir, data, model_config, train_config, resume, settings, progress))
         train(plan.objective, plan.build_model, data, plan.train_config, run_dir, resume=resume, export=plan.export,
-              title=plan.title, progress=progress)
+              title=plan.title, progress=progress, after_step=plan.after_step, extra_state=plan.extra_state)
     except AlreadyFinished:
         if previous_config is not None and is_main_process():  # nothing changed: not even config.json
             atomic_write_bytes(run_dir / CONFIG_FILE, previous_config)
@@ -165,7 +193,7 @@ def _check_same_model(family: Family, model_type: str, run_dir: Path, stored, op
 def _new_configs(family: Family, model_type: str, data: Dataset, options: dict | None, overrides: dict):
     """A new run's model config (for the data's shape), TrainConfig (the family's recipe under the given
     fields) and the family's settings."""
-    options = {**family.options, **{k: v for k, v in (options or {}).items() if v is not None}}
+    options = {**family.defaults(), **{k: v for k, v in (options or {}).items() if v is not None}}
     model_config = family.build_config(model_type, options, data.shape)
     defaults = family.recipe(model_config)
     if any(k in overrides for k in LIMIT_KEYS):  # limits given replace the recipe's, not add to them

@@ -29,34 +29,87 @@ class LikelihoodSettings:
 
 
 @dataclass(frozen=True)
+class TrainingRequest:
+    """What `Family.plan` is given: where and what to train (families read the fields they need)."""
+
+    run_dir: Path
+    dataset: Dataset
+    model_config: Any            # the family's config_class
+    train_config: TrainConfig
+    resume: bool
+    options: dict                # the family's options (Family.options' names) as given or defaulted
+    progress: bool
+
+
+@dataclass(frozen=True)
 class TrainingPlan:
     """What the shared loop trains for a family: one session (a family with stages runs the earlier
-    ones itself while making this plan)."""
+    ones itself while making this plan).
+
+    `after_step(model, step)` runs after every optimizer step with the unwrapped model and the number of
+    steps done (a target network's moving average, a teacher's refresh); `extra_state`, a module the family
+    owns (that target network, a cache held in buffers), goes into every checkpoint and comes back on
+    --resume, so a resumed run continues exactly as an unbroken one."""
 
     objective: Objective
     build_model: Callable[[], nn.Module]
     export: Export
     train_config: TrainConfig
     title: str
+    after_step: Callable[[nn.Module, int], None] | None = None
+    extra_state: nn.Module | None = None
+
+
+COMMANDS = ("train", "sample", "evaluate", "compare", "serve", "quickstart")
 
 
 @dataclass(frozen=True)
+class Option:
+    """One of a family's own training options: its default, and the `vaediff train` flag made of it."""
+
+    name: str                       # the key in `options` and config.json's settings
+    default: Any = None
+    help: str = ""
+    choices: tuple | None = None
+    switch: bool = False            # a flag without a value: on when given
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Family:
-    """One model family, described: the shared code (families.train_run, load_run) does the rest."""
+    """One model family, described: the shared code (train_run, load_run, the CLI, the web demo, the
+    quickstart and the report) reads everything it needs to know of a family from here."""
 
     config_class: type                                   # the frozen model config saved in config.json
     build_config: Callable[[str, dict, DataShape], Any]  # (model type, options, data shape) -> model config
     recipe: Callable[[Any], dict]                        # model config -> its TrainConfig defaults
-    # (run_dir, dataset, model config, train config, resume, options, progress) -> the session to train
-    plan: Callable[..., TrainingPlan]
+    plan: Callable[[TrainingRequest], TrainingPlan]      # the session to train (earlier stages run inside)
     load: Callable[[Path, dict], Run]                    # (run_dir, config.json) -> the loaded run
     figures: Callable[[Run, Dataset, int, dict], None]   # (run, dataset, seed, options): after training
-    options: dict = field(default_factory=dict)          # the family's own options and their defaults
+    options: tuple[Option, ...] = ()                     # its own options, each a `vaediff train` flag
+    samplers: tuple[str, ...] = ()                       # its runs' --sampler choices (none: one decoder pass)
+    # a budgeted quickstart's share of training time, and a fixed-work quickstart's optimizer steps
+    # (0: not in the quickstart); labels_needed: left out of a study of unlabelled data
+    share: float = 0.0
+    fixed_steps: int = 0
+    labels_needed: bool = False
+    # the report's sentence on what the family is, {"en": ..., "zh": ...} ({recon}: the run's reconstruction FID)
+    summary: dict = field(default_factory=dict)
+    commands: tuple[str, ...] = COMMANDS                 # the commands its runs take part in
+    curve_steps: tuple[int, ...] = ()                    # the report's steps-curve points (none: no curve)
     # the --model-config of the smallest network that still runs every part of the family: the test matrix
     # (tests/test_matrix.py) and smoke runs train it in seconds
     smallest: dict = field(default_factory=dict)
     # options whose values are distinct recipes, each covered by the test matrix ({"preset": ("fast", "seed")})
     variants: dict = field(default_factory=dict)
+    model_config_help: str = ""                          # what --model-config takes, for `train --help`
+
+    def defaults(self) -> dict:
+        return {option.name: option.default for option in self.options}
 
 
 class Run:

@@ -16,7 +16,7 @@ from vaediff.console import progress_bar
 from vaediff.constants import DIFFUSION_PRESETS, SAMPLERS
 from vaediff.data import MNIST_SHAPE, Dataset, DataShape, ImageSplit
 from vaediff.errors import ConfigError
-from vaediff.families.base import Family, LikelihoodSettings, Run, TrainingPlan
+from vaediff.families.base import Family, LikelihoodSettings, Option, Run, TrainingPlan, TrainingRequest
 from vaediff.figures import save_grid
 from vaediff.generation import write_sample_grid
 from vaediff.models.unet import ClassConditionalUNet, DiffusionConfig, preset_config
@@ -45,7 +45,6 @@ from vaediff.runs import (
     load_safetensors,
     load_state_strict,
 )
-from vaediff.training import TrainConfig
 
 UNET_DIR, SCHEDULER_DIR, CLASS_EMBEDDING_FILE = "unet", "scheduler", "class_embedding.safetensors"
 UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -240,14 +239,22 @@ def recipe(model_config: DiffusionConfig) -> dict:
             "ema_decay": 0.999, "minutes": 10.0, "eval_images": 500}
 
 
-def training_plan(run_dir: Path, dataset: Dataset, model_config: DiffusionConfig, train_config: TrainConfig,
-                  resume: bool, options: dict, progress: bool) -> TrainingPlan:
+def training_plan(request: TrainingRequest) -> TrainingPlan:
+    model_config = request.model_config
     return TrainingPlan(DiffusionObjective(model_config), partial(ClassConditionalUNet, model_config),
-                        save_denoiser, train_config, f"diffusion ({model_config.preset}) on {dataset.name}")
+                        save_denoiser, request.train_config, f"diffusion ({model_config.preset}) on {request.dataset.name}")
 
 
 TINY_UNET = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "attention_head_dim": 8, "sampling_steps": 3}
 # the smallest diffusion: a 100-step schedule, so that the seed's sampler (DDPM over every step) takes a second
 TINY_DIFFUSION = {**TINY_UNET, "num_train_timesteps": 100}
-FAMILY = Family(DiffusionConfig, build_model_config, recipe, training_plan, DiffusionRun.load, write_run_figures,
-                options={"preset": "fast"}, smallest=TINY_DIFFUSION, variants={"preset": DIFFUSION_PRESETS})
+STEPS_CURVE = (5, 10, 20, 50, 100)  # the report's steps curve (plus the seed's 1000-step DDPM point)
+FAMILY = Family(config_class=DiffusionConfig, build_config=build_model_config, recipe=recipe, plan=training_plan,
+                load=DiffusionRun.load, figures=write_run_figures,
+                options=(Option("preset", "fast", "diffusion recipe: fast (default, for CPUs) or seed (the course "
+                                "project's)", choices=DIFFUSION_PRESETS),),
+                samplers=SAMPLERS, share=0.28, fixed_steps=962, curve_steps=STEPS_CURVE,
+                summary={"en": "Diffusion learns to remove noise step by step: sharp, but many network passes per image.",
+                         "zh": "扩散模型逐步去除噪声：清晰，但每张图需要多次网络计算。"},
+                smallest=TINY_DIFFUSION, variants={"preset": DIFFUSION_PRESETS},
+                model_config_help='{"block_out_channels": [16, 32, 64]}')

@@ -19,8 +19,9 @@ import torch
 from vaediff.checks import MAX_SAMPLING_STEPS
 from vaediff.constants import FLOW_SAMPLERS
 from vaediff.data import MNIST_SHAPE, Dataset, DataShape, ImageSplit
-from vaediff.families.base import Family, LikelihoodSettings, TrainingPlan
+from vaediff.families.base import Family, LikelihoodSettings, TrainingPlan, TrainingRequest
 from vaediff.families.diffusion import (
+    STEPS_CURVE,
     TINY_UNET,
     UNET_DIR,
     DiffusionRun,
@@ -36,7 +37,6 @@ from vaediff.objectives.diffusion import check_sampler_settings
 from vaediff.objectives.flow import TIMESTEP_SCALE, FlowObjective, flow_sample_loop, make_flow_scheduler
 from vaediff.objectives.likelihood import dequantized_flow_nll
 from vaediff.runs import atomic_save_pretrained, config_from_dict
-from vaediff.training import TrainConfig
 
 SCHEDULER_DIR = "scheduler"
 
@@ -156,12 +156,18 @@ def recipe(model_config: FlowConfig) -> dict:
             "ema_decay": 0.999, "minutes": 10.0, "eval_images": 500}
 
 
-def training_plan(run_dir: Path, dataset: Dataset, model_config: FlowConfig, train_config: TrainConfig,
-                  resume: bool, options: dict, progress: bool) -> TrainingPlan:
+def training_plan(request: TrainingRequest) -> TrainingPlan:
+    model_config = request.model_config
     objective = FlowObjective(model_config.denoiser, model_config.logit_mean, model_config.logit_std)
-    return TrainingPlan(objective, partial(ClassConditionalUNet, model_config.denoiser), save_flow, train_config,
-                        f"flow matching on {dataset.name}")
+    return TrainingPlan(objective, partial(ClassConditionalUNet, model_config.denoiser), save_flow,
+                        request.train_config, f"flow matching on {request.dataset.name}")
 
 
-FAMILY = Family(FlowConfig, build_model_config, recipe, training_plan, FlowRun.load, write_flow_figures,
-                smallest={"denoiser": TINY_UNET, "sampling_steps": 3})
+FAMILY = Family(config_class=FlowConfig, build_config=build_model_config, recipe=recipe, plan=training_plan,
+                load=FlowRun.load, figures=write_flow_figures, samplers=FLOW_SAMPLERS, share=0.28, fixed_steps=996,
+                curve_steps=STEPS_CURVE,
+                summary={"en": "Flow matching learns the velocity of a straight path from noise to data, so a few "
+                               "Euler steps follow it.",
+                         "zh": "流匹配学习从噪声到数据的直线路径上的速度，几步欧拉积分即可沿路径生成。"},
+                smallest={"denoiser": TINY_UNET, "sampling_steps": 3},
+                model_config_help='{"sampling_steps": 8, "denoiser": {...}}')

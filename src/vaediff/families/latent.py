@@ -19,10 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vaediff.constants import FLOW_SAMPLERS, SAMPLERS
 from vaediff.data import MNIST_SHAPE, Dataset, DataShape, ImageSplit
 from vaediff.errors import AlreadyFinished, ConfigError, RunError
-from vaediff.families.base import Family, LikelihoodSettings, TrainingPlan
+from vaediff.families.base import Family, LikelihoodSettings, Option, TrainingPlan, TrainingRequest
 from vaediff.families.diffusion import (
+    STEPS_CURVE,
     TINY_UNET,
     DiffusionRun,
     load_denoiser,
@@ -288,12 +290,12 @@ def _stage_one(run_dir: Path, dataset: Dataset, config: AutoencoderStage, train_
     return autoencoder, scale
 
 
-def prepare_autoencoder(run_dir: Path, dataset: Dataset, model_config: AutoencoderStage, train_config: TrainConfig,
-                        resume: bool, options: dict, progress: bool,
-                        name: str) -> tuple[LatentAutoencoder, float, TrainConfig]:
+def prepare_autoencoder(request: TrainingRequest, name: str) -> tuple[LatentAutoencoder, float, TrainConfig]:
     """Stage one (trained here, or a reused run's autoencoder copied in): the autoencoder, its scaling
     factor, and stage two's train config (the rest of a --minutes budget)."""
-    reuse = options.get("autoencoder")
+    run_dir, dataset, model_config = request.run_dir, request.dataset, request.model_config
+    train_config, resume, progress = request.train_config, request.resume, request.progress
+    reuse = request.options.get("autoencoder")
     if reuse:
         source = _autoencoder_dir(Path(reuse))
         autoencoder, scale = load_autoencoder(model_config.autoencoder, source)
@@ -311,23 +313,20 @@ def prepare_autoencoder(run_dir: Path, dataset: Dataset, model_config: Autoencod
     return autoencoder, scale, train_config
 
 
-def training_plan(run_dir: Path, dataset: Dataset, model_config: LatentDiffusionConfig, train_config: TrainConfig,
-                  resume: bool, options: dict, progress: bool) -> TrainingPlan:
-    autoencoder, scale, denoiser_config = prepare_autoencoder(run_dir, dataset, model_config, train_config, resume,
-                                                              options, progress, "latent diffusion")
+def training_plan(request: TrainingRequest) -> TrainingPlan:
+    model_config = request.model_config
+    autoencoder, scale, denoiser_config = prepare_autoencoder(request, "latent diffusion")
     return TrainingPlan(LatentDiffusionObjective(model_config.denoiser, autoencoder, scale),
                         partial(ClassConditionalUNet, model_config.denoiser), save_denoiser, denoiser_config,
-                        f"latent diffusion 2/2: denoiser on {dataset.name}")
+                        f"latent diffusion 2/2: denoiser on {request.dataset.name}")
 
 
-def flow_training_plan(run_dir: Path, dataset: Dataset, model_config: LatentFlowConfig, train_config: TrainConfig,
-                       resume: bool, options: dict, progress: bool) -> TrainingPlan:
-    autoencoder, scale, flow_config = prepare_autoencoder(run_dir, dataset, model_config, train_config, resume,
-                                                          options, progress, "latent flow")
-    flow = model_config.flow
+def flow_training_plan(request: TrainingRequest) -> TrainingPlan:
+    autoencoder, scale, flow_config = prepare_autoencoder(request, "latent flow")
+    flow = request.model_config.flow
     return TrainingPlan(LatentFlowObjective(flow.denoiser, autoencoder, scale, flow.logit_mean, flow.logit_std),
                         partial(ClassConditionalUNet, flow.denoiser), save_flow, flow_config,
-                        f"latent flow 2/2: velocity field on {dataset.name}")
+                        f"latent flow 2/2: velocity field on {request.dataset.name}")
 
 
 def _reused_autoencoder_config(path: Path) -> AutoencoderConfig:
@@ -358,9 +357,23 @@ def _copy_autoencoder(source: Path, target: Path) -> None:
 
 TINY_AUTOENCODER = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4}
 TINY_DENOISER = {**TINY_UNET, "block_out_channels": [16]}
-FAMILY = Family(LatentDiffusionConfig, build_model_config, recipe, training_plan, LatentDiffusionRun.load,
-                write_run_figures, options={"autoencoder": None},
-                smallest={"autoencoder": TINY_AUTOENCODER, "denoiser": {**TINY_DENOISER, "num_train_timesteps": 100}})
-FLOW_FAMILY = Family(LatentFlowConfig, build_model_config, recipe, flow_training_plan, LatentFlowRun.load,
-                     write_flow_figures, options={"autoencoder": None},
-                     smallest={"autoencoder": TINY_AUTOENCODER, "flow": {"denoiser": TINY_DENOISER, "sampling_steps": 3}})
+REUSE = Option("autoencoder", None, "reuse the autoencoder of this latent-diffusion or latent-flow run instead of "
+               "training one", metavar="RUN")
+FAMILY = Family(config_class=LatentDiffusionConfig, build_config=build_model_config, recipe=recipe, plan=training_plan,
+                load=LatentDiffusionRun.load, figures=write_run_figures, options=(REUSE,), samplers=SAMPLERS,
+                share=0.32, fixed_steps=334, curve_steps=STEPS_CURVE,  # fixed_steps: each of its two stages
+                summary={"en": "Latent diffusion runs the same process on a latent a quarter of the image's side, so "
+                               "each pass is cheaper, and its quality is bounded by its autoencoder (reconstruction "
+                               "FID {recon}).",
+                         "zh": "潜空间扩散在边长为图像四分之一的潜变量上运行同样的过程，每次计算更便宜，其质量受自编码器限制"
+                               "（重建 FID {recon}）。"},
+                smallest={"autoencoder": TINY_AUTOENCODER, "denoiser": {**TINY_DENOISER, "num_train_timesteps": 100}},
+                model_config_help='{"autoencoder": {...}, "denoiser": {...}}')
+FLOW_FAMILY = Family(config_class=LatentFlowConfig, build_config=build_model_config, recipe=recipe,
+                     plan=flow_training_plan, load=LatentFlowRun.load, figures=write_flow_figures, options=(REUSE,),
+                     samplers=FLOW_SAMPLERS, curve_steps=STEPS_CURVE,
+                     summary={"en": "Latent flow follows flow matching's straight path on the same kind of latent "
+                                    "(reconstruction FID {recon}).",
+                              "zh": "潜空间流匹配在同样的潜变量上沿流匹配的直线路径生成（重建 FID {recon}）。"},
+                     smallest={"autoencoder": TINY_AUTOENCODER, "flow": {"denoiser": TINY_DENOISER, "sampling_steps": 3}},
+                     model_config_help='{"autoencoder": {...}, "flow": {...}}')

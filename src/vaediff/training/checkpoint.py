@@ -45,8 +45,12 @@ def _optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(path: Path, module: nn.Module, optimizer, scheduler, ema, state: TrainState) -> None:
+def save_checkpoint(path: Path, module: nn.Module, optimizer, scheduler, ema, state: TrainState,
+                    extra_state: nn.Module | None = None) -> None:
+    """`extra_state`: a family's own module (a target network, a cache), saved under "extra."."""
     tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
+    if extra_state is not None:
+        tensors.update({f"extra.{k}": v.detach().contiguous() for k, v in extra_state.state_dict().items()})
     optim_tensors, optim_meta = _optimizer_to_flat(optimizer.state_dict())
     tensors.update(optim_tensors)
     ema_meta = None
@@ -65,13 +69,16 @@ def save_checkpoint(path: Path, module: nn.Module, optimizer, scheduler, ema, st
     atomic_save_safetensors(tensors, path, metadata)
 
 
-def load_checkpoint(path: Path, module: nn.Module, optimizer, scheduler, ema) -> TrainState:
+def load_checkpoint(path: Path, module: nn.Module, optimizer, scheduler, ema,
+                    extra_state: nn.Module | None = None) -> TrainState:
     tensors = load_safetensors(path)
     with safe_open(str(path), "pt") as handle:
         metadata = handle.metadata() or {}
     try:
         state = TrainState(**json.loads(metadata["state"]))
         module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        if extra_state is not None:
+            extra_state.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
         optimizer.load_state_dict(_optimizer_from_flat(tensors, json.loads(metadata["optimizer"])))
         scheduler_state = json.loads(metadata["scheduler"])
         scheduler.load_state_dict({**scheduler.state_dict(), **scheduler_state})

@@ -56,17 +56,20 @@ from vaediff.training.processes import StopSignals, agree, force_cpu, is_main_pr
 def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: Dataset, config: TrainConfig,
           run_dir: str | Path, resume: bool = False, export: Export | None = None,
           ema_factory: Callable[[nn.Module], object] | None = None, title: str = "training",
-          plot_every_s: float = 10.0, progress: bool = True) -> TrainState:
+          plot_every_s: float = 10.0, progress: bool = True,
+          after_step: Callable[[nn.Module, int], None] | None = None, extra_state: nn.Module | None = None) -> TrainState:
     """Train the model `build_model()` makes on `dataset.train` with `objective`, writing loss.csv/png and
     checkpoints into run_dir; `export(module, run_dir)` writes the weights at every checkpoint and at the
     end (the EMA average when `config.ema_decay` is set). The model is built after seeding, so its initial
-    weights follow the seed. Returns the final TrainState."""
+    weights follow the seed. `after_step(model, steps_done)` runs after each optimizer step (the family's
+    hook: families.base.TrainingPlan); `extra_state`'s state_dict is saved in every checkpoint and loaded
+    back on resume. Returns the final TrainState."""
     run_dir = Path(run_dir)
     if is_main_process():
         remove_stale_files(run_dir)
     wait_for_everyone()
     session = Session.start(objective, build_model, dataset, config, run_dir, resume, export,
-                            ema_factory or default_ema(config), title, plot_every_s, progress)
+                            ema_factory or default_ema(config), title, plot_every_s, progress, after_step, extra_state)
     state, accelerator = session.state, session.accelerator
     session.module.train()
     with StopSignals() as signals:
@@ -148,6 +151,8 @@ def after_optimizer_step(session: Session, loss: torch.Tensor) -> None:
     if session.ema is not None:
         session.ema.step(session.unwrapped.parameters())
     state.step += 1
+    if session.after_step is not None:
+        session.after_step(session.unwrapped, state.step)
     session.bar.update(1)
     session.bar.set_postfix(loss=f"{float(loss.detach()):.4g}", epoch=state.epoch + 1, refresh=False)
     session.fix_horizon()
@@ -173,13 +178,15 @@ class Session:
     loader: object
     sampler: object
     rows: slice                # this process's rows of each micro-batch
+    after_step: Callable[[nn.Module, int], None] | None = None
+    extra_state: nn.Module | None = None
     state: TrainState | None = None
     log: LossLog | None = None
     bar: object = None
 
     @classmethod
     def start(cls, objective, build_model, dataset, config, run_dir, resume, export, ema_factory, title,
-              plot_every_s, progress) -> Session:
+              plot_every_s, progress, after_step=None, extra_state=None) -> Session:
         from accelerate import Accelerator  # a second to import; `vaediff --help` must not pay it
         from accelerate.utils import DataLoaderConfiguration
 
@@ -206,7 +213,7 @@ class Session:
         shard = micro_batch // world
         rows = slice(shard * accelerator.process_index, shard * (accelerator.process_index + 1))
         session = cls(objective, dataset, config, run_dir, title, export, accelerator, module, unwrapped, optimizer,
-                      scheduler, schedule, ema, loader, sampler, rows)
+                      scheduler, schedule, ema, loader, sampler, rows, after_step, extra_state)
         session.begin(resume, plot_every_s, progress)
         return session
 
@@ -238,7 +245,8 @@ class Session:
         first one), training starts from step 0; limits other than the checkpoint's give a new horizon."""
         state, config = TrainState(), self.config
         if resume and self.checkpoint_path.is_file():
-            state = load_checkpoint(self.checkpoint_path, self.unwrapped, self.optimizer, self.scheduler, self.ema)
+            state = load_checkpoint(self.checkpoint_path, self.unwrapped, self.optimizer, self.scheduler, self.ema,
+                                    self.extra_state)
             state.finished = False
         elif resume and self.accelerator.is_main_process:
             notice(f"{self.run_dir}: no checkpoint yet (the run stopped before its first one); starting from step 0")
@@ -288,7 +296,8 @@ class Session:
         """Resume state and exported weights, both atomic, written by the main process only."""
         self.state.elapsed_s = self.elapsed()
         if self.accelerator.is_main_process:
-            save_checkpoint(self.checkpoint_path, self.unwrapped, self.optimizer, self.scheduler, self.ema, self.state)
+            save_checkpoint(self.checkpoint_path, self.unwrapped, self.optimizer, self.scheduler, self.ema, self.state,
+                            self.extra_state)
             export_weights(self.export, self.unwrapped, self.ema, self.run_dir)
         self.accelerator.wait_for_everyone()
         self.last_checkpoint = (self.state.step, time.perf_counter())

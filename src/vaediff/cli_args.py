@@ -165,4 +165,4 @@ def add_family_flags(parser: argparse.ArgumentParser, families: dict) -> None:
             group.add_argument(option.flag, dest=name, action="store_true", help=option.help)
         else:
             group.add_argument(option.flag, dest=name, choices=option.choices, metavar=option.metavar,
-                               help=option.help)
+                               type=option.type, help=option.help)

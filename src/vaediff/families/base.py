@@ -73,6 +73,7 @@ class Option:
     choices: tuple | None = None
     switch: bool = False            # a flag without a value: on when given
     metavar: str | None = None
+    type: Callable[[str], Any] | None = None  # what argparse makes of the value (default: the text)
 
     @property
     def flag(self) -> str:

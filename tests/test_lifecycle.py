@@ -20,6 +20,7 @@ from conftest import visible_lines
 
 from vaediff.cli import main
 from vaediff.families.latent import AUTOENCODER_DIR, AUTOENCODER_WEIGHTS, STAGE_ONE_DONE
+from vaediff.objectives.vae import AutoencoderObjective
 from vaediff.runs import load_safetensors
 from vaediff.training import CHECKPOINT_FILE, loop
 
@@ -44,15 +45,18 @@ class Killed(BaseException):
 
 
 def kill_at(monkeypatch, step: int, stage: str = "") -> None:
-    """Stop the next training session whose title contains `stage` right after optimizer step `step`."""
-    original = loop.after_optimizer_step
+    """Stop the next training session of `stage` ("1/2": a latent run's autoencoder, "2/2": its second
+    stage, "": any) right after optimizer step `step` is applied, before anything of it is written."""
+    original = loop.forward_backward
 
-    def stopped(session, loss):
-        original(session, loss)
-        if stage in session.title and session.state.step >= step:
+    def stopped(parts, objective, config, state, *args):
+        result = original(parts, objective, config, state, *args)
+        in_stage = not stage or (stage == "1/2") == isinstance(objective, AutoencoderObjective)
+        if in_stage and parts.accelerator.sync_gradients and state.step + 1 >= step:
             raise Killed
+        return result
 
-    monkeypatch.setattr(loop, "after_optimizer_step", stopped)
+    monkeypatch.setattr(loop, "forward_backward", stopped)
 
 
 def kill_before_first_step(monkeypatch) -> None:

@@ -18,7 +18,7 @@ def recipes():
         for values in itertools.product(*(family.variants[n] for n in names)):
             flags = [item for name, value in zip(names, values, strict=True) for item in (f"--{name}", value)]
             suffix = "".join(f"-{value}" for name, value in zip(names, values, strict=True)
-                             if value != family.options.get(name))  # the default recipe keeps the bare name
+                             if value != family.defaults().get(name))  # the default recipe keeps the bare name
             yield model_type + suffix, model_type, flags
 
 

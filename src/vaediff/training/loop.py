@@ -1,7 +1,10 @@
 """The one training loop every model shares, on Hugging Face Accelerate.
 
-`train` reads top to bottom: set up, then epochs of steps, with rows of the loss history and checkpoints
-in between. Three properties hold by construction:
+`train` reads top to bottom, nanoGPT's train.py as the model: prepare (Accelerate: model, optimizer,
+schedule, batches, EMA), the starting state (fresh or the checkpoint's), then epochs of steps, each step
+`forward_backward` then `finish_optimizer_step`, with rows of the loss history and checkpoints in between.
+The parts it calls are named after what they do: `Prepared`, `Clock` (time, budget, the schedule's
+horizon), `Checkpointer` (where a run starts, when to save, saving). Three properties hold by construction:
 
 * Reproducible and resumable without hidden RNG state: the data order of epoch e depends only on
   (seed, e), and every random draw of step s (noise, timesteps, label dropout) comes from a generator
@@ -65,77 +68,100 @@ def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: D
     hook: families.base.TrainingPlan); `extra_state`'s state_dict is saved in every checkpoint and loaded
     back on resume. Returns the final TrainState."""
     run_dir = Path(run_dir)
-    if is_main_process():
-        remove_stale_files(run_dir)
-    wait_for_everyone()
-    session = Session.start(objective, build_model, dataset, config, run_dir, resume, export,
-                            ema_factory or default_ema(config), title, plot_every_s, progress, after_step, extra_state)
-    state, accelerator = session.state, session.accelerator
-    session.module.train()
+    parts = prepare(build_model, dataset, config, ema_factory or default_ema(config), run_dir)
+    count_plan = plan_from_counts(len(dataset.train), config)  # the steps epochs or --max-steps give
+    checkpoint = Checkpointer(run_dir, parts, export, extra_state, config)
+    state = checkpoint.starting_state(resume, count_plan)
+    clock = Clock(config, state, count_plan, parts.schedule)
+    log = LossLog(run_dir, objective, parts.unwrapped, dataset.test, config, parts.accelerator.device,
+                  steps_per_epoch(len(dataset.train), config), clock.elapsed, title, plot_every_s, is_main_process())
+    log.write_files(state, write_plot=True)  # rows a killed session wrote past its checkpoint go
+    bar = progress_bar(total=state.planned_steps, initial=state.step, desc=title, unit="step",
+                       enabled=is_main_process() and progress)
+    parts.module.train()
     with StopSignals() as signals:
         stop = None
         while stop is None:
-            session.loader.set_epoch(state.epoch)  # Accelerate's counter and our sampler agree on the epoch
-            session.sampler.set_epoch(state.epoch)
-            session.sampler.start_at(state.batch_in_epoch)
-            for images, labels in session.loader:
-                loss, signalled, out_of_time = forward_backward(session, images, labels, signals)
-                if not accelerator.sync_gradients:
+            for images, labels in epoch_batches(parts, state):
+                loss, signalled, out_of_time = forward_backward(parts, objective, config, state, images, labels,
+                                                                signals.received is not None, clock)
+                if not parts.accelerator.sync_gradients:
                     continue  # a micro-batch of gradient accumulation: no optimizer step yet
-                after_optimizer_step(session, loss)
+                finish_optimizer_step(parts, state, after_step)
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss.detach()):.4g}", epoch=state.epoch + 1, refresh=False)
+                clock.fix_horizon(state, bar)  # --minutes: the schedule's length, once the speed is measured
                 done = state.planned_steps is not None and state.step >= state.planned_steps
                 stop = "signal" if signalled else "time" if out_of_time else "done" if done else None
                 if stop:
                     break
-                if session.log.due():
-                    session.log.record(state, write_plot=False)
-                if session.checkpoint_due():
-                    session.checkpoint()
+                if log.due():
+                    log.record(state, write_plot=False)
+                if checkpoint.due(state):
+                    checkpoint.save(state, clock.elapsed())
             else:  # the epoch ran to its end
                 state.epoch += 1
                 state.batch_in_epoch = 0
-                if session.log.cheap():
-                    session.log.record(state, write_plot=False)
-        session.bar.close()
+                if log.cheap():
+                    log.record(state, write_plot=False)
+        bar.close()
         if stop == "signal":
-            session.checkpoint()
+            checkpoint.save(state, clock.elapsed())
             name = signal.Signals(signals.received).name
-            raise Interrupted(f"{name} at step {state.step}: checkpoint saved in {session.checkpoint_path}; "
+            raise Interrupted(f"{name} at step {state.step}: checkpoint saved in {checkpoint.path}; "
                               f"continue with the same command plus --resume", signals.received)
         state.finished = True
-        session.log.record(state, write_plot=True)
-        session.checkpoint()
+        log.record(state, write_plot=True)
+        checkpoint.save(state, clock.elapsed())
     return state
 
 
-def forward_backward(session: Session, images: torch.Tensor, labels: torch.Tensor,
-                     signals: StopSignals) -> tuple[torch.Tensor, bool, bool]:
-    """Forward, backward and (on the last micro-batch) the optimizer step; returns the loss and the
+def finish_optimizer_step(parts: Prepared, state: TrainState, after_step: Callable[[nn.Module, int], None] | None) -> None:
+    """After each optimizer step: the learning-rate schedule, the moving average, the count, the family's hook."""
+    parts.scheduler.step()
+    if parts.ema is not None:
+        parts.ema.step(parts.unwrapped.parameters())
+    state.step += 1
+    if after_step is not None:
+        after_step(parts.unwrapped, state.step)
+
+
+def epoch_batches(parts: Prepared, state: TrainState):
+    """The current epoch's batches, from where a resumed run stopped (the order depends on (seed, epoch))."""
+    parts.loader.set_epoch(state.epoch)  # Accelerate's counter and our sampler agree on the epoch
+    parts.sampler.set_epoch(state.epoch)
+    parts.sampler.start_at(state.batch_in_epoch)
+    return parts.loader
+
+
+def forward_backward(parts: Prepared, objective: Objective, config: TrainConfig, state: TrainState,
+                     images: torch.Tensor, labels: torch.Tensor, signalled: bool,
+                     clock: Clock) -> tuple[torch.Tensor, bool, bool]:
+    """Forward, backward and (on the last micro-batch) the clipped optimizer step; returns the loss and the
     flags every process agreed on: signalled, out of time. A non-finite loss raises before the update."""
-    accelerator, state, config = session.accelerator, session.state, session.config
-    with accelerator.accumulate(session.module):
+    accelerator = parts.accelerator
+    with accelerator.accumulate(parts.module):
         progress = state.step / state.planned_steps if state.planned_steps else 0.0
         # Drawn for the optimizer step's whole batch (every micro-batch, every process) from (seed, step);
         # each micro-batch of each process keeps its own rows, so N processes and K accumulation steps
         # draw exactly what one process taking the full batch at once would.
         micro = len(images) * accelerator.num_processes
         offset = (state.micro_step % config.grad_accum) * micro
-        rows = slice(offset + session.rows.start, offset + session.rows.stop)
+        rows = slice(offset + parts.rows.start, offset + parts.rows.stop)
         draw = BatchRandom(config.seed, state.step, micro * config.grad_accum, rows, accelerator.device, progress)
-        terms = session.objective.losses(session.module, images, labels, draw)
+        terms = objective.losses(parts.module, images, labels, draw)
         loss = terms["loss"]
         # Backward even when the loss is bad: in multi-process runs every process must join the
         # gradient all-reduce. A bad step is never applied (we raise below, before the update).
         accelerator.backward(loss)
-        bad, signalled, out_of_time = agree(accelerator, not bool(torch.isfinite(loss.detach())),
-                                            signals.received is not None,
-                                            session.elapsed() >= session.budget_s and accelerator.sync_gradients)
+        bad, signalled, out_of_time = agree(accelerator, not bool(torch.isfinite(loss.detach())), signalled,
+                                            clock.out_of_time() and accelerator.sync_gradients)
         if bad:
-            raise diverged(state, terms, session.checkpoint_path)
+            raise diverged(state, terms, parts.run_dir / CHECKPOINT_FILE)
         if accelerator.sync_gradients and config.grad_clip:
-            accelerator.clip_grad_norm_(session.module.parameters(), config.grad_clip)
-        session.optimizer.step()
-        session.optimizer.zero_grad(set_to_none=True)
+            accelerator.clip_grad_norm_(parts.module.parameters(), config.grad_clip)
+        parts.optimizer.step()
+        parts.optimizer.zero_grad(set_to_none=True)
     state.micro_step += 1
     state.batch_in_epoch += 1
     for name, value in terms.items():
@@ -144,135 +170,71 @@ def forward_backward(session: Session, images: torch.Tensor, labels: torch.Tenso
     return loss, signalled, out_of_time
 
 
-def after_optimizer_step(session: Session, loss: torch.Tensor) -> None:
-    """Learning-rate schedule, moving average, counters, progress bar; with --minutes, the horizon."""
-    state = session.state
-    session.scheduler.step()
-    if session.ema is not None:
-        session.ema.step(session.unwrapped.parameters())
-    state.step += 1
-    if session.after_step is not None:
-        session.after_step(session.unwrapped, state.step)
-    session.bar.update(1)
-    session.bar.set_postfix(loss=f"{float(loss.detach()):.4g}", epoch=state.epoch + 1, refresh=False)
-    session.fix_horizon()
-
-
 @dataclass
-class Session:
-    """One training session: what Accelerate prepared, the state, and the clocks of rows and checkpoints."""
+class Prepared:
+    """What Accelerate prepared for training: the model (wrapped for several processes, and not), the
+    optimizer and its schedule, the moving average, the batches and this process's rows of each."""
 
-    objective: Objective
-    dataset: Dataset
-    config: TrainConfig
-    run_dir: Path
-    title: str
-    export: Export | None
     accelerator: object
-    module: nn.Module          # as prepared (wrapped for multi-process)
+    module: nn.Module
     unwrapped: nn.Module
     optimizer: object
-    scheduler: object
+    scheduler: object          # torch's LambdaLR over `schedule`
     schedule: WarmupCosine
     ema: object
     loader: object
     sampler: object
-    rows: slice                # this process's rows of each micro-batch
-    after_step: Callable[[nn.Module, int], None] | None = None
-    extra_state: nn.Module | None = None
-    state: TrainState | None = None
-    log: LossLog | None = None
-    bar: object = None
+    rows: slice
+    run_dir: Path
 
-    @classmethod
-    def start(cls, objective, build_model, dataset, config, run_dir, resume, export, ema_factory, title,
-              plot_every_s, progress, after_step=None, extra_state=None) -> Session:
-        from accelerate import Accelerator  # a second to import; `vaediff --help` must not pay it
-        from accelerate.utils import DataLoaderConfiguration
 
-        accelerator = Accelerator(
-            cpu=force_cpu(), mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
-            dataloader_config=DataLoaderConfiguration(split_batches=True),
-            step_scheduler_with_optimizer=False,  # we step it ourselves, once per optimizer step
-        )
-        world, micro_batch = accelerator.num_processes, config.batch_size // config.grad_accum
-        if micro_batch % world:
-            raise ConfigError(f"batch size {config.batch_size} / grad-accum {config.grad_accum} = {micro_batch} "
-                              f"images per micro-batch cannot be split evenly between {world} processes")
-        torch.manual_seed(config.seed)  # the initial weights are the only draws from the global generator
-        module = build_model()
-        loader = batch_loader(dataset.train, micro_batch, seed=config.seed, shuffle=True, drop_last=True)
-        sampler = loader.batch_sampler
-        optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                      foreach=True)
-        schedule = WarmupCosine(config.warmup_steps, config.lr_schedule == "cosine")
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        module, optimizer, loader, scheduler = accelerator.prepare(module, optimizer, loader, scheduler)
-        unwrapped = accelerator.unwrap_model(module)
-        ema = ema_factory(unwrapped) if config.ema_decay else None
-        shard = micro_batch // world
-        rows = slice(shard * accelerator.process_index, shard * (accelerator.process_index + 1))
-        session = cls(objective, dataset, config, run_dir, title, export, accelerator, module, unwrapped, optimizer,
-                      scheduler, schedule, ema, loader, sampler, rows, after_step, extra_state)
-        session.begin(resume, plot_every_s, progress)
-        return session
+def prepare(build_model: Callable[[], nn.Module], dataset: Dataset, config: TrainConfig,
+            ema_factory: Callable[[nn.Module], object], run_dir: Path) -> Prepared:
+    from accelerate import Accelerator  # a second to import; `vaediff --help` must not pay it
+    from accelerate.utils import DataLoaderConfiguration
 
-    def begin(self, resume: bool, plot_every_s: float, progress: bool) -> None:
-        """The state (fresh or the checkpoint's), its horizon, the clocks, the loss log and the bar."""
-        self.state = self.initial_state(resume)
-        self.budget_s = self.config.minutes * 60 if self.config.minutes is not None else math.inf
-        self.session_start, self.elapsed_at_start = time.perf_counter(), self.state.elapsed_s
+    accelerator = Accelerator(
+        cpu=force_cpu(), mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        step_scheduler_with_optimizer=False,  # we step it ourselves, once per optimizer step
+    )
+    world, micro_batch = accelerator.num_processes, config.batch_size // config.grad_accum
+    if micro_batch % world:
+        raise ConfigError(f"batch size {config.batch_size} / grad-accum {config.grad_accum} = {micro_batch} "
+                          f"images per micro-batch cannot be split evenly between {world} processes")
+    torch.manual_seed(config.seed)  # the initial weights are the only draws from the global generator
+    module = build_model()
+    loader = batch_loader(dataset.train, micro_batch, seed=config.seed, shuffle=True, drop_last=True)
+    sampler = loader.batch_sampler
+    optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    schedule = WarmupCosine(config.warmup_steps, config.lr_schedule == "cosine")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    module, optimizer, loader, scheduler = accelerator.prepare(module, optimizer, loader, scheduler)
+    unwrapped = accelerator.unwrap_model(module)
+    ema = ema_factory(unwrapped) if config.ema_decay else None
+    shard = micro_batch // world
+    rows = slice(shard * accelerator.process_index, shard * (accelerator.process_index + 1))
+    return Prepared(accelerator, module, unwrapped, optimizer, scheduler, schedule, ema, loader, sampler, rows, run_dir)
+
+
+class Clock:
+    """Training time over all sessions of a run, the --minutes budget, and the schedule's horizon."""
+
+    def __init__(self, config: TrainConfig, state: TrainState, count_plan: int | None, schedule: WarmupCosine):
+        self.config, self.count_plan, self.schedule = config, count_plan, schedule
+        self.budget_s = config.minutes * 60 if config.minutes is not None else math.inf
+        self.started, self.elapsed_before = time.perf_counter(), state.elapsed_s
         self.probe: tuple[int, float] | None = None
-        self.last_checkpoint = (self.state.step, time.perf_counter())
-        is_main = self.accelerator.is_main_process
-        self.log = LossLog(self.run_dir, self.objective, self.unwrapped, self.dataset.test, self.config,
-                           self.accelerator.device, steps_per_epoch(len(self.dataset.train), self.config),
-                           self.elapsed, self.title, plot_every_s, is_main)
-        self.log.write_files(self.state, write_plot=True)  # rows a killed session wrote past its checkpoint go
-        self.bar = progress_bar(total=self.state.planned_steps, initial=self.state.step, desc=self.title,
-                                unit="step", enabled=is_main and progress)
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.run_dir / CHECKPOINT_FILE
 
     def elapsed(self) -> float:
-        """Training seconds so far, over all sessions of the run."""
-        return self.elapsed_at_start + time.perf_counter() - self.session_start
+        return self.elapsed_before + time.perf_counter() - self.started
 
-    def initial_state(self, resume: bool) -> TrainState:
-        """A fresh state, or the checkpoint's. With --resume and no checkpoint yet (stopped before the
-        first one), training starts from step 0; limits other than the checkpoint's give a new horizon."""
-        state, config = TrainState(), self.config
-        if resume and self.checkpoint_path.is_file():
-            state = load_checkpoint(self.checkpoint_path, self.unwrapped, self.optimizer, self.scheduler, self.ema,
-                                    self.extra_state)
-            state.finished = False
-        elif resume and self.accelerator.is_main_process:
-            notice(f"{self.run_dir}: no checkpoint yet (the run stopped before its first one); starting from step 0")
-        self.count_plan = plan_from_counts(len(self.dataset.train), config)
-        limits = training_limits(config)
-        if state.limits is not None and state.limits != limits:
-            state.planned_steps = self.count_plan
-            if config.minutes is not None and state.step > 0 and state.elapsed_s > 0:
-                state.planned_steps = plan_for_time_left(state.step, state.elapsed_s, state.elapsed_s / state.step,
-                                                         config, self.count_plan)
-        elif state.planned_steps is None or config.minutes is None:
-            state.planned_steps = self.count_plan
-        self.schedule.total = state.planned_steps
-        if state.planned_steps is not None and state.step >= state.planned_steps:
-            raise AlreadyFinished(f"{self.run_dir} is already at step {state.step} ({describe_limits(limits)} is "
-                                  f"{state.planned_steps} steps): nothing to do, nothing changed")
-        if config.minutes is not None and state.elapsed_s >= config.minutes * 60:
-            raise AlreadyFinished(f"{self.run_dir} has already trained {state.elapsed_s / 60:.2f} minutes "
-                                  f"({describe_limits(limits)}): nothing to do, nothing changed")
-        state.limits = limits
-        return state
+    def out_of_time(self) -> bool:
+        return self.elapsed() >= self.budget_s
 
-    def fix_horizon(self) -> None:
+    def fix_horizon(self, state: TrainState, bar) -> None:
         """With --minutes, the cosine schedule needs a length: measure 15 steps (after 5 warm-up steps)
         and plan as many as fit in the budget. Done once; the plan is kept in the checkpoint."""
-        state = self.state
         if self.config.minutes is None or state.planned_steps != self.count_plan:
             return
         if self.probe is None:
@@ -284,23 +246,66 @@ class Session:
             state.planned_steps = plan_for_time_left(state.step, self.elapsed(), seconds_per_step, self.config,
                                                      self.count_plan)
             self.schedule.total = state.planned_steps
-            self.bar.total = state.planned_steps
-            self.bar.refresh()
+            bar.total = state.planned_steps
+            bar.refresh()
 
-    def checkpoint_due(self) -> bool:
+
+class Checkpointer:
+    """The run's checkpoint: the state a run starts from (fresh, or the checkpoint's), when the next is due,
+    and writing one (resume state and exported weights, both atomic, by the main process only)."""
+
+    def __init__(self, run_dir: Path, parts: Prepared, export: Export | None, extra_state: nn.Module | None,
+                 config: TrainConfig):
+        self.run_dir, self.parts, self.export, self.extra_state, self.config = run_dir, parts, export, extra_state, config
+        self.path = run_dir / CHECKPOINT_FILE
+        if is_main_process():
+            remove_stale_files(run_dir)  # half-written files of a killed session are never read
+        wait_for_everyone()
+        self.last = (0, time.perf_counter())
+
+    def starting_state(self, resume: bool, count_plan: int | None) -> TrainState:
+        """A fresh state, or the checkpoint's. With --resume and no checkpoint yet (stopped before the
+        first one), training starts from step 0; limits other than the checkpoint's give a new horizon."""
+        state, config, parts = TrainState(), self.config, self.parts
+        if resume and self.path.is_file():
+            state = load_checkpoint(self.path, parts.unwrapped, parts.optimizer, parts.scheduler, parts.ema,
+                                    self.extra_state)
+            state.finished = False
+        elif resume and is_main_process():
+            notice(f"{self.run_dir}: no checkpoint yet (the run stopped before its first one); starting from step 0")
+        limits = training_limits(config)
+        if state.limits is not None and state.limits != limits:
+            state.planned_steps = count_plan
+            if config.minutes is not None and state.step > 0 and state.elapsed_s > 0:
+                state.planned_steps = plan_for_time_left(state.step, state.elapsed_s, state.elapsed_s / state.step,
+                                                         config, count_plan)
+        elif state.planned_steps is None or config.minutes is None:
+            state.planned_steps = count_plan
+        parts.schedule.total = state.planned_steps
+        if state.planned_steps is not None and state.step >= state.planned_steps:
+            raise AlreadyFinished(f"{self.run_dir} is already at step {state.step} ({describe_limits(limits)} is "
+                                  f"{state.planned_steps} steps): nothing to do, nothing changed")
+        if config.minutes is not None and state.elapsed_s >= config.minutes * 60:
+            raise AlreadyFinished(f"{self.run_dir} has already trained {state.elapsed_s / 60:.2f} minutes "
+                                  f"({describe_limits(limits)}): nothing to do, nothing changed")
+        state.limits = limits
+        self.last = (state.step, time.perf_counter())
+        return state
+
+    def due(self, state: TrainState) -> bool:
         if self.config.checkpoint_every:
-            return self.state.step - self.last_checkpoint[0] >= self.config.checkpoint_every
-        return time.perf_counter() - self.last_checkpoint[1] >= self.config.checkpoint_minutes * 60
+            return state.step - self.last[0] >= self.config.checkpoint_every
+        return time.perf_counter() - self.last[1] >= self.config.checkpoint_minutes * 60
 
-    def checkpoint(self) -> None:
-        """Resume state and exported weights, both atomic, written by the main process only."""
-        self.state.elapsed_s = self.elapsed()
-        if self.accelerator.is_main_process:
-            save_checkpoint(self.checkpoint_path, self.unwrapped, self.optimizer, self.scheduler, self.ema, self.state,
+    def save(self, state: TrainState, elapsed_s: float) -> None:
+        parts = self.parts
+        state.elapsed_s = elapsed_s
+        if is_main_process():
+            save_checkpoint(self.path, parts.unwrapped, parts.optimizer, parts.scheduler, parts.ema, state,
                             self.extra_state)
-            export_weights(self.export, self.unwrapped, self.ema, self.run_dir)
-        self.accelerator.wait_for_everyone()
-        self.last_checkpoint = (self.state.step, time.perf_counter())
+            export_weights(self.export, parts.unwrapped, parts.ema, self.run_dir)
+        parts.accelerator.wait_for_everyone()
+        self.last = (state.step, time.perf_counter())
 
 
 def diverged(state: TrainState, terms: dict[str, torch.Tensor], checkpoint_path: Path) -> TrainingDiverged:

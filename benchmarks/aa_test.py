@@ -1,7 +1,7 @@
 """An A/A test of the report's verdicts: how often does it call one of two seeds of the same recipe clearly
 better?
 
-    uv run python benchmarks/aa_test.py [--seeds 4] [--samples 1000] [--keep DIR]
+    uv run python -m benchmarks.aa_test [--seeds 4] [--samples 1000] [--keep DIR]
 
 Trains each recipe (fixed optimizer steps, only `--seed` differs) with `--seeds` seeds on mnist-5k and
 evaluates every run on `--samples` samples, then compares runs of the same recipe, where every difference
@@ -27,10 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from run import cpu_description  # noqa: E402
+from benchmarks.harness import RESULTS, cpu_description
 
-RESULTS = Path(__file__).parent / "results"
 # (model type, optimizer steps): the issue's recipes, at the step counts a few-minute study trains
 RECIPES = (("diffusion", 700), ("flow", 700), ("cvae", 2000))
 METRICS = ("fid", "kid", "precision", "recall", "density", "coverage", "is", "class_accuracy")

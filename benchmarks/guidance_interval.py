@@ -1,6 +1,6 @@
 """Guidance scale and guidance interval on one trained diffusion or latent-diffusion run.
 
-    uv run python benchmarks/guidance_interval.py RUN [--samples 1000] [--steps 10]
+    uv run python -m benchmarks.guidance_interval RUN [--samples 1000] [--steps 10]
         [--plan 2:0:1,3:0.1:0.7,...]
 
 Each point of the plan (guidance:lo:hi) draws the same samples (seed 0, classes 0..9 in turn) with the

@@ -1,7 +1,7 @@
 """Stage one of latent diffusion with and without its patch critic: reconstruction quality at equal steps.
 
-    uv run python benchmarks/latent_autoencoder.py [--dataset fashion-mnist] [--steps 1500]
-    uv run python benchmarks/latent_autoencoder.py --trajectory [--steps 2000] [--every 100] [--seed 0]
+    uv run python -m benchmarks.latent_autoencoder [--dataset fashion-mnist] [--steps 1500]
+    uv run python -m benchmarks.latent_autoencoder --trajectory [--steps 2000] [--every 100] [--seed 0]
 
 Both autoencoders train with stage one's recipe (`autoencoder_train_config`) for the same number of
 optimizer steps, so the comparison holds on a busy machine too; the seconds each took are printed
@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from benchmarks.harness import write_results
 from vaediff.data import load_dataset
 from vaediff.evaluate import quality_metrics
 from vaediff.evaluator_network import load_or_train_evaluator
@@ -41,9 +42,6 @@ from vaediff.models.autoencoder import AdversarialAutoencoder, AutoencoderConfig
 from vaediff.objectives.vae import AutoencoderObjective
 from vaediff.runs import load_safetensors
 from vaediff.training import CHECKPOINT_FILE, TrainConfig, train
-
-sys.path.insert(0, str(Path(__file__).parent))
-from run import write_results  # noqa: E402  the suite's helpers, one copy
 
 TAIL = 0.3  # --trajectory summarises the last 30% of training: where a --minutes budget may end
 
@@ -143,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     real = quality_metrics(evaluator, dataset.test.as_float(slice(0, args.samples)), dataset.test.labels[: args.samples], dataset)
     result = {"date": datetime.date.today().isoformat(), "dataset": dataset.name, "threads": torch.get_num_threads(),
-              "command": "python benchmarks/latent_autoencoder.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "command": "python -m benchmarks.latent_autoencoder " + " ".join(argv if argv is not None else sys.argv[1:]),
               "real_test_images_fid": round(real["fid"], 3), "rows": rows}
     columns = list(rows[0])
     table = "\n".join([f"# Latent autoencoder with and without its critic, {result['date']}, {dataset.name}", "",
@@ -160,7 +158,7 @@ def _trajectory_main(args, argv, dataset, evaluator) -> int:
         result = trajectory(dataset, evaluator, args.steps, args.every, args.samples, args.seed, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    command = "python benchmarks/latent_autoencoder.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.latent_autoencoder " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {"date": datetime.date.today().isoformat(), "dataset": dataset.name,
               "threads": torch.get_num_threads(), "command": command, **result}
     write_trajectory(result, args.samples)

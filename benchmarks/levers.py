@@ -1,6 +1,6 @@
 """CPU speed levers for the fast diffusion preset, measured one at a time (docs/performance.md).
 
-    uv run python benchmarks/levers.py [--compile]
+    uv run python -m benchmarks.levers [--compile]
 
 Each lever is timed against the same baseline in the same process: training step time (batch 64) and
 sampling throughput (network evaluations per second). `--compile` also times torch.compile (slow to

@@ -1,15 +1,15 @@
 """Issue 22's targets: bits per dimension of every family on one axis (8-bit test images), what the estimate
 costs, and how precise it is.
 
-    uv run python benchmarks/likelihood.py                          # Fashion-MNIST, 10 min a model (~1 h)
-    uv run python benchmarks/likelihood.py --runs DIR               # reuse runs trained into DIR (by name)
-    uv run python benchmarks/likelihood.py --dataset mnist --data-dir ~/data   # full MNIST (online once)
+    uv run python -m benchmarks.likelihood                          # Fashion-MNIST, 10 min a model (~1 h)
+    uv run python -m benchmarks.likelihood --runs DIR               # reuse runs trained into DIR (by name)
+    uv run python -m benchmarks.likelihood --dataset mnist --data-dir ~/data   # full MNIST (online once)
 
 Families: `vae` with the discretized-logistic decoder (importance-weighted bound), `diffusion` (fast preset:
 the variational bound of Ho et al. 2020), `flow` (the probability-flow ODE with Hutchinson's estimator),
 `latent-diffusion` (none: its autoencoder's decoder is not a density on 8-bit pixels; printed as such,
 untrained).
-DIR/<name> is reused when it holds a finished run of that type (e.g. `benchmarks/run.py --keep-runs DIR`
+DIR/<name> is reused when it holds a finished run of that type (e.g. `python -m benchmarks.run --keep-runs DIR`
 names them flow-10 and fast-flow-10), else trained there for --minutes.
 
 For each: bits/dim on --test-images test images, its 95% interval over images (`ci95`) and the Monte-Carlo
@@ -28,8 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from run import RESULTS, _commit, cpu_description, log, write_results  # noqa: E402  the suite's helpers, one copy
+from benchmarks.harness import RESULTS, commit, cpu_description, log, steps_trained, write_results
 
 MODELS = {  # name in DIR -> (model type, family options)
     "vae-logistic": ("vae", {"decoder": "discretized-logistic"}),
@@ -93,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         run = _run(name, model_type, options, args.runs, args.dataset, args.data_dir, args.minutes)
         settings = LikelihoodSettings(test_images=args.test_images)
         row = {"model": name, "model_type": model_type, **_measure(run, split, settings)}
-        rows = (run.run_dir / "loss.csv").read_text().strip().splitlines()
-        row["steps_trained"] = int(rows[-1].split(",")[rows[0].split(",").index("step")])
+        row["steps_trained"] = steps_trained(run.run_dir)
         log(f"  {row}")
         table.append(row)
         if args.no_sweep:
@@ -113,10 +111,10 @@ def main(argv: list[str] | None = None) -> int:
 
     table.append({"model": "latent-diffusion", "model_type": "latent-diffusion", "bits_per_dim": None,
                   "why": NO_BITS_PER_DIM, "steps_trained": "–"})
-    results = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(), "commit": _commit(),
+    results = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(), "commit": commit(),
                "cpu": cpu_description(), "threads": torch.get_num_threads(), "dataset": args.dataset,
                "minutes": args.minutes, "test_images": args.test_images, "table": table, "sweep": sweep,
-               "command": "python benchmarks/likelihood.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "command": "python -m benchmarks.likelihood " + " ".join(argv if argv is not None else sys.argv[1:]),
                "wall_minutes": round((time.perf_counter() - started) / 60, 1)}
     write_results(results, "likelihood", markdown(results))
     return 0

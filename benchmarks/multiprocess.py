@@ -1,6 +1,6 @@
 """Training throughput of one process against N processes (torchrun, gloo on CPU, NCCL on GPUs).
 
-    uv run python benchmarks/multiprocess.py [--processes 2] [--model diffusion] [--steps 40]
+    uv run python -m benchmarks.multiprocess [--processes 2] [--model diffusion] [--steps 40]
 
 Each configuration trains twice through the real CLI, for `--steps` and for 5 optimizer steps; the
 difference of the wall times divided by the difference of the steps is the time per step without start-up

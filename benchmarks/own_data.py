@@ -1,12 +1,12 @@
 """Issue 20's targets: the user's own images on this CPU.
 
-    uv run python benchmarks/own_data.py                 # about 15 minutes on a 2-core CPU
-    uv run python benchmarks/own_data.py --minutes 2     # a quicker look
+    uv run python -m benchmarks.own_data                 # about 15 minutes on a 2-core CPU
+    uv run python -m benchmarks.own_data --minutes 2     # a quicker look
 
 1. Loading 10,000 32x32 RGB PNGs from a labelled folder (vaediff's folder reader) against Pillow's own
    decode speed on the same files, one thread (the limit a reader can approach per core).
 2. The fast diffusion preset trained `--minutes` on a 32x32 RGB labelled set written here (ten classes of
-   coloured shapes that tests/helpers/own_data.py draws), then class accuracy of 1,000 samples
+   coloured shapes that tests/helpers/own_data.py draws, the tests' own data), then class accuracy of 1,000 samples
    by an evaluator trained on the same set.
 3. Training steps/s of 32x32x3 against 28x28x1 (mnist-5k) for the fast preset, measured in the same run.
 
@@ -18,17 +18,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-from helpers.own_data import write_shape_folder  # noqa: E402  the tests' drawing of coloured shapes
-from run import _commit, cpu_description, log, write_results  # noqa: E402
+from benchmarks.harness import commit, cpu_description, log, write_results
+from tests.helpers.own_data import write_shape_folder  # the same shapes the tests draw
 
 
 def loading(root: Path, per_class: int) -> dict:
@@ -89,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed-seconds", type=float, default=60.0)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    results = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(), "commit": _commit(),
+    results = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(), "commit": commit(),
                "cpu": cpu_description(), "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)

@@ -1,10 +1,10 @@
 """Time the default `vaediff quickstart` end to end and measure its peak resident memory.
 
-    uv run python benchmarks/quickstart.py [--minutes 15] [--dataset mnist-5k]
+    uv run python -m benchmarks.quickstart [--minutes 15] [--dataset mnist-5k]
 
 Runs it in a child process (its peak RSS comes from the kernel's accounting of that child), then reads
-the report's numbers. Writes benchmarks/results/quickstart-latest.json, which benchmarks/run.py's
-memory section includes as peak_rss_mb.quickstart.
+the report's numbers. Writes benchmarks/results/quickstart-latest.json, which the suite's memory
+section (benchmarks.memory) includes as peak_rss_mb.quickstart.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from benchmarks.harness import RESULTS
 
 
 def main() -> int:

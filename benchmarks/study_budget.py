@@ -1,6 +1,6 @@
 """Does a study's budget hold on this host, and does fixed work give the same numbers twice?
 
-    uv run python benchmarks/study_budget.py [--budgets 15 6] [--fixed-runs 2] [--keep DIR]
+    uv run python -m benchmarks.study_budget [--budgets 15 6] [--fixed-runs 2] [--keep DIR]
 
 Runs, one after another in child processes on one machine (nothing else should run meanwhile):
 `vaediff quickstart --minutes M` for each budget, then `vaediff quickstart --work fixed` `--fixed-runs`
@@ -21,12 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from run import cpu_description  # noqa: E402
+from benchmarks.harness import RESULTS, cpu_description
+from vaediff.runs import read_history
 
-from vaediff.runs import read_history  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 MODELS = ("vae", "cvae", "diffusion", "latent-diffusion", "flow")
 TIMING_KEYS = {"samples_per_second", "run"}  # what may differ between two runs of the same fixed work
 

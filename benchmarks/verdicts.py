@@ -1,9 +1,9 @@
 """Issue 19's targets on Fashion-MNIST: how far the fast diffusion preset's CAS is from real data's, and
 which guidance scale each of class accuracy and CAS prefers.
 
-    uv run python benchmarks/verdicts.py                        # train 10 minutes, N = 10,000 (about an hour)
-    uv run python benchmarks/verdicts.py --keep-run DIR         # the same, the trained run kept in DIR
-    uv run python benchmarks/verdicts.py --run DIR --samples 2000   # an existing run, fewer samples
+    uv run python -m benchmarks.verdicts                        # train 10 minutes, N = 10,000 (about an hour)
+    uv run python -m benchmarks.verdicts --keep-run DIR         # the same, the trained run kept in DIR
+    uv run python -m benchmarks.verdicts --run DIR --samples 2000   # an existing run, fewer samples
 
 CAS (Ravuri & Vinyals 2019) trains the evaluator's recipe on N generated labelled samples and measures it on
 the real test split; `cas_real` is the same recipe on N real training images. The guidance sweep draws
@@ -23,9 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from guidance_interval import parse_plan  # noqa: E402
-from run import _commit, cpu_description, log, write_results  # noqa: E402  the suite's helpers, one copy
+from benchmarks.guidance_interval import parse_plan
+from benchmarks.harness import commit, cpu_description, log, steps_trained, write_results
 
 # guidance everywhere at the report's scales, then guidance only on t/T in [0.1, 0.7] (Kynkäänniemi et al.
 # 2024: guidance at high noise drives a class's samples to the same few layouts, which CAS should punish)
@@ -92,7 +91,7 @@ def measure(run, dataset, samples: int, sweep_samples: int, plan: list[tuple[flo
 def markdown(results: dict) -> str:
     main = results["default"]
     lines = [f"# vaediff verdicts benchmark, {results['date']} ({results['host']}, commit {results['commit']})", "",
-             f"CPU: {results['cpu']}", "", f"`{results.get('command', 'python benchmarks/verdicts.py')}`", "",
+             f"CPU: {results['cpu']}", "", f"`{results.get('command', 'python -m benchmarks.verdicts')}`", "",
              f"Fast diffusion preset, {results['steps_trained']} optimizer steps ({results['minutes']} min), "
              f"{results['dataset']}.", "",
              f"- CAS at N = {results['samples']:,} ({main['guidance']:g} guidance): **{main['cas']:.4f}** "
@@ -140,12 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"training the fast preset for {args.minutes} min on {args.dataset}")
             run = train_run("diffusion", args.keep_run or Path(work) / "fast", args.dataset, options={"preset": "fast"},
                             train_options={"minutes": args.minutes}, progress=False, figures=False)
-        rows = (run.run_dir / "loss.csv").read_text().strip().splitlines()
-        steps = int(rows[-1].split(",")[list(rows[0].split(",")).index("step")])
+        steps = steps_trained(run.run_dir)
         results = measure(run, dataset, args.samples, args.sweep_samples, parse_plan(args.plan))
-    results.update(date=datetime.date.today().isoformat(), host=socket.gethostname(), commit=_commit(),
+    results.update(date=datetime.date.today().isoformat(), host=socket.gethostname(), commit=commit(),
                    cpu=cpu_description(), dataset=args.dataset, minutes=args.minutes if not args.run else None,
-                   steps_trained=steps, command="python benchmarks/verdicts.py " + " ".join(
+                   steps_trained=steps, command="python -m benchmarks.verdicts " + " ".join(
                        argv if argv is not None else sys.argv[1:]), wall_minutes=round((time.perf_counter() - started) / 60, 1))
     write_results(results, "verdicts", markdown(results))
     return 0

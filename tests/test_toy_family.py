@@ -7,7 +7,7 @@ network (extra state) that a resumed run continues bit for bit."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -154,6 +154,18 @@ def test_a_toy_family_trains_resumes_samples_evaluates_and_is_compared(toy, cli,
     curves = json.loads((tmp_path / "report" / "curves.json").read_text())
     assert [point["steps"] for point in curves["whole"]["steps"]] == [1, 2]  # its own curve points
     assert load_run(tmp_path / "whole").model_type == "toy"
+
+
+def test_a_command_a_family_does_not_take_is_one_line(monkeypatch, cli, tmp_path):
+    monkeypatch.setitem(FAMILIES, "toy", replace(TOY, commands=("train", "sample")))
+    code, _, err = cli("train", "toy", "--out", tmp_path / "run", "--max-steps", "1", "--batch-size", "16")
+    assert code == 0, err
+    code, _, err = cli("evaluate", tmp_path / "run", "--n-samples", "20")
+    assert code == 2 and "toy runs do not support evaluate" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    from vaediff.families import quickstart_types
+
+    assert "toy" not in quickstart_types()  # nor is it in a quickstart, share or not
 
 
 def test_the_quickstart_plans_a_registered_family(toy):

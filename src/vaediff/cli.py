@@ -90,11 +90,12 @@ def _sampler_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from vaediff.families import class_names_of, load_run  # torch: imported when the command runs
+    from vaediff.families import check_command, class_names_of, load_run  # torch: imported when the command runs
     from vaediff.generation import write_sample_grid
 
     user_output_file(args.out)  # before loading anything: a bad path fails at once
     run = load_run(args.run)
+    check_command(run.model_type, "sample")
     user_output_file(args.out, [("run", run.run_dir), *data_source_inputs(run.config["settings"]["dataset"])])
     options = run.sampler_settings(**_sampler_options(args))
     names = class_names_of(run.config)

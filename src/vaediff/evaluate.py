@@ -40,7 +40,7 @@ from vaediff.costs import (
 from vaediff.data import Dataset, ImageSplit
 from vaediff.errors import ConfigError, DataError, RunError
 from vaediff.evaluator_network import Evaluator, load_or_train_evaluator
-from vaediff.families import load_run, run_dataset
+from vaediff.families import check_command, load_run, run_dataset
 from vaediff.families.base import LikelihoodSettings
 from vaediff.figures import plot_confusion
 from vaediff.generation import timed_draw
@@ -184,6 +184,7 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
              if v is not None}
     likelihood_settings = likelihood_settings_of(given)
     run = load_run(run_dir)
+    check_command(run.model_type, "evaluate")
     if not ignore_unused:
         check_likelihood_options(run, given)
     target = metrics_directory(run, out_dir) if write else None

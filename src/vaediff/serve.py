@@ -29,7 +29,7 @@ import torch
 
 from vaediff.checks import MAX_GRID_IMAGES, MAX_SAMPLING_STEPS, check_count
 from vaediff.errors import ConfigError, VaediffError
-from vaediff.families import class_names_of, family_of, load_run, run_dataset
+from vaediff.families import check_command, class_names_of, family_of, load_run, run_dataset
 from vaediff.figures import tile
 from vaediff.generation import draw
 
@@ -115,6 +115,7 @@ class Demo:
             if same is not run_dir:
                 raise VaediffError(f"{run_dir} is given twice (also as {same}); name each run once")
             run = load_run(run_dir)
+            check_command(run.model_type, "serve")
             name = Path(run_dir).name
             if name in self.runs:
                 name = str(run_dir)

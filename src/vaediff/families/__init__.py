@@ -57,7 +57,8 @@ def register(model_type: str, family: Family) -> None:
 def quickstart_types(labelled: bool = True) -> list[str]:
     """The model types a quickstart trains, in registry order: those with a share, labelled ones only on
     labelled data."""
-    return [m for m, f in FAMILIES.items() if f.share > 0 and (labelled or not f.labels_needed)]
+    return [m for m, f in FAMILIES.items()
+            if f.share > 0 and "quickstart" in f.commands and (labelled or not f.labels_needed)]
 
 
 def sampler_names() -> tuple[str, ...]:

@@ -49,7 +49,7 @@ class FlowConfig:
     logit_mean: float = 0.0       # logit(t) ~ N(logit_mean, logit_std): SD3's default density
     logit_std: float = 1.0
     sampler: Literal["euler", "heun"] = "euler"
-    sampling_steps: int = 8       # a straight path needs few steps (benchmarks/run.py measures 1-32)
+    sampling_steps: int = 8       # a straight path needs few steps (benchmarks/flow.py measures 1-32)
     guidance: float = 2.0
     guidance_interval: tuple[float, float] = (0.0, 1.0)
 

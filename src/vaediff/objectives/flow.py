@@ -89,7 +89,7 @@ def make_flow_scheduler(name: str, steps: int):
 
     Euler gets the sigmas 1, 1 - 1/N, ..., 1/N (then 0), as diffusers' own flow pipelines pass them: N equal
     steps. Its default grid ends at sigma_min = 1/1000 instead, so the last of N steps goes from 0.001 to 0
-    and does nothing (2 steps drew what 1 step draws: FID 17.9 both, benchmarks/run.py --sections flow).
+    and does nothing (2 steps drew what 1 step draws: FID 17.9 both, benchmarks.run --sections flow, flow.py).
     The Heun scheduler takes no sigmas in this diffusers and keeps its default grid."""
     if name == "euler":
         scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=TIMESTEP_SCALE, shift=1.0)

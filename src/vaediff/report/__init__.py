@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vaediff.checks import check_sample_count
-from vaediff.families import FAMILIES, load_run, run_dataset
+from vaediff.families import FAMILIES, check_command, load_run, run_dataset
 from vaediff.figures import plot_losses, plot_sample_grids
 from vaediff.generation import write_sample_grid
 from vaediff.report.curves import announce_curves, curves_section, quality_point
@@ -66,6 +66,8 @@ def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", s
         ("h2", words["table"]), ("p", words["best"]), ("table", metrics_table(summaries, lang)),
     ]
     runs = {s.name: load_run(s.run_dir) for s in summaries}
+    for run in runs.values():
+        check_command(run.model_type, "compare")
     dataset = run_dataset(runs[summaries[0].name].config, str(summaries[0].run_dir))
     grids = []
     for summary in summaries:

@@ -90,7 +90,11 @@ def _sampler_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from vaediff.families import check_command, class_names_of, load_run  # torch: imported when the command runs
+    from vaediff.families import (  # torch: imported when the command runs
+        check_command,
+        class_names_of,
+        load_run,
+    )
     from vaediff.generation import write_sample_grid
 
     user_output_file(args.out)  # before loading anything: a bad path fails at once

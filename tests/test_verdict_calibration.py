@@ -54,7 +54,8 @@ def test_interval_over_seeds_keeps_the_sampling_error_when_seeds_agree_by_chance
     assert 0.91 <= single <= 0.99, single  # with no seed effect the one-level interval is right
     # two seeds that happen to agree exactly: their interval is not a point
     low, high = interval(group("a", [2.0, 2.0], 0.3), "fid")
-    assert high - low >= 2 * 12.7 * 0.3 / 2 ** 0.5 * 0.99  # Student's t with 1 degree of freedom, sd 0.3 per seed
+    assert high - 2.0 >= 12.7 * 0.3 / 2 ** 0.5 * 0.99  # Student's t with 1 degree of freedom, sd 0.3 per seed
+    assert low == 0.0  # and no FID below 0
 
 
 def test_a_single_seed_study_says_its_verdicts_concern_the_trained_networks():
@@ -65,3 +66,11 @@ def test_a_single_seed_study_says_its_verdicts_concern_the_trained_networks():
     for lang in ("en", "zh"):
         assert "--seeds 3" in TEXT[lang]["scope_single"] and TEXT[lang]["scope_seeds"]
     assert any("flow" in line for line in findings([a, b], "en"))
+
+
+def test_an_interval_over_seeds_stays_within_the_metric_range():
+    members = [RunSummary(f"a-seed{i}", Path("a"), "diffusion",
+                          {"class_accuracy": v, "ci95": {"class_accuracy": [v - 0.01, min(1.0, v + 0.01)]}})
+               for i, v in enumerate([0.99, 0.95])]
+    low, high = interval(RunSummary("a", Path("a"), "diffusion", {}, members=members), "class_accuracy")
+    assert high == 1.0 and 0 <= low < 0.95  # Student's t with one degree of freedom reaches past 1 otherwise

@@ -13,6 +13,7 @@ from pathlib import Path
 from scipy import stats
 
 from vaediff.errors import RunError
+from vaediff.intervals import within_range
 from vaediff.report.text import TEXT
 from vaediff.runs import read_history, read_json, read_run_config
 
@@ -123,7 +124,8 @@ def interval(summary: RunSummary, key: str) -> list[float] | None:
         if spread is None:
             return None
         half = stats.t.ppf(0.975, len(summary.members) - 1) * spread[0]
-        return [summary.value(key) - half, summary.value(key) + half]
+        # kept within the values the metric can take (an accuracy interval never passes 1)
+        return within_range(key, [summary.value(key) - half, summary.value(key) + half])
     return summary.metrics.get("ci95", {}).get(key)
 
 

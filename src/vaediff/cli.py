@@ -161,6 +161,12 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
         print(line.replace("**", ""))
 
 
+def cmd_push(args: argparse.Namespace) -> None:
+    from vaediff.share import push_run  # torch and huggingface_hub: imported when the command runs
+
+    print(f"uploaded {args.run} to {push_run(args.run, args.repo_id, private=args.private)}")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from vaediff.serve import Limits, serve  # torch and gradio: imported when the command runs
 
@@ -324,6 +330,15 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
     serve.add_argument("--concurrency", type=positive_int, default=1,
                        help="generations running at once; others wait in a queue (default: 1)")
     serve.set_defaults(handler=cmd_serve)
+
+    push = commands.add_parser("push", help="upload a run to the Hugging Face Hub (model card included)",
+                               description="Upload RUN to the model repository REPO_ID with huggingface_hub, "
+                               "without its resume state. The token is huggingface_hub's (HF_TOKEN or `hf auth "
+                               "login`); vaediff never writes it anywhere.")
+    push.add_argument("run", metavar="RUN", help="run directory")
+    push.add_argument("repo_id", metavar="REPO_ID", help="NAMESPACE/NAME of the model repository (made if missing)")
+    push.add_argument("--private", action="store_true", help="make a new repository private")
+    push.set_defaults(handler=cmd_push)
     return parser
 
 

@@ -40,12 +40,13 @@ from vaediff.costs import (
 from vaediff.data import Dataset, ImageSplit
 from vaediff.errors import ConfigError, DataError, RunError
 from vaediff.evaluator_network import Evaluator, load_or_train_evaluator
-from vaediff.families import check_command, load_run, run_dataset
+from vaediff.families import check_command, family_of, load_run, run_dataset
 from vaediff.families.base import LikelihoodSettings
 from vaediff.figures import plot_confusion
 from vaediff.generation import timed_draw
 from vaediff.intervals import enclosing, quality_intervals, real_kernel_mean
 from vaediff.intervals import method as interval_method
+from vaediff.model_card import write_model_card
 from vaediff.runs import atomic_write_json
 
 NEIGHBOURS = 5  # k of density and coverage (Naeem et al. 2020), the largest k of the neighbourhood metrics
@@ -219,6 +220,9 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
         if "confusion" in metrics:
             plot_confusion(metrics["confusion"], dataset.class_names, target / "confusion.png",
                            f"{run.model_type}: evaluator's class for samples drawn per class")
+        # the run's model card with these numbers, beside metrics.json
+        write_model_card(run.run_dir, family_of(run.model_type).summary.get("en", ""), run.diffusers_folders,
+                         metrics, out_dir=target)
     return metrics
 
 

@@ -13,6 +13,7 @@ import errno
 import io
 import json
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -192,7 +193,8 @@ def check_nothing_foreign(path: Path) -> None:
 
 
 def command_line() -> str:
-    return " ".join(["vaediff", *sys.argv[1:]]) if sys.argv else "vaediff"
+    """The command as a shell would take it again (arguments quoted where they need it)."""
+    return shlex.join(["vaediff", *sys.argv[1:]]) if sys.argv else "vaediff"
 
 
 def write_run_config(directory: str | Path, kind: str, settings: dict[str, Any], **sections: Any) -> dict:

@@ -24,6 +24,7 @@ from vaediff.data import (
 from vaediff.errors import AlreadyFinished, ConfigError, RunError
 from vaediff.families import diffusion, flow, latent, vae
 from vaediff.families.base import Family, Run, TrainingRequest
+from vaediff.model_card import write_model_card
 from vaediff.runs import (
     CONFIG_FILE,
     atomic_write_bytes,
@@ -162,8 +163,10 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
             atomic_write_bytes(run_dir / CONFIG_FILE, previous_config)
         raise
     run = load_run(run_dir)
-    if figures and is_main_process():
-        family.figures(run, data, train_config.seed, settings)
+    if is_main_process():
+        if figures:
+            family.figures(run, data, train_config.seed, settings)
+        write_model_card(run_dir, family.summary.get("en", ""), run.diffusers_folders)  # evaluate adds metrics
     return run
 
 

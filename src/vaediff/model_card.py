@@ -1,0 +1,91 @@
+"""A model card in every run: RUN/README.md as huggingface_hub writes and reads them.
+
+YAML metadata first (library, tags, data set, and a model-index whose results are metrics.json's numbers,
+each with its 95% interval under `vaediff.metrics`), then what the model is, the command that trained it,
+its data, how to draw from it with vaediff (and with stock diffusers where its weights are in diffusers'
+layout), its sample grid and its metrics. Training writes it at the end; `evaluate` writes it again with
+the metrics. The hub's own parser (`huggingface_hub.ModelCard.load`) reads it back.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from vaediff.runs import CONFIG_FILE, atomic_write_text, read_json
+
+CARD_FILE = "README.md"
+# metrics.json's numbers the card reports: key, name on the hub, direction
+CARD_METRICS = (("fid", "FID", "lower"), ("kid", "KID", "lower"), ("precision", "precision", "higher"),
+                ("recall", "recall", "higher"), ("class_accuracy", "class accuracy", "higher"),
+                ("cas", "CAS", "higher"), ("bits_per_dim", "bits/dim", "lower"))
+
+
+def _number(metrics: dict, key: str) -> float | None:
+    value = metrics.get(key)
+    if isinstance(value, dict):  # KID: {"mean", "std"}
+        value = value.get("mean")
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _card_data(config: dict, metrics: dict | None):
+    from huggingface_hub import EvalResult, ModelCardData  # imported when a card is written
+
+    settings, model_type = config.get("settings", {}), config.get("model_type", "")
+    dataset = settings.get("dataset", "")
+    conditional = bool(settings.get("data_shape", {}).get("labelled")) and model_type != "vae"
+    results, numbers = [], {}
+    for key, name, direction in CARD_METRICS:
+        value = _number(metrics or {}, key)
+        if value is None:
+            continue
+        interval = (metrics.get("ci95") or {}).get(key)
+        numbers[key] = {"value": value, "ci95": interval, "better": direction}
+        results.append(EvalResult(task_type="unconditional-image-generation", dataset_type=Path(dataset).name,
+                                  dataset_name=Path(dataset).name, metric_type=key, metric_name=name,
+                                  metric_value=round(value, 6), dataset_split="test"))
+    tags = ["vaediff", model_type, "class-conditional" if conditional else "unconditional", "image-generation"]
+    extra = {"vaediff": {"model_type": model_type, "metrics": numbers,
+                         "num_samples": (metrics or {}).get("num_samples")}} if numbers else {}
+    return ModelCardData(library_name="vaediff", tags=tags, datasets=[Path(dataset).name] if dataset else None,
+                         model_name=f"{model_type} on {Path(dataset).name}", eval_results=results or None,
+                         **extra)
+
+
+def card_text(run_dir: Path, summary: str, diffusers_folders: tuple[str, ...] = (),
+              metrics: dict | None = None) -> str:
+    """The card of the run in `run_dir` (its config.json), `summary` saying what the model is."""
+    config = read_json(run_dir / CONFIG_FILE)
+    settings, model_type = config.get("settings", {}), config.get("model_type", "")
+    shape = settings.get("data_shape", {})
+    data = _card_data(config, metrics)
+    lines = [f"# {model_type} on {Path(settings.get('dataset', '?')).name}", "",
+             f"A `{model_type}` model trained with vaediff. {summary}".strip(),
+             "", "## Training", "", f"```bash\n{config.get('command', '')}\n```", "",
+             f"Data: `{settings.get('dataset')}` ({settings.get('data_source', '')}), "
+             f"{shape.get('channels', '?')} x {shape.get('image_size', '?')} x {shape.get('image_size', '?')} images, "
+             f"{shape.get('num_classes', '?')} classes: {', '.join(settings.get('class_names') or [])}.", "",
+             "## Drawing samples", "", "```bash", "vaediff sample RUN --out grid.png   # RUN: this directory", "```"]
+    if diffusers_folders:
+        lines += ["", "Its weights are in diffusers' layout: "
+                  + ", ".join(f"`{folder}/`" for folder in diffusers_folders)
+                  + " load with `from_pretrained` (e.g. `UNet2DModel.from_pretrained(\"RUN/unet\")`)."]
+    if (run_dir / "samples.png").is_file():
+        lines += ["", "![samples](samples.png)"]
+    if metrics:
+        lines += ["", "## Metrics", "", f"On {metrics.get('num_samples', '?')} samples, 95% intervals "
+                  "(`vaediff evaluate`; FID and KID in the features of vaediff's evaluator network, not Inception):",
+                  "", "| metric | value | 95% interval |", "|---|---|---|"]
+        for key, entry in data.to_dict().get("vaediff", {}).get("metrics", {}).items():
+            low_high = entry["ci95"]
+            interval = f"[{low_high[0]:.4g}, {low_high[1]:.4g}]" if low_high else "–"
+            lines.append(f"| {key} | {entry['value']:.4g} | {interval} |")
+    return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"
+
+
+def write_model_card(run_dir: str | Path, summary: str, diffusers_folders: tuple[str, ...] = (),
+                     metrics: dict | None = None, out_dir: str | Path | None = None) -> Path:
+    """Write RUN/README.md (or into `out_dir`, beside metrics.json written elsewhere); returns its path."""
+    path = Path(out_dir or run_dir) / CARD_FILE
+    atomic_write_text(path, card_text(Path(run_dir), summary, diffusers_folders, metrics))
+    return path

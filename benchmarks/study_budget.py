@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 
 from benchmarks.harness import RESULTS, cpu_description
+from vaediff.families import quickstart_types
 from vaediff.runs import read_history
 
-MODELS = ("vae", "cvae", "diffusion", "latent-diffusion", "flow")
+MODELS = tuple(quickstart_types())  # the registry's quickstart models, one run each (one seed)
 TIMING_KEYS = {"samples_per_second", "run"}  # what may differ between two runs of the same fixed work
 
 
@@ -73,7 +74,8 @@ def main() -> int:
         study["within_5_percent"] = "study_minutes" in study and study["study_minutes"] <= 1.05 * minutes
         result["budgeted"].append(study)
     for index in range(args.fixed_runs):
-        result["fixed"].append(run_study(root / f"fixed-{index}", "--work", "fixed"))
+        # one seed, as the budgeted studies (fixed work trains two by default): the same runs to compare
+        result["fixed"].append(run_study(root / f"fixed-{index}", "--work", "fixed", "--seeds", "1"))
     if args.fixed_runs >= 2 and not any("refused" in study for study in result["fixed"]):
         result["fixed_differences"] = identical_metrics(root / "fixed-0", root / "fixed-1")
         result["fixed_identical"] = not any(result["fixed_differences"].values())

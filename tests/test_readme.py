@@ -62,5 +62,6 @@ def test_every_file_and_link_readme_names_exists(readme):
 def test_readme_is_short_and_gives_the_two_commands_first(readme):
     text = (ROOT / readme).read_text()
     assert len(text.splitlines()) < 250
+    assert not re.search(r"\bXX", text), "a placeholder is left"
     first_block = re.search(r"```bash\n(.*?)```", text, flags=re.S).group(1)
     assert "uv run vaediff quickstart" in first_block and "uv run pytest" in first_block

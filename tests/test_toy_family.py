@@ -6,6 +6,7 @@ network (extra state) that a resumed run continues bit for bit."""
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -52,17 +53,21 @@ def export(module: nn.Module, run_dir: Path) -> None:
 
 
 def plan(request: TrainingRequest) -> TrainingPlan:
-    """The hook keeps a target network: a moving average of the model, updated after every optimizer step."""
-    config, target = request.model_config, PixelGaussian(request.model_config).requires_grad_(False)
+    """The hook keeps a target network: a copy of the model at the start, then a moving average of it,
+    updated after every optimizer step."""
+    config = request.model_config
 
-    def after_step(model: nn.Module, step: int) -> None:
+    def target_of(model: nn.Module) -> nn.Module:
+        return copy.deepcopy(model).requires_grad_(False)
+
+    def after_step(model: nn.Module, target: nn.Module, step: int) -> None:
         for mine, theirs in zip(target.parameters(), model.parameters(), strict=True):
             mine.mul_(config.target_decay).add_(theirs.detach(), alpha=1 - config.target_decay)
         save_file({k: v.contiguous() for k, v in target.state_dict().items()},
                   str(request.run_dir / "target.safetensors"))
 
     return TrainingPlan(ToyObjective(), lambda: PixelGaussian(config), export, request.train_config, "toy",
-                        after_step=after_step, extra_state=target)
+                        after_step=after_step, extra_state=target_of)
 
 
 class ToyRun(Run):
@@ -183,3 +188,45 @@ def test_the_quickstart_plans_a_registered_family(toy):
     budget = plan_study(15, host, runs, None)
     minutes = budget.train_minutes
     assert minutes["toy"] / minutes["flow"] == pytest.approx(TOY.share / FAMILIES["flow"].share)
+
+
+def test_a_family_that_cannot_work_is_refused_when_it_is_defined():
+    with pytest.raises(ValueError, match="does not use already"):
+        Option("seed", 0)  # `vaediff train --seed` exists
+    with pytest.raises(ValueError, match="switch"):
+        Option("fast", True, switch=True)  # a switch is off unless given
+    assert Option("steps_k", 8).type is int  # `--steps-k 8` is 8, not "8"
+    with pytest.raises(ValueError, match="fixed_steps"):
+        replace(TOY, fixed_steps=0)
+    with pytest.raises(ValueError, match="en, zh"):
+        replace(TOY, summary={"en": "English only"})
+    with pytest.raises(ValueError, match="unknown commands"):
+        replace(TOY, commands=("train", "fly"))
+
+
+def test_installed_packages_register_families_through_an_entry_point(monkeypatch):
+    import vaediff.families as families
+    from vaediff.errors import ConfigError
+
+    class Entry:
+        name, value = "toy", "toy_package:TOY"
+
+        def load(self):
+            return TOY
+
+    monkeypatch.setattr(families, "entry_points", lambda group: [Entry()] if group == "vaediff.families" else [])
+    monkeypatch.setitem(FAMILIES, "toy", None)  # restored afterwards
+    families.load_plugins()
+    assert FAMILIES["toy"] is TOY
+    with pytest.raises(ConfigError, match="lower-case word"):
+        families.register("Toy/x", TOY)
+    with pytest.raises(ConfigError, match="Family"):
+        families.register("toy2", object())
+
+    class Broken(Entry):
+        def load(self):
+            raise ImportError("no module named toy_package")
+
+    monkeypatch.setattr(families, "entry_points", lambda group: [Broken()])
+    with pytest.raises(ConfigError, match="does not load: ImportError"):
+        families.load_plugins()

@@ -63,7 +63,7 @@ def cmd_eda(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from vaediff.families import (  # torch: imported when the command runs (instant --help)
+    from vaediff.families import (  # the registry (torch): `train --help` reads it too
         family_of,
         train_run,
     )
@@ -129,10 +129,13 @@ def cmd_evaluator(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from vaediff.report import compare, headlines, summarize_runs  # torch: imported when the command runs
+    from vaediff.families import check_command  # torch: imported when the command runs
+    from vaediff.report import compare, headlines, summarize_runs
     from vaediff.runs import prepare_output_dir, write_run_config
 
     summaries = summarize_runs([Path(r) for r in args.runs], group_seeds=False)  # a bad run fails before --out
+    for summary in summaries:
+        check_command(summary.model_type, "compare")
     inputs = [("run", Path(r)) for r in args.runs]
     inputs += [i for s in summaries for i in data_source_inputs(s.config["settings"]["dataset"])]
     out = prepare_output_dir(args.out, overwrite=args.overwrite, kind="compare", inputs=inputs)

@@ -155,7 +155,11 @@ def add_family_flags(parser: argparse.ArgumentParser, families: dict) -> None:
     options = {}
     for model_type, family in families.items():
         for option in family.options:
-            options.setdefault(option.name, option)
+            first = options.setdefault(option.name, option)
+            if (first.default, first.choices, first.switch, first.type) != (option.default, option.choices,
+                                                                             option.switch, option.type):
+                raise ValueError(f"option {option.name!r} of {model_type} differs from {takers[option.name][0]}'s "
+                                 f"(default, choices, switch or type): one flag cannot be both")
             takers.setdefault(option.name, []).append(model_type)
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name, option in options.items():

@@ -126,12 +126,15 @@ def largest_within(cost, seconds: float, largest: int, least: int) -> int:
     return low
 
 
-def curve_samples_that_fit(seconds_left: float, speeds: list[ModelSpeed], planned: int, curve_steps: tuple[int, ...],
-                           evaluator_image_s: float, safety: float = 1.0, least: int = MIN_EVAL_SAMPLES) -> int:
+def curve_samples_that_fit(seconds_left: float, speeds: list[ModelSpeed], planned: int,
+                           curve_steps: list[tuple[int, ...]] | tuple[int, ...], evaluator_image_s: float,
+                           safety: float = 1.0, least: int = MIN_EVAL_SAMPLES) -> int:
     """The most samples per curve point (at most `planned`) whose curves, their estimate times `safety`, fit
-    in `seconds_left`; 0 when not even `least` fit."""
-    return largest_within(lambda samples: safety * sum(curve_seconds(s, samples, curve_steps, evaluator_image_s)
-                                                       for s in speeds), seconds_left, planned, least)
+    in `seconds_left`; 0 when not even `least` fit. `curve_steps`: each speed's points (one tuple: all the same)."""
+    per_model = [curve_steps] * len(speeds) if curve_steps and isinstance(curve_steps[0], int) else curve_steps
+    return largest_within(lambda samples: safety * sum(curve_seconds(s, samples, steps, evaluator_image_s)
+                                                       for s, steps in zip(speeds, per_model, strict=True)),
+                          seconds_left, planned, least)
 
 
 def minutes_text(seconds: float) -> str:

@@ -221,8 +221,7 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
             plot_confusion(metrics["confusion"], dataset.class_names, target / "confusion.png",
                            f"{run.model_type}: evaluator's class for samples drawn per class")
         # the run's model card with these numbers, beside metrics.json
-        write_model_card(run.run_dir, family_of(run.model_type).summary.get("en", ""), run.diffusers_folders,
-                         metrics, out_dir=target)
+        write_model_card(run, family_of(run.model_type).summary.get("en", ""), metrics, out_dir=target)
     return metrics
 
 

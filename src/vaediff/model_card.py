@@ -28,12 +28,11 @@ def _number(metrics: dict, key: str) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
-def _card_data(config: dict, metrics: dict | None):
+def _card_data(config: dict, metrics: dict | None, conditional: bool):
     from huggingface_hub import EvalResult, ModelCardData  # imported when a card is written
 
     settings, model_type = config.get("settings", {}), config.get("model_type", "")
     dataset = settings.get("dataset", "")
-    conditional = bool(settings.get("data_shape", {}).get("labelled")) and model_type != "vae"
     results, numbers = [], {}
     for key, name, direction in CARD_METRICS:
         value = _number(metrics or {}, key)
@@ -53,12 +52,14 @@ def _card_data(config: dict, metrics: dict | None):
 
 
 def card_text(run_dir: Path, summary: str, diffusers_folders: tuple[str, ...] = (),
-              metrics: dict | None = None) -> str:
+              metrics: dict | None = None, conditional: bool = False) -> str:
     """The card of the run in `run_dir` (its config.json), `summary` saying what the model is."""
     config = read_json(run_dir / CONFIG_FILE)
     settings, model_type = config.get("settings", {}), config.get("model_type", "")
     shape = settings.get("data_shape", {})
-    data = _card_data(config, metrics)
+    data = _card_data(config, metrics, conditional)
+    recon = (metrics or {}).get("autoencoder_fid")
+    summary = summary.replace("{recon}", f"{recon:.3g}" if isinstance(recon, int | float) else "measured by `evaluate`")
     lines = [f"# {model_type} on {Path(settings.get('dataset', '?')).name}", "",
              f"A `{model_type}` model trained with vaediff. {summary}".strip(),
              "", "## Training", "", f"```bash\n{config.get('command', '')}\n```", "",
@@ -83,9 +84,9 @@ def card_text(run_dir: Path, summary: str, diffusers_folders: tuple[str, ...] = 
     return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"
 
 
-def write_model_card(run_dir: str | Path, summary: str, diffusers_folders: tuple[str, ...] = (),
-                     metrics: dict | None = None, out_dir: str | Path | None = None) -> Path:
-    """Write RUN/README.md (or into `out_dir`, beside metrics.json written elsewhere); returns its path."""
-    path = Path(out_dir or run_dir) / CARD_FILE
-    atomic_write_text(path, card_text(Path(run_dir), summary, diffusers_folders, metrics))
+def write_model_card(run, summary: str, metrics: dict | None = None, out_dir: str | Path | None = None) -> Path:
+    """Write the card of `run` (a loaded families.base.Run) into RUN/README.md (or into `out_dir`, beside
+    metrics.json written elsewhere); returns its path."""
+    path = Path(out_dir or run.run_dir) / CARD_FILE
+    atomic_write_text(path, card_text(Path(run.run_dir), summary, run.diffusers_folders, metrics, run.conditional))
     return path

@@ -165,7 +165,8 @@ def _curve_samples(plan: QuickstartPlan, study: StudyPlan, out: Path, seconds_le
     runs = [(name, model_type) for name, model_type, _ in plan.runs()]
     measured = [measured_speed(out / name, speeds.models[model_type]) for name, model_type in runs]
     grids = sum(REPORT_GRID * speed.sample_s for speed in measured) + FIXED_OVERHEAD_S  # grids and figures
-    samples = curve_samples_that_fit(seconds_left - grids, measured, study.curve_samples, study.curve_steps,
+    steps = [study.curve_steps[model_type] for _, model_type in runs]
+    samples = curve_samples_that_fit(seconds_left - grids, measured, study.curve_samples, steps,
                                      speeds.evaluator_image_s, SAFETY)
     if samples < study.curve_samples:
         print(f"  {max(0.0, seconds_left) / 60:.1f} min left: " +
@@ -254,7 +255,11 @@ def _stored_plan(plan: QuickstartPlan, state: dict) -> tuple[StudyPlan, dict | N
     fixed plan of its work mode."""
     stored = state.get("plan")
     if stored:
-        return StudyPlan(**{**stored, "curve_steps": tuple(stored["curve_steps"])}), state.get("host")
+        curve_steps = stored["curve_steps"]
+        if isinstance(curve_steps, list):  # a study planned before each family had its own points
+            curve_steps = {m: curve_steps for m in plan.model_types()}
+        return (StudyPlan(**{**stored, "curve_steps": {m: tuple(s) for m, s in curve_steps.items()}}),
+                state.get("host"))
     runs = [(name, model_type) for name, model_type, _ in plan.runs()]
     return fixed_plan(runs, plan.largest_samples(), plan.fixed_steps), None
 

@@ -214,7 +214,6 @@ def build_app(demo: Demo):
     import gradio as gr  # seconds to import; only the web demo needs it
 
     names = demo.run_names()
-    first = demo.runs[names[0]]
     class_choices = [f"{i}: {n}" for i, n in enumerate(demo.class_names[names[0]])]
     with gr.Blocks(title="vaediff demo") as app:
         gr.Markdown("# vaediff demo\nDraw images from trained runs. Numbers are checked on the server; "
@@ -228,7 +227,9 @@ def build_app(demo: Demo):
             with gr.Row():
                 # the samplers of the served runs' families (the registry's), the first run's default selected
                 samplers = list(dict.fromkeys(s for r in demo.runs.values() for s in family_of(r.model_type).samplers))
-                default = first.sampler_settings() or {"sampler": (samplers or ["-"])[0], "steps": 20, "guidance": 2.0}
+                with_sampler = [r for r in demo.runs.values() if r.has_sampler]
+                default = (with_sampler[0].sampler_settings() if with_sampler
+                           else {"sampler": "-", "steps": 20, "guidance": 2.0})
                 sampler = gr.Dropdown(samplers or ["-"], value=default["sampler"], label="sampler", elem_id="sampler",
                                       allow_custom_value=True)
                 steps = gr.Textbox(str(default["steps"]), label="steps", elem_id="steps")

@@ -52,9 +52,15 @@ def fixed_steps() -> dict[str, int]:
 # a budgeted study trains one seed by default, so that training gets the whole budget (its report says so).
 FIXED_SEEDS = 2
 
-# The report's steps curve in a study: four points with more samples each rather than five with fewer
-# (the 100-step point cost as much as the other four together and told nothing the 50-step one did not).
-STUDY_CURVE_STEPS = (5, 10, 20, 50)
+# The report's steps curve in a study: each family's first four points (Family.curve_steps), with more
+# samples each rather than five with fewer (diffusion's 100-step point cost as much as the other four
+# together and told nothing the 50-step one did not).
+STUDY_CURVE_POINTS = 4
+
+
+def study_curve_steps(model_types) -> dict[str, tuple[int, ...]]:
+    """Each model type's points on a study's steps curve."""
+    return {m: tuple(FAMILIES[m].curve_steps[:STUDY_CURVE_POINTS]) for m in dict.fromkeys(model_types)}
 
 # (evaluation samples, samples per curve point, test images for bits/dim) a budget may choose, best first.
 # The last is the least that still tells the families apart (FID intervals about +-0.3 at 1,000 samples
@@ -86,12 +92,12 @@ class StudyPlan:
     expected_steps: dict[str, int]
     eval_samples: int
     curve_samples: int
-    curve_steps: tuple[int, ...]
+    curve_steps: dict[str, tuple[int, ...]]  # model type -> its points on the steps curve
     estimated_s: dict[str, float]
     likelihood_images: int = 200
 
     def as_json(self) -> dict:
-        return {**asdict(self), "curve_steps": list(self.curve_steps)}
+        return {**asdict(self), "curve_steps": {m: list(steps) for m, steps in self.curve_steps.items()}}
 
 
 def cpu_name() -> str:
@@ -109,14 +115,15 @@ def cpu_name() -> str:
 
 
 def _reserved_seconds(host: HostSpeed, runs: list[tuple[str, str]], rung: tuple[int, int, int],
-                      curve_steps: tuple[int, ...], evaluator_s: float) -> dict[str, float]:
+                      curve_steps: dict[str, tuple[int, ...]], evaluator_s: float) -> dict[str, float]:
     eval_samples, curve_samples, likelihood_images = rung
     estimates = {"evaluator": evaluator_s, "other": FIXED_OVERHEAD_S}
     for name, model_type in runs:
         speed = host.models[model_type]
         estimates[f"evaluate:{name}"] = evaluation_seconds(speed, eval_samples, host.evaluator_image_s,
                                                            likelihood_images)
-        estimates[f"curves:{name}"] = curve_seconds(speed, curve_samples, curve_steps, host.evaluator_image_s)
+        estimates[f"curves:{name}"] = curve_seconds(speed, curve_samples, curve_steps[model_type],
+                                                    host.evaluator_image_s)
         # the report's grid, and training's own (its sample grid and denoising figure), building and saving
         estimates[f"grids:{name}"] = (2 * REPORT_GRID + TRAINING_FIGURE_SAMPLES) * speed.sample_s + speed.run_overhead_s
     if any(host.models[m].conditional for _, m in runs):  # CAS's real-data ceiling, trained once, then cached
@@ -142,7 +149,7 @@ def plan_study(minutes: float, host: HostSpeed, runs: list[tuple[str, str]], eva
     evaluator_s = (default_image_passes(evaluator_train_images) * host.evaluator_image_s
                    if evaluator_train_images else 0.0)
     for rung in sample_ladder(largest):
-        estimates = _reserved_seconds(host, runs, rung, STUDY_CURVE_STEPS, evaluator_s)
+        estimates = _reserved_seconds(host, runs, rung, study_curve_steps(m for _, m in runs), evaluator_s)
         train_s = total - elapsed_s - SAFETY * sum(estimates.values())
         if train_s >= MIN_TRAIN_FRACTION * total:
             break
@@ -156,7 +163,7 @@ def plan_study(minutes: float, host: HostSpeed, runs: list[tuple[str, str]], eva
     train_minutes = {name: train_s * FAMILIES[m].share / share_total / 60 for name, m in runs}
     expected = {name: int(train_minutes[name] * 60 / host.models[m].step_s) for name, m in runs}
     estimates["training"] = train_s
-    return StudyPlan("budget", train_minutes, expected, rung[0], rung[1], STUDY_CURVE_STEPS,
+    return StudyPlan("budget", train_minutes, expected, rung[0], rung[1], study_curve_steps(m for _, m in runs),
                      {k: round(v, 1) for k, v in estimates.items()}, rung[2])
 
 
@@ -166,7 +173,7 @@ def fixed_plan(runs: list[tuple[str, str]], samples: tuple[int, int, int] = SAMP
     (evaluation, curve points, likelihood images) on any host; no estimate of time."""
     steps = {**{m: FAMILIES[m].fixed_steps for _, m in runs}, **(steps or {})}
     return StudyPlan("fixed", {}, {name: steps[m] for name, m in runs}, samples[0], samples[1],
-                     STUDY_CURVE_STEPS, {}, samples[2])
+                     study_curve_steps(m for _, m in runs), {}, samples[2])
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ report's sentences are all read from the registry.
 
 from __future__ import annotations
 
+import re
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from vaediff.checks import data_source_inputs
@@ -49,10 +51,28 @@ FAMILIES: dict[str, Family] = {
 
 
 def register(model_type: str, family: Family) -> None:
-    """Add a family under `model_type` (replacing one of that name): everything reads FAMILIES at call time."""
-    if not model_type or model_type.startswith("-") or " " in model_type:
-        raise ConfigError(f"a model type is a word like 'flow', got {model_type!r}")
+    """Add a family under `model_type` (replacing one of that name): everything reads FAMILIES at call time.
+    A package outside vaediff registers its families through the entry-point group `vaediff.families`
+    (name: the model type, value: the Family), which `vaediff` loads at start."""
+    if not isinstance(model_type, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", model_type):
+        raise ConfigError(f"a model type is a lower-case word like 'flow' or 'latent-flow', got {model_type!r}")
+    if not isinstance(family, Family):
+        raise ConfigError(f"{model_type}: a family is a vaediff.families.base.Family, got {type(family).__name__}")
     FAMILIES[model_type] = family
+
+
+def load_plugins() -> None:
+    """Register the families other installed packages declare (entry-point group `vaediff.families`)."""
+    for entry in entry_points(group="vaediff.families"):
+        try:
+            family = entry.load()
+        except Exception as exc:  # a broken plugin is named, not a traceback
+            raise ConfigError(f"the installed family {entry.name!r} ({entry.value}) does not load: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        register(entry.name, family)
+
+
+load_plugins()
 
 
 def quickstart_types(labelled: bool = True) -> list[str]:
@@ -166,7 +186,7 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
     if is_main_process():
         if figures:
             family.figures(run, data, train_config.seed, settings)
-        write_model_card(run_dir, family.summary.get("en", ""), run.diffusers_folders)  # evaluate adds metrics
+        write_model_card(run, family.summary.get("en", ""))  # evaluate writes it again with the metrics
     return run
 
 

@@ -3,6 +3,7 @@ run loads) and the `Run` every loaded run is, with the defaults a family overrid
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,21 +47,28 @@ class TrainingPlan:
     """What the shared loop trains for a family: one session (a family with stages runs the earlier
     ones itself while making this plan).
 
-    `after_step(model, step)` runs after every optimizer step with the unwrapped model and the number of
-    steps done (a target network's moving average, a teacher's refresh); `extra_state`, a module the family
-    owns (that target network, a cache held in buffers), goes into every checkpoint and comes back on
-    --resume, so a resumed run continues exactly as an unbroken one."""
+    `extra_state(model)` makes a module the family owns (a target network, a cache held in buffers) from the
+    freshly built model (so a target can start as its copy); the loop moves it to the training device,
+    puts it into every checkpoint and loads it back on --resume, so a resumed run continues exactly as an
+    unbroken one. `after_step(model, extra, step)` runs after every optimizer step with the unwrapped
+    model, that module (None without one) and the number of steps done (a target's moving average, a
+    teacher's refresh)."""
 
     objective: Objective
     build_model: Callable[[], nn.Module]
     export: Export
     train_config: TrainConfig
     title: str
-    after_step: Callable[[nn.Module, int], None] | None = None
-    extra_state: nn.Module | None = None
+    after_step: Callable[[nn.Module, nn.Module | None, int], None] | None = None
+    extra_state: Callable[[nn.Module], nn.Module] | None = None
 
 
 COMMANDS = ("train", "sample", "evaluate", "compare", "serve", "quickstart")
+LANGUAGES = ("en", "zh")  # the report's (report.text.LANGUAGES): a family's sentence in each
+# names `vaediff train` already gives a meaning (its own flags, its parser's fields): no option may take one
+RESERVED_OPTIONS = frozenset({"dataset", "data_dir", "image_size", "out", "overwrite", "epochs", "minutes", "max_steps",
+                              "batch_size", "lr", "seed", "resume", "model", "model_config", "checkpoint_every",
+                              "mixed_precision", "grad_accum", "handler", "model_type", "help"})
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,16 @@ class Option:
     choices: tuple | None = None
     switch: bool = False            # a flag without a value: on when given
     metavar: str | None = None
-    type: Callable[[str], Any] | None = None  # what argparse makes of the value (default: the text)
+    type: Callable[[str], Any] | None = None  # what argparse makes of the value (default: the default's type)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name) or self.name in RESERVED_OPTIONS:
+            raise ValueError(f"option name {self.name!r}: a lower-case word (letters, digits, _) that `vaediff "
+                             f"train` does not use already ({', '.join(sorted(RESERVED_OPTIONS))})")
+        if self.switch and self.default not in (False, None):
+            raise ValueError(f"option {self.name!r}: a switch is off unless given; its default must be False")
+        if self.type is None and isinstance(self.default, int | float) and not isinstance(self.default, bool):
+            object.__setattr__(self, "type", type(self.default))  # `--steps 8` is 8, not "8"
 
     @property
     def flag(self) -> str:
@@ -108,6 +125,21 @@ class Family:
     # options whose values are distinct recipes, each covered by the test matrix ({"preset": ("fast", "seed")})
     variants: dict = field(default_factory=dict)
     model_config_help: str = ""                          # what --model-config takes, for `train --help`
+
+    def __post_init__(self) -> None:
+        """A family that cannot work is refused when it is defined, naming what is wrong."""
+        unknown = sorted(set(self.commands) - set(COMMANDS))
+        names = [option.name for option in self.options]
+        problems = [f"unknown commands {unknown} (known: {', '.join(COMMANDS)})" if unknown else "",
+                    f"summary needs a sentence in each of {', '.join(LANGUAGES)}"
+                    if self.summary and set(self.summary) != set(LANGUAGES) else "",
+                    "a share of the quickstart needs fixed_steps for --work fixed" if self.share > 0 >= self.fixed_steps
+                    else "",
+                    f"options named twice: {sorted({n for n in names if names.count(n) > 1})}"
+                    if len(set(names)) < len(names) else ""]
+        problems = [p for p in problems if p]
+        if problems:
+            raise ValueError(f"family of {self.config_class.__name__}: " + "; ".join(problems))
 
     def defaults(self) -> dict:
         return {option.name: option.default for option in self.options}

@@ -40,13 +40,13 @@ def families_paragraph(summaries: list[RunSummary], lang: str) -> str:
     """What each family in the report is, one sentence each (Family.summary), in the runs' order."""
     recon = [s.metrics.get("autoencoder_fid") for s in summaries if s.metrics.get("autoencoder_fid") is not None]
     sentences = dict.fromkeys(FAMILIES[s.model_type].summary.get(lang, "") for s in summaries if s.model_type in FAMILIES)
-    text = " ".join(sentence for sentence in sentences if sentence)
-    return TEXT[lang]["families"] + " " + text.format(recon=f"{recon[0]:.3g}" if recon else "–")
+    filled = [sentence.replace("{recon}", f"{recon[0]:.3g}" if recon else "–") for sentence in sentences if sentence]
+    return TEXT[lang]["families"] + " " + " ".join(filled)
 
 
 def compare(run_dirs: list[str | Path], out_dir: str | Path, lang: str = "en", seed: int = 0,
             curve_samples: int = 200, curves: bool = True, with_ddpm_1000: bool = True,
-            progress: bool = True, curve_steps: tuple[int, ...] | None = None, minutes: float | None = None,
+            progress: bool = True, curve_steps: tuple[int, ...] | dict | None = None, minutes: float | None = None,
             announce: bool | None = None) -> Path:
     """Write DIR/report.md, DIR/report.html and their figures for the given evaluated runs. With `progress`
     (or `announce`) it first says what the curves will cost on this host (from the sampling speed each

@@ -37,13 +37,16 @@ def quality_point(run, evaluator, dataset, count: int, seed: int, options: dict,
     return point
 
 
-def steps_of(run, curve_steps: tuple[int, ...] | None) -> tuple[int, ...]:
-    """The steps curve's points for `run`: `curve_steps` where given, else its family's (Family.curve_steps)."""
+def steps_of(run, curve_steps: tuple[int, ...] | dict | None) -> tuple[int, ...]:
+    """The steps curve's points for `run`: `curve_steps` where given (one tuple for every run, or a tuple per
+    model type), else its family's (Family.curve_steps)."""
+    if isinstance(curve_steps, dict):
+        curve_steps = curve_steps.get(run.model_type)
     return tuple(curve_steps) if curve_steps is not None else FAMILIES[run.model_type].curve_steps
 
 
 def run_curves(run, evaluator, dataset, count: int, seed: int, with_ddpm_1000: bool, progress: bool,
-               curve_steps: tuple[int, ...] | None = None) -> dict:
+               curve_steps: tuple[int, ...] | dict | None = None) -> dict:
     """Steps curve (default sampler and guidance; at `curve_steps`, or the family's points) and guidance
     sweep (default sampler and steps)."""
     cache_path = curves_cache_path(run)
@@ -66,7 +69,7 @@ def run_curves(run, evaluator, dataset, count: int, seed: int, with_ddpm_1000: b
 
 
 def curves_section(runs: dict, dataset, out_dir: Path, words: dict, curve_samples: int, seed: int,
-                    with_ddpm_1000: bool, progress: bool, curve_steps: tuple[int, ...] | None) -> list[tuple[str, object]]:
+                    with_ddpm_1000: bool, progress: bool, curve_steps: tuple[int, ...] | dict | None) -> list[tuple[str, object]]:
     """The steps curve and the guidance sweep of the runs that have a sampler: curves.json, the figures, and
     the report's blocks for them."""
     evaluator = load_or_train_evaluator(dataset, progress=progress)
@@ -90,7 +93,7 @@ def curves_section(runs: dict, dataset, out_dir: Path, words: dict, curve_sample
     return blocks
 
 
-def announce_curves(runs: list, metrics: list[dict], dataset, curve_samples: int, curve_steps: tuple[int, ...] | None,
+def announce_curves(runs: list, metrics: list[dict], dataset, curve_samples: int, curve_steps: tuple[int, ...] | dict | None,
                      with_ddpm_1000: bool, minutes: float | None, progress: bool) -> int:
     """The curves' cost from each run's measured sampling speed (metrics.json), said up front; with `minutes`,
     the samples per point that fit (0: none fit, the curves are left out)."""

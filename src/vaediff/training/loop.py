@@ -60,17 +60,19 @@ def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: D
           run_dir: str | Path, resume: bool = False, export: Export | None = None,
           ema_factory: Callable[[nn.Module], object] | None = None, title: str = "training",
           plot_every_s: float = 10.0, progress: bool = True,
-          after_step: Callable[[nn.Module, int], None] | None = None, extra_state: nn.Module | None = None) -> TrainState:
+          after_step: Callable[[nn.Module, nn.Module | None, int], None] | None = None,
+          extra_state: Callable[[nn.Module], nn.Module] | None = None) -> TrainState:
     """Train the model `build_model()` makes on `dataset.train` with `objective`, writing loss.csv/png and
     checkpoints into run_dir; `export(module, run_dir)` writes the weights at every checkpoint and at the
     end (the EMA average when `config.ema_decay` is set). The model is built after seeding, so its initial
-    weights follow the seed. `after_step(model, steps_done)` runs after each optimizer step (the family's
-    hook: families.base.TrainingPlan); `extra_state`'s state_dict is saved in every checkpoint and loaded
-    back on resume. Returns the final TrainState."""
+    weights follow the seed. `extra_state(model)` makes the family's own module (on the training device;
+    saved in every checkpoint, loaded back on resume) and `after_step(model, extra, steps_done)` runs after
+    each optimizer step (families.base.TrainingPlan). Returns the final TrainState."""
     run_dir = Path(run_dir)
     parts = prepare(build_model, dataset, config, ema_factory or default_ema(config), run_dir)
     count_plan = plan_from_counts(len(dataset.train), config)  # the steps epochs or --max-steps give
-    checkpoint = Checkpointer(run_dir, parts, export, extra_state, config)
+    extra = extra_state(parts.unwrapped).to(parts.accelerator.device) if extra_state is not None else None
+    checkpoint = Checkpointer(run_dir, parts, export, extra, config)
     state = checkpoint.starting_state(resume, count_plan)
     clock = Clock(config, state, count_plan, parts.schedule)
     log = LossLog(run_dir, objective, parts.unwrapped, dataset.test, config, parts.accelerator.device,
@@ -87,7 +89,7 @@ def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: D
                                                                 signals.received is not None, clock)
                 if not parts.accelerator.sync_gradients:
                     continue  # a micro-batch of gradient accumulation: no optimizer step yet
-                finish_optimizer_step(parts, state, after_step)
+                finish_optimizer_step(parts, state, after_step, extra)
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.4g}", epoch=state.epoch + 1, refresh=False)
                 clock.fix_horizon(state, bar)  # --minutes: the schedule's length, once the speed is measured
@@ -116,14 +118,14 @@ def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: D
     return state
 
 
-def finish_optimizer_step(parts: Prepared, state: TrainState, after_step: Callable[[nn.Module, int], None] | None) -> None:
+def finish_optimizer_step(parts: Prepared, state: TrainState, after_step, extra: nn.Module | None) -> None:
     """After each optimizer step: the learning-rate schedule, the moving average, the count, the family's hook."""
     parts.scheduler.step()
     if parts.ema is not None:
         parts.ema.step(parts.unwrapped.parameters())
     state.step += 1
     if after_step is not None:
-        after_step(parts.unwrapped, state.step)
+        after_step(parts.unwrapped, extra, state.step)
 
 
 def epoch_batches(parts: Prepared, state: TrainState):

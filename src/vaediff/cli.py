@@ -28,6 +28,7 @@ from vaediff.cli_args import (
     add_dataset_flags,
     add_family_flags,
     add_output_flags,
+    add_report_to_flag,
     add_sampler_flags,
     at_most,
     class_label,
@@ -79,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         "checkpoint_every": args.checkpoint_every,
     }
     run = train_run(args.model_type, args.out, args.dataset, args.data_dir, options, train_options,
-                    resume=args.resume, overwrite=args.overwrite, image_size=args.image_size)
+                    resume=args.resume, overwrite=args.overwrite, image_size=args.image_size, report_to=args.report_to)
     if is_main_process():
         print(f"trained {args.model_type}: {run.run_dir} (loss.csv, loss.png, samples.png, weights, config.json)")
 
@@ -155,7 +156,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
     report = quickstart(args.out, args.dataset, args.minutes, args.data_dir, overwrite=args.overwrite,
                         resume=args.resume, seed=args.seed, lang=args.lang, seeds=args.seeds,
-                        image_size=args.image_size, work=args.work)
+                        image_size=args.image_size, work=args.work, report_to=args.report_to)
     settings = read_json(report.parent / "config.json")["settings"]  # a resumed study keeps its own
     runs = [report.parent.parent / name for name in settings["runs"]]
     lang = settings.get("lang", "en")
@@ -231,6 +232,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
                        help="Accelerate mixed precision (default: no; bf16 is slow on most CPUs)")
     train.add_argument("--grad-accum", type=positive_int, metavar="N",
                        help="split each batch into N sequential micro-batches (same result, less memory)")
+    add_report_to_flag(train)
     add_family_flags(train, families or {})
     train.set_defaults(handler=cmd_train)
 
@@ -316,6 +318,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
                        help="train every model with this many seeds (SEED, SEED+1, ...), sharing the budget; "
                        "the report compares the recipes over seeds (default: 2 with --work fixed, 1 with a "
                        "budget, which then goes to training one network each)")
+    add_report_to_flag(quick)
     quick.add_argument("--lang", choices=("en", "zh"), default="en",
                        help="language of the report and the closing headlines (default: en)")
     quick.set_defaults(handler=cmd_quickstart)

@@ -148,6 +148,15 @@ def add_sampler_flags(parser: argparse.ArgumentParser, families: dict | None) ->
                             "default: the run's, 0 1 for the pixel presets)")
 
 
+REPORT_TO = ("tensorboard", "wandb", "mlflow", "trackio", "aim", "all", "none")  # training.trackers' (kept here: `--help` imports nothing heavy)
+
+
+def add_report_to_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--report-to", choices=REPORT_TO, default="tensorboard",
+                        help="experiment tracker through Accelerate: losses, learning rate, throughput and sample "
+                        "grids (default: tensorboard, into RUN/logs/; `tensorboard --logdir RUN/logs` shows it)")
+
+
 def add_family_flags(parser: argparse.ArgumentParser, families: dict) -> None:
     """Each family's own options (Family.options) as flags, in a group named after the model types that
     take them; an option several families share is one flag."""

@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from vaediff.checks import MAX_GRID_IMAGES, check_count, output_file
 from vaediff.console import progress_bar
 from vaediff.errors import ConfigError
-from vaediff.figures import save_grid
+from vaediff.figures import save_grid, tile
 
 GRID_ROWS = 10  # class rows in a grid: a set with more classes shows its first ten
 
@@ -98,3 +99,21 @@ def write_sample_grid(run: ImageModel, path: str | Path, seed: int = 0, count: i
     what = f"class {names[label]}" if label is not None else "samples"
     save_grid(images, path, f"{run.model_type}: {len(images)} {what} (seed {seed})")
     return images
+
+
+PREVIEW_STEPS = 50  # a preview draws with at most this many sampler steps (the seed's 1000-step DDPM would take minutes)
+
+
+def preview_grid(run: ImageModel, seed: int = 0) -> np.ndarray:
+    """A small grid as (H, W, 3) uint8 for an experiment tracker: one sample of each of the first ten classes
+    (ten samples of an unconditional run), with the run's sampler at no more than PREVIEW_STEPS steps."""
+    options = run.sampler_settings() if getattr(run, "has_sampler", False) else {}
+    if options.get("steps", 0) > PREVIEW_STEPS:
+        options = run.sampler_settings(steps=PREVIEW_STEPS)
+    rows = min(run.num_classes, GRID_ROWS) if run.conditional else GRID_ROWS
+    labels = torch.arange(rows) if run.conditional else None
+    with torch.no_grad():
+        images = run.generate(rows, labels, torch.Generator().manual_seed(seed), **options)
+    canvas = tile(images, columns=rows)
+    canvas = np.repeat(canvas[..., None], 3, axis=2) if canvas.ndim == 2 else canvas
+    return (np.clip(canvas, 0, 1) * 255).round().astype(np.uint8)

@@ -20,6 +20,7 @@ from vaediff.evaluate import evaluate_run
 from vaediff.evaluator_network import is_cached, load_or_train_evaluator
 from vaediff.families import quickstart_types, train_run
 from vaediff.families.base import LikelihoodSettings
+from vaediff.training.trackers import check_report_to
 from vaediff.report import check_language, compare
 from vaediff.runs import (
     CONFIG_FILE,
@@ -66,6 +67,7 @@ class QuickstartPlan:
     seed: int = 0
     seeds: int = 1                # runs per model type (seeds seed, seed + 1, ...), sharing the budget
     lang: str = "en"              # report and headlines: "en" or "zh"
+    report_to: str = "tensorboard"  # every training run's experiment tracker (training/trackers.py)
     # per model type, extra options for its training run (e.g. {"diffusion": {"model": {...}}}): tiny
     # networks in the tests, other presets for users who want them
     model_options: dict = field(default_factory=dict)
@@ -78,6 +80,7 @@ class QuickstartPlan:
         checks it against this host's speed)."""
         if self.work not in WORKS:
             raise ConfigError(f"--work must be one of {', '.join(WORKS)}, got {self.work!r}")
+        check_report_to(self.report_to)  # a missing tracker package: one line, before minutes of work
         if self.work == "fixed":
             return
         needed = self.minimum_minutes * self.seeds
@@ -139,7 +142,7 @@ def _run_stage(name: str, plan: QuickstartPlan, study: StudyPlan, out: Path, dat
                  else {"max_steps": study.expected_steps[run_name]})
         try:
             train_run(model_type, run_dir, plan.dataset, data_dir, options, {**limit, "seed": seed},
-                      resume=can_resume, overwrite=not can_resume, image_size=plan.image_size)
+                      resume=can_resume, overwrite=not can_resume, image_size=plan.image_size, report_to=plan.report_to)
         except AlreadyFinished:
             pass  # stopped after training finished but before the stage was recorded: nothing to redo
     elif kind == "evaluate":
@@ -197,7 +200,7 @@ def _evaluator_cached(plan: QuickstartPlan) -> bool:
 def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", minutes: float = 15.0,
                data_dir: str | None = None, overwrite: bool = False, resume: bool = False, seed: int = 0,
                plan: QuickstartPlan | None = None, lang: str = "en", seeds: int | None = None, image_size: int | None = None,
-               work: str = "budget") -> Path:
+               work: str = "budget", report_to: str = "tensorboard") -> Path:
     """Run (or resume) the study into `out`; returns the report's path. `plan`, when given, replaces
     `dataset`, `minutes`, `seed`, `seeds`, `lang`, `image_size` and `work` (and sets sample counts and model
     options). `seeds`: runs per model type (default: study_plan.FIXED_SEEDS with fixed work, one with a
@@ -205,7 +208,7 @@ def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", m
     if seeds is None:
         seeds = FIXED_SEEDS if work == "fixed" else 1
     plan = plan or QuickstartPlan(dataset=dataset, minutes=minutes, seed=seed, seeds=seeds, lang=lang,
-                                  image_size=image_size, work=work)
+                                  image_size=image_size, work=work, report_to=report_to)
     check_language(plan.lang)
     out = Path(out)
     started = time.perf_counter()

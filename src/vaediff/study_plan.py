@@ -193,7 +193,7 @@ def probe_model(model_type: str, directory: Path, dataset_source: str, data_dir:
     started = time.perf_counter()
     run = train_run(model_type, directory, dataset_source, data_dir, options,
                     {"max_steps": PROBE_STEPS, "seed": seed, "checkpoint_minutes": 60.0}, overwrite=True,
-                    progress=False, figures=False, image_size=image_size)
+                    progress=False, figures=False, image_size=image_size, report_to="none")
     step_s = _seconds_per_step(directory)
     overhead_s = max(0.0, time.perf_counter() - started - PROBE_STEPS * step_s)
     return replace(measure_run(run, dataset, likelihood, seed), step_s=step_s, run_overhead_s=overhead_s)

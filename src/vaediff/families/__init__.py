@@ -26,6 +26,7 @@ from vaediff.data import (
 from vaediff.errors import AlreadyFinished, ConfigError, RunError
 from vaediff.families import diffusion, flow, latent, vae
 from vaediff.families.base import Family, Run, TrainingRequest
+from vaediff.generation import preview_grid
 from vaediff.model_card import write_model_card
 from vaediff.runs import (
     CONFIG_FILE,
@@ -37,6 +38,7 @@ from vaediff.runs import (
     write_run_config,
 )
 from vaediff.training import TrainConfig, is_main_process, train, wait_for_everyone
+from vaediff.training.trackers import check_report_to
 
 LIMIT_KEYS = ("epochs", "minutes", "max_steps")
 
@@ -133,10 +135,11 @@ def class_names_of(config: dict) -> tuple[str, ...]:
 def train_run(model_type: str, out: str | Path, dataset: str | None = None, data_dir: str | None = None,
               options: dict | None = None, train_options: dict | None = None, resume: bool = False,
               overwrite: bool = False, progress: bool = True, figures: bool = True,
-              image_size: int | None = None) -> Run:
+              image_size: int | None = None, report_to: str = "tensorboard") -> Run:
     """Train a model of `model_type` into the run directory `out` (or continue it with `resume`) and
     return the trained run, loaded back from its directory. `figures=False` skips the sample grids drawn
-    after training (sweeps and benchmarks).
+    after training (sweeps and benchmarks). `report_to`: the experiment trackers (training/trackers.py;
+    TensorBoard into RUN/logs/ by default, "none" for none).
 
     `options` are the family's settings (e.g. {"preset": "fast"}, {"binarize": True}); `train_options`
     override fields of TrainConfig (None values are ignored). On resume, the stored configuration is
@@ -147,6 +150,7 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
     """
     family = family_of(model_type)
     check_command(model_type, "train")
+    log_with = check_report_to(report_to)  # a missing tracker package: one line, before anything is written
     run_dir = Path(out)
     overrides = {k: v for k, v in (train_options or {}).items() if v is not None}
     if resume and overwrite:
@@ -176,8 +180,12 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
                          train=config_to_dict(train_config))
     try:
         plan = family.plan(TrainingRequest(run_dir, data, model_config, train_config, resume, settings, progress))
+        hyperparameters = {"model_type": model_type, "settings": settings, "model": config_to_dict(model_config),
+                           "train": config_to_dict(plan.train_config)}
         train(plan.objective, plan.build_model, data, plan.train_config, run_dir, resume=resume, export=plan.export,
-              title=plan.title, progress=progress, after_step=plan.after_step, extra_state=plan.extra_state)
+              title=plan.title, progress=progress, after_step=plan.after_step, extra_state=plan.extra_state,
+              report_to=log_with, preview=lambda: preview_grid(load_run(run_dir), train_config.seed or 0),
+              hyperparameters=hyperparameters)
     except AlreadyFinished:
         if previous_config is not None and is_main_process():  # nothing changed: not even config.json
             atomic_write_bytes(run_dir / CONFIG_FILE, previous_config)

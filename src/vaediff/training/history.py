@@ -58,8 +58,9 @@ class LossLog:
 
     def __init__(self, run_dir: Path, objective: Objective, module: nn.Module, test: ImageSplit, config: TrainConfig,
                  device: torch.device, steps_per_epoch: int, elapsed: Callable[[], float], title: str,
-                 plot_every_s: float, is_main: bool):
+                 plot_every_s: float, is_main: bool, on_row: Callable[[TrainState], None] | None = None):
         self.run_dir, self.objective, self.module, self.test, self.config = run_dir, objective, module, test, config
+        self.on_row = on_row  # called after each row is recorded (the trackers log it)
         self.device, self.steps_per_epoch, self.elapsed, self.title = device, steps_per_epoch, elapsed, title
         self.plot_every_s, self.is_main = plot_every_s, is_main
         budget_s = config.minutes * 60 if config.minutes is not None else math.inf
@@ -92,6 +93,8 @@ class LossLog:
         self.last_row = time.perf_counter()
         self.row_cost = self.last_row - began
         self.write_files(state, write_plot or self.last_row - self.last_plot > self.plot_every_s)
+        if self.on_row is not None:
+            self.on_row(state)
 
     def write_files(self, state: TrainState, write_plot: bool) -> None:
         if not self.is_main:

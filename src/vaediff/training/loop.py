@@ -54,6 +54,7 @@ from vaediff.training.config import (
 )
 from vaediff.training.history import LossLog
 from vaediff.training.processes import StopSignals, agree, force_cpu, is_main_process, wait_for_everyone
+from vaediff.training.trackers import Tracking
 
 
 def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: Dataset, config: TrainConfig,
@@ -61,22 +62,27 @@ def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: D
           ema_factory: Callable[[nn.Module], object] | None = None, title: str = "training",
           plot_every_s: float = 10.0, progress: bool = True,
           after_step: Callable[[nn.Module, nn.Module | None, int], None] | None = None,
-          extra_state: Callable[[nn.Module], nn.Module] | None = None) -> TrainState:
+          extra_state: Callable[[nn.Module], nn.Module] | None = None, report_to: str | None = None,
+          preview: Callable[[], object] | None = None, hyperparameters: dict | None = None) -> TrainState:
     """Train the model `build_model()` makes on `dataset.train` with `objective`, writing loss.csv/png and
     checkpoints into run_dir; `export(module, run_dir)` writes the weights at every checkpoint and at the
     end (the EMA average when `config.ema_decay` is set). The model is built after seeding, so its initial
     weights follow the seed. `extra_state(model)` makes the family's own module (on the training device;
     saved in every checkpoint, loaded back on resume) and `after_step(model, extra, steps_done)` runs after
-    each optimizer step (families.base.TrainingPlan). Returns the final TrainState."""
+    each optimizer step (families.base.TrainingPlan). `report_to` names Accelerate's trackers (trackers.py:
+    rows as loss.csv's, `hyperparameters`, and `preview()`'s sample grid every few minutes and at the end).
+    Returns the final TrainState."""
     run_dir = Path(run_dir)
-    parts = prepare(build_model, dataset, config, ema_factory or default_ema(config), run_dir)
+    parts = prepare(build_model, dataset, config, ema_factory or default_ema(config), run_dir, report_to)
     count_plan = plan_from_counts(len(dataset.train), config)  # the steps epochs or --max-steps give
     extra = extra_state(parts.unwrapped).to(parts.accelerator.device) if extra_state is not None else None
     checkpoint = Checkpointer(run_dir, parts, export, extra, config)
     state = checkpoint.starting_state(resume, count_plan)
     clock = Clock(config, state, count_plan, parts.schedule)
+    tracking = Tracking(parts.accelerator, hyperparameters or {}, preview, clock.elapsed)
     log = LossLog(run_dir, objective, parts.unwrapped, dataset.test, config, parts.accelerator.device,
-                  steps_per_epoch(len(dataset.train), config), clock.elapsed, title, plot_every_s, is_main_process())
+                  steps_per_epoch(len(dataset.train), config), clock.elapsed, title, plot_every_s, is_main_process(),
+                  on_row=lambda state: tracking.log_row(state, parts.optimizer, parts.ema, config.batch_size))
     log.write_files(state, write_plot=True)  # rows a killed session wrote past its checkpoint go
     bar = progress_bar(total=state.planned_steps, initial=state.step, desc=title, unit="step",
                        enabled=is_main_process() and progress)
@@ -101,6 +107,8 @@ def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: D
                     log.record(state, write_plot=False)
                 if checkpoint.due(state):
                     checkpoint.save(state, clock.elapsed())
+                    if tracking.preview_due():  # a sample grid from the weights just exported
+                        tracking.log_preview(state.step)
             else:  # the epoch ran to its end
                 state.epoch += 1
                 state.batch_in_epoch = 0
@@ -115,6 +123,8 @@ def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: D
         state.finished = True
         log.record(state, write_plot=True)
         checkpoint.save(state, clock.elapsed())
+        tracking.log_preview(state.step)
+    tracking.end()
     return state
 
 
@@ -191,7 +201,7 @@ class Prepared:
 
 
 def prepare(build_model: Callable[[], nn.Module], dataset: Dataset, config: TrainConfig,
-            ema_factory: Callable[[nn.Module], object], run_dir: Path) -> Prepared:
+            ema_factory: Callable[[nn.Module], object], run_dir: Path, report_to: str | None = None) -> Prepared:
     from accelerate import Accelerator  # a second to import; `vaediff --help` must not pay it
     from accelerate.utils import DataLoaderConfiguration
 
@@ -199,6 +209,7 @@ def prepare(build_model: Callable[[], nn.Module], dataset: Dataset, config: Trai
         cpu=force_cpu(), mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
         step_scheduler_with_optimizer=False,  # we step it ourselves, once per optimizer step
+        log_with=report_to, project_dir=str(run_dir / "logs") if report_to else None,
     )
     world, micro_batch = accelerator.num_processes, config.batch_size // config.grad_accum
     if micro_batch % world:

@@ -9,6 +9,7 @@ the metrics. The hub's own parser (`huggingface_hub.ModelCard.load`) reads it ba
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -89,4 +90,22 @@ def write_model_card(run, summary: str, metrics: dict | None = None, out_dir: st
     metrics.json written elsewhere); returns its path."""
     path = Path(out_dir or run.run_dir) / CARD_FILE
     atomic_write_text(path, card_text(Path(run.run_dir), summary, run.diffusers_folders, metrics, run.conditional))
+    return path
+
+
+PIPELINE_INDEX = "model_index.json"
+
+
+def write_pipeline_index(run) -> Path | None:
+    """RUN/model_index.json for a run that draws by a sampler with a diffusers UNet and scheduler: the folder
+    then reads as a diffusers pipeline (vaediff.pipelines.VaediffPipeline). None for other runs."""
+    if not run.has_sampler or not {"unet", "scheduler"} <= set(run.diffusers_folders):
+        return None
+    import diffusers
+
+    scheduler = read_json(Path(run.run_dir) / "scheduler" / "scheduler_config.json")["_class_name"]
+    index = {"_class_name": "VaediffPipeline", "_diffusers_version": diffusers.__version__,
+             "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", scheduler]}
+    path = Path(run.run_dir) / PIPELINE_INDEX
+    atomic_write_text(path, json.dumps(index, indent=2) + "\n")
     return path

@@ -20,7 +20,6 @@ from vaediff.evaluate import evaluate_run
 from vaediff.evaluator_network import is_cached, load_or_train_evaluator
 from vaediff.families import quickstart_types, train_run
 from vaediff.families.base import LikelihoodSettings
-from vaediff.training.trackers import check_report_to
 from vaediff.report import check_language, compare
 from vaediff.runs import (
     CONFIG_FILE,
@@ -42,6 +41,7 @@ from vaediff.study_plan import (
     plan_study,
     probe_host,
 )
+from vaediff.training.trackers import check_report_to
 
 STATE_FILE = "quickstart.json"
 

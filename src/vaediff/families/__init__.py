@@ -27,7 +27,7 @@ from vaediff.errors import AlreadyFinished, ConfigError, RunError
 from vaediff.families import diffusion, flow, latent, vae
 from vaediff.families.base import Family, Run, TrainingRequest
 from vaediff.generation import preview_grid
-from vaediff.model_card import write_model_card
+from vaediff.model_card import write_model_card, write_pipeline_index
 from vaediff.runs import (
     CONFIG_FILE,
     atomic_write_bytes,
@@ -38,6 +38,7 @@ from vaediff.runs import (
     write_run_config,
 )
 from vaediff.training import TrainConfig, is_main_process, train, wait_for_everyone
+from vaediff.training.loop import Extras
 from vaediff.training.trackers import check_report_to
 
 LIMIT_KEYS = ("epochs", "minutes", "max_steps")
@@ -138,9 +139,7 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
               image_size: int | None = None, report_to: str = "tensorboard") -> Run:
     """Train a model of `model_type` into the run directory `out` (or continue it with `resume`) and
     return the trained run, loaded back from its directory. `figures=False` skips the sample grids drawn
-    after training (sweeps and benchmarks). `report_to`: the experiment trackers (training/trackers.py;
-    TensorBoard into RUN/logs/ by default, "none" for none).
-
+    after training (sweeps and benchmarks). `report_to`: the experiment trackers (training/trackers.py).
     `options` are the family's settings (e.g. {"preset": "fast"}, {"binarize": True}); `train_options`
     override fields of TrainConfig (None values are ignored). On resume, the stored configuration is
     used and only the limits (epochs, minutes, max_steps) may be changed; a data source or option given
@@ -148,10 +147,9 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
     default mnist-5k); `image_size` resizes its images. The models are built for the data's shape.
     Everything is checked before the run directory is touched: a refused command writes nothing.
     """
-    family = family_of(model_type)
+    family, run_dir = family_of(model_type), Path(out)
     check_command(model_type, "train")
     log_with = check_report_to(report_to)  # a missing tracker package: one line, before anything is written
-    run_dir = Path(out)
     overrides = {k: v for k, v in (train_options or {}).items() if v is not None}
     if resume and overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it; give one of them")
@@ -180,12 +178,9 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
                          train=config_to_dict(train_config))
     try:
         plan = family.plan(TrainingRequest(run_dir, data, model_config, train_config, resume, settings, progress))
-        hyperparameters = {"model_type": model_type, "settings": settings, "model": config_to_dict(model_config),
-                           "train": config_to_dict(plan.train_config)}
         train(plan.objective, plan.build_model, data, plan.train_config, run_dir, resume=resume, export=plan.export,
-              title=plan.title, progress=progress, after_step=plan.after_step, extra_state=plan.extra_state,
-              report_to=log_with, preview=lambda: preview_grid(load_run(run_dir), train_config.seed or 0),
-              hyperparameters=hyperparameters)
+              title=plan.title, progress=progress,
+              extras=_extras(plan, log_with, run_dir, model_type, settings, model_config))
     except AlreadyFinished:
         if previous_config is not None and is_main_process():  # nothing changed: not even config.json
             atomic_write_bytes(run_dir / CONFIG_FILE, previous_config)
@@ -195,7 +190,17 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
         if figures:
             family.figures(run, data, train_config.seed, settings)
         write_model_card(run, family.summary.get("en", ""))  # evaluate writes it again with the metrics
+        write_pipeline_index(run)  # a diffusers pipeline folder (vaediff.pipelines) where the run has one
     return run
+
+
+def _extras(plan, log_with: str | None, run_dir: Path, model_type: str, settings: dict, model_config) -> Extras:
+    """The family's hook and state, and the trackers: the run's configuration, and a preview grid drawn from
+    the weights each checkpoint exports."""
+    hyperparameters = {"model_type": model_type, "settings": settings, "model": config_to_dict(model_config),
+                       "train": config_to_dict(plan.train_config)}
+    return Extras(plan.after_step, plan.extra_state, log_with,
+                  lambda: preview_grid(load_run(run_dir), plan.train_config.seed or 0), hyperparameters)
 
 
 def _check_same_source(run_dir: Path, settings: dict, dataset: str | None, data_dir: str | None,

@@ -24,7 +24,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -60,26 +60,20 @@ from vaediff.training.trackers import Tracking
 def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: Dataset, config: TrainConfig,
           run_dir: str | Path, resume: bool = False, export: Export | None = None,
           ema_factory: Callable[[nn.Module], object] | None = None, title: str = "training",
-          plot_every_s: float = 10.0, progress: bool = True,
-          after_step: Callable[[nn.Module, nn.Module | None, int], None] | None = None,
-          extra_state: Callable[[nn.Module], nn.Module] | None = None, report_to: str | None = None,
-          preview: Callable[[], object] | None = None, hyperparameters: dict | None = None) -> TrainState:
+          plot_every_s: float = 10.0, progress: bool = True, extras: Extras | None = None) -> TrainState:
     """Train the model `build_model()` makes on `dataset.train` with `objective`, writing loss.csv/png and
     checkpoints into run_dir; `export(module, run_dir)` writes the weights at every checkpoint and at the
     end (the EMA average when `config.ema_decay` is set). The model is built after seeding, so its initial
-    weights follow the seed. `extra_state(model)` makes the family's own module (on the training device;
-    saved in every checkpoint, loaded back on resume) and `after_step(model, extra, steps_done)` runs after
-    each optimizer step (families.base.TrainingPlan). `report_to` names Accelerate's trackers (trackers.py:
-    rows as loss.csv's, `hyperparameters`, and `preview()`'s sample grid every few minutes and at the end).
-    Returns the final TrainState."""
-    run_dir = Path(run_dir)
-    parts = prepare(build_model, dataset, config, ema_factory or default_ema(config), run_dir, report_to)
+    weights follow the seed. `extras`: the family's hook and state, the trackers (Extras). Returns the
+    final TrainState."""
+    run_dir, extras = Path(run_dir), extras or Extras()
+    parts = prepare(build_model, dataset, config, ema_factory or default_ema(config), run_dir, extras.report_to)
     count_plan = plan_from_counts(len(dataset.train), config)  # the steps epochs or --max-steps give
-    extra = extra_state(parts.unwrapped).to(parts.accelerator.device) if extra_state is not None else None
+    extra = extras.extra_state(parts.unwrapped).to(parts.accelerator.device) if extras.extra_state else None
     checkpoint = Checkpointer(run_dir, parts, export, extra, config)
     state = checkpoint.starting_state(resume, count_plan)
     clock = Clock(config, state, count_plan, parts.schedule)
-    tracking = Tracking(parts.accelerator, hyperparameters or {}, preview, clock.elapsed)
+    tracking = Tracking(parts.accelerator, extras.hyperparameters, extras.preview, clock.elapsed)
     log = LossLog(run_dir, objective, parts.unwrapped, dataset.test, config, parts.accelerator.device,
                   steps_per_epoch(len(dataset.train), config), clock.elapsed, title, plot_every_s, is_main_process(),
                   on_row=lambda state: tracking.log_row(state, parts.optimizer, parts.ema, config.batch_size))
@@ -95,7 +89,7 @@ def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: D
                                                                 signals.received is not None, clock)
                 if not parts.accelerator.sync_gradients:
                     continue  # a micro-batch of gradient accumulation: no optimizer step yet
-                finish_optimizer_step(parts, state, after_step, extra)
+                finish_optimizer_step(parts, state, extras.after_step, extra)
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.4g}", epoch=state.epoch + 1, refresh=False)
                 clock.fix_horizon(state, bar)  # --minutes: the schedule's length, once the speed is measured
@@ -116,16 +110,28 @@ def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: D
                     log.record(state, write_plot=False)
         bar.close()
         if stop == "signal":
-            checkpoint.save(state, clock.elapsed())
-            name = signal.Signals(signals.received).name
-            raise Interrupted(f"{name} at step {state.step}: checkpoint saved in {checkpoint.path}; "
-                              f"continue with the same command plus --resume", signals.received)
+            raise checkpoint.interrupted(state, clock.elapsed(), signals.received)
         state.finished = True
         log.record(state, write_plot=True)
         checkpoint.save(state, clock.elapsed())
         tracking.log_preview(state.step)
     tracking.end()
     return state
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What a family and its caller add to the loop. `extra_state(model)` makes the family's own module from
+    the freshly built model (moved to the training device, saved in every checkpoint, loaded back on
+    resume); `after_step(model, extra, steps_done)` runs after each optimizer step (families.base.TrainingPlan);
+    `report_to` names Accelerate's trackers, which log loss.csv's rows, `hyperparameters`, and `preview()`'s
+    sample grid every few minutes and at the end (trackers.py)."""
+
+    after_step: Callable[[nn.Module, nn.Module | None, int], None] | None = None
+    extra_state: Callable[[nn.Module], nn.Module] | None = None
+    report_to: str | None = None
+    preview: Callable[[], object] | None = None
+    hyperparameters: dict = field(default_factory=dict)
 
 
 def finish_optimizer_step(parts: Prepared, state: TrainState, after_step, extra: nn.Module | None) -> None:
@@ -309,6 +315,12 @@ class Checkpointer:
         if self.config.checkpoint_every:
             return state.step - self.last[0] >= self.config.checkpoint_every
         return time.perf_counter() - self.last[1] >= self.config.checkpoint_minutes * 60
+
+    def interrupted(self, state: TrainState, elapsed_s: float, received: int) -> Interrupted:
+        """Save a checkpoint for a stop signal, and the exception that says how to continue."""
+        self.save(state, elapsed_s)
+        return Interrupted(f"{signal.Signals(received).name} at step {state.step}: checkpoint saved in {self.path}; "
+                           f"continue with the same command plus --resume", received)
 
     def save(self, state: TrainState, elapsed_s: float) -> None:
         parts = self.parts

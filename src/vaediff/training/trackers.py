@@ -90,5 +90,8 @@ class Tracking:
         self.last_preview = self.elapsed()
 
     def end(self) -> None:
+        """Close the trackers (not Accelerate's end_training, which also ends the process group that a
+        later stage or the caller's barrier still needs)."""
         if self.enabled:
-            self.accelerator.end_training()
+            for tracker in self.accelerator.trackers:
+                tracker.finish()

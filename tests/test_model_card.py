@@ -21,6 +21,7 @@ def test_a_trained_run_has_a_card_and_evaluate_adds_its_metrics(cli, tmp_path, e
     assert card.data.library_name == "vaediff" and "diffusion" in card.data.tags and card.data.datasets == ["mnist-5k"]
     assert not card.data.eval_results  # no metrics before evaluate
     assert "vaediff sample RUN --out grid.png" in card.text and "`unet/`" in card.text
+    assert "DiffusionPipeline.from_pretrained(\"RUN\", trust_remote_code=True)" in card.text
     assert json.loads((run / "config.json").read_text())["command"] in card.text  # the command that trained it
 
     code, _, err = cli("evaluate", run, "--n-samples", "20", "--likelihood-images", "4", "--bound-timesteps", "2")

@@ -72,6 +72,11 @@ def card_text(run_dir: Path, summary: str, diffusers_folders: tuple[str, ...] = 
         lines += ["", "Its weights are in diffusers' layout: "
                   + ", ".join(f"`{folder}/`" for folder in diffusers_folders)
                   + " load with `from_pretrained` (e.g. `UNet2DModel.from_pretrained(\"RUN/unet\")`)."]
+    if (run_dir / PIPELINE_INDEX).is_file():
+        lines += ["", "With diffusers (vaediff installed; the pipeline class is in `vaediff_pipeline.py`):", "",
+                  "```python", "import torch", "from diffusers import DiffusionPipeline", "",
+                  "pipe = DiffusionPipeline.from_pretrained(\"RUN\", trust_remote_code=True)",
+                  "images = pipe(class_labels=[3] * 8, generator=torch.Generator().manual_seed(0)).images", "```"]
     if (run_dir / "samples.png").is_file():
         lines += ["", "![samples](samples.png)"]
     if metrics:
@@ -94,6 +99,7 @@ def write_model_card(run, summary: str, metrics: dict | None = None, out_dir: st
 
 
 PIPELINE_INDEX = "model_index.json"
+PIPELINE_MODULE = "vaediff_pipeline"
 
 
 def write_pipeline_index(run) -> Path | None:
@@ -104,8 +110,10 @@ def write_pipeline_index(run) -> Path | None:
     import diffusers
 
     scheduler = read_json(Path(run.run_dir) / "scheduler" / "scheduler_config.json")["_class_name"]
-    index = {"_class_name": "VaediffPipeline", "_diffusers_version": diffusers.__version__,
+    index = {"_class_name": [PIPELINE_MODULE, "VaediffPipeline"], "_diffusers_version": diffusers.__version__,
              "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", scheduler]}
     path = Path(run.run_dir) / PIPELINE_INDEX
+    # the module diffusers imports the class from (vaediff/hub_pipeline.py, a file of this package, copied)
+    atomic_write_text(Path(run.run_dir) / f"{PIPELINE_MODULE}.py", (Path(__file__).parent / "hub_pipeline.py").read_text())
     atomic_write_text(path, json.dumps(index, indent=2) + "\n")
     return path

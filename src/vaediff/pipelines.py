@@ -49,6 +49,8 @@ class VaediffPipeline(DiffusionPipeline):
                  output_type: str = "pil") -> ImagePipelineOutput:
         """`class_labels` (one per image; an unconditional run takes `num_images`), the run's sampler
         settings where none is given; `output_type` "pil", "np" (N, H, W, C floats in [0, 1]) or "pt"."""
+        if self.run is None:  # made by stock DiffusionPipeline.from_pretrained(RUN): the run is where it came from
+            self.run = load_run(self.name_or_path)
         run = self.run
         if run.conditional:
             if class_labels is None:

@@ -74,3 +74,14 @@ def test_an_interval_over_seeds_stays_within_the_metric_range():
                for i, v in enumerate([0.99, 0.95])]
     low, high = interval(RunSummary("a", Path("a"), "diffusion", {}, members=members), "class_accuracy")
     assert high == 1.0 and 0 <= low < 0.95  # Student's t with one degree of freedom reaches past 1 otherwise
+
+
+def test_a_headline_over_seed_groups_asks_for_seeds_not_samples():
+    from vaediff.report import headlines
+
+    a, b = group("flow", [1.20, 1.22], 0.13), group("diffusion", [1.16, 1.40], 0.13)
+    for summary in (a, b):
+        summary.model_type = summary.name
+    line = headlines([a, b], "en")[0]
+    assert "not clearly lower than diffusion" in line and "with these seeds" in line, line
+    assert "这些种子" in headlines([a, b], "zh")[0]

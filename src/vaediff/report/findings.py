@@ -125,7 +125,9 @@ def _runner_up(ranked: list[tuple[RunSummary, float]], key: str, fmt: str, words
     tested = verdict(ranked[0][0], ranked[1][0], key, lang)
     if tested is None:
         return ""
-    return words["verdict_clear" if tested[0] else "verdict_unclear"].format(
+    grouped = bool(ranked[0][0].members or ranked[1][0].members)  # over seeds, more samples would not tell
+    unclear = "verdict_unclear_seeds" if grouped else "verdict_unclear"
+    return words["verdict_clear" if tested[0] else unclear].format(
         runner=ranked[1][0].name, value=_with_interval(ranked[1][0], key, fmt))
 
 

@@ -205,6 +205,10 @@ PHRASES = {
         "en": ", not clearly lower than {runner} ({value}) at this sample size",
         "zh": "，在当前样本量下与 {runner}（{value}）差异不显著",
     },
+    "verdict_unclear_seeds": {
+        "en": ", not clearly lower than {runner} ({value}) with these seeds",
+        "zh": "，在这些种子下与 {runner}（{value}）差异不显著",
+    },
     "without": {
         "en": "no bits/dim for {names} (metrics.json no_bits_per_dim says why)",
         "zh": "{names} 没有每维比特数（原因见 metrics.json 的 no_bits_per_dim）",

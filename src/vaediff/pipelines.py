@@ -3,11 +3,10 @@ by a sampler (diffusion, latent-diffusion, flow, latent-flow, and any later fami
 `pipe(class_labels=[3] * 8, num_inference_steps=8, guidance_scale=2.0, generator=g).images` draws PIL images,
 exactly what `vaediff sample` draws with the same seed: it is the same code (the run's own `generate`).
 
-Training writes RUN/model_index.json (`_class_name` VaediffPipeline, and the run's diffusers components:
-`unet`, `scheduler`, for latent runs the `autoencoder`), so the run reads as a diffusers pipeline folder;
-stock `DiffusionPipeline.from_pretrained(RUN)` cannot import a class diffusers does not ship, so load it
-with this class (or `DiffusionPipeline.from_pretrained(RUN, custom_pipeline=...)` once the code is on the
-Hub beside the weights).
+Training writes RUN/model_index.json (`_class_name` ["vaediff_pipeline", "VaediffPipeline"], and the run's
+diffusers components `unet` and `scheduler`) and RUN/vaediff_pipeline.py (a copy of hub_pipeline.py), so
+stock `DiffusionPipeline.from_pretrained(RUN, trust_remote_code=True)` loads this class too; the run itself is
+then loaded on the first call, from the folder the pipeline came from.
 """
 
 from __future__ import annotations

@@ -105,8 +105,11 @@ def _read_only(directory: Path) -> bool:
 
 
 def data_source_inputs(dataset: str | None) -> list[tuple[str, Path]]:
-    """The inputs (for check_apart) of a command that reads `dataset`: its path, unless a built-in name."""
-    return [] if dataset is None or dataset in DATASETS else [("data set", Path(dataset))]
+    """The inputs (for check_apart) of a command that reads `dataset`: its path, unless a built-in name or a
+    Hugging Face hub name (hf:NAME)."""
+    if dataset is None or dataset in DATASETS or dataset.startswith("hf:"):
+        return []
+    return [("data set", Path(dataset))]
 
 
 def output_file(path: str | Path, what: str = "--out") -> Path:

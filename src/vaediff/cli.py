@@ -47,14 +47,19 @@ PROG = "vaediff"
 # Handlers: parse -> library call -> print a short summary.
 
 
+def _data_options(args: argparse.Namespace) -> dict:
+    """load_dataset's options beside the source (--image-size, --image-column, --label-column)."""
+    return {"image_size": args.image_size, "image_column": args.image_column, "label_column": args.label_column}
+
+
 def cmd_eda(args: argparse.Namespace) -> None:
     from vaediff.data import load_dataset  # torch: imported when the command runs (instant --help)
     from vaediff.eda import run_eda
     from vaediff.runs import prepare_output_dir, write_run_config
 
-    dataset = load_dataset(args.dataset, args.data_dir, image_size=args.image_size)
+    dataset = load_dataset(args.dataset, args.data_dir, **_data_options(args))
     out = prepare_output_dir(args.out, overwrite=args.overwrite, kind="eda", inputs=data_source_inputs(args.dataset))
-    write_run_config(out, "eda", {"dataset": args.dataset, "data_dir": args.data_dir, "image_size": args.image_size,
+    write_run_config(out, "eda", {"dataset": args.dataset, "data_dir": args.data_dir, **_data_options(args),
                                   "data_shape": dataset.shape.to_dict(), "seed": args.seed})
     summary = run_eda(dataset, out, seed=args.seed)
     train, test = summary["splits"]["train"], summary["splits"]["test"]
@@ -80,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         "checkpoint_every": args.checkpoint_every,
     }
     run = train_run(args.model_type, args.out, args.dataset, args.data_dir, options, train_options,
-                    resume=args.resume, overwrite=args.overwrite, image_size=args.image_size, report_to=args.report_to)
+                    resume=args.resume, overwrite=args.overwrite, report_to=args.report_to, **_data_options(args))
     if is_main_process():
         print(f"trained {args.model_type}: {run.run_dir} (loss.csv, loss.png, samples.png, weights, config.json)")
 
@@ -124,7 +129,7 @@ def cmd_evaluator(args: argparse.Namespace) -> None:
     from vaediff.data import load_dataset  # torch: imported when the command runs (instant --help)
     from vaediff.evaluator_network import load_or_train_evaluator
 
-    dataset = load_dataset(args.dataset, args.data_dir, image_size=args.image_size)
+    dataset = load_dataset(args.dataset, args.data_dir, **_data_options(args))
     evaluator = load_or_train_evaluator(dataset, args.cache_dir, retrain=args.retrain)
     print(f"evaluator for {dataset.name}: test accuracy {evaluator.accuracy:.4f} ({evaluator.path})")
 
@@ -156,7 +161,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
     report = quickstart(args.out, args.dataset, args.minutes, args.data_dir, overwrite=args.overwrite,
                         resume=args.resume, seed=args.seed, lang=args.lang, seeds=args.seeds,
-                        image_size=args.image_size, work=args.work, report_to=args.report_to)
+                        work=args.work, report_to=args.report_to, **_data_options(args))
     settings = read_json(report.parent / "config.json")["settings"]  # a resumed study keeps its own
     runs = [report.parent.parent / name for name in settings["runs"]]
     lang = settings.get("lang", "en")

@@ -112,13 +112,19 @@ def add_dataset_flags(parser: argparse.ArgumentParser, default: str | None = "mn
     """--dataset, --data-dir, --image-size. `default=None` leaves --dataset unset when not given (train: a
     resumed run keeps its own data, and a --dataset given with --resume is checked against it)."""
     parser.add_argument("--dataset", default=default, metavar="NAME|PATH",
-                        help=f"data set: {', '.join(DATASETS)}, an image folder (a sub-folder a class) or an .npz "
-                             f"file (default: {default or 'mnist-5k'})")
+                        help=f"data set: {', '.join(DATASETS)}, an image folder (a sub-folder a class), an .npz "
+                             f"file, a Hugging Face `datasets` folder (save_to_disk), .parquet or .arrow file, or "
+                             f"hf:NAME[:CONFIG] (default: {default or 'mnist-5k'})")
     parser.add_argument("--data-dir", metavar="DIR",
                         help="where the files of mnist, fashion-mnist or cifar10 live (downloaded there if absent)")
     parser.add_argument("--image-size", type=int, choices=IMAGE_SIZES, metavar="S",
                         help=f"resize images to S x S ({', '.join(map(str, IMAGE_SIZES))}): centre crop to a square, then "
                              f"bilinear with antialiasing; needed for images of mixed sizes or modes")
+    parser.add_argument("--image-column", metavar="NAME",
+                        help="a `datasets` source's image column (default: the one of feature type Image)")
+    parser.add_argument("--label-column", metavar="NAME",
+                        help="a `datasets` source's label column (default: the one of type ClassLabel; none: "
+                             "unlabelled)")
 
 
 def add_output_flags(parser: argparse.ArgumentParser, out_help: str) -> None:

@@ -52,6 +52,8 @@ WORKS = ("budget", "fixed")
 class QuickstartPlan:
     dataset: str = "mnist-5k"    # a built-in name, or an image folder / .npz file (made absolute)
     image_size: int | None = None  # resize the images (data.load_dataset)
+    image_column: str | None = None  # the columns of a Hugging Face `datasets` source (data/hf.py)
+    label_column: str | None = None
     labelled: bool = True         # False: unlabelled data, no cvae (class-conditional only)
     minutes: float = 15.0
     # "budget": measure this host, then size training, samples and curves to end within `minutes`;
@@ -89,6 +91,10 @@ class QuickstartPlan:
             raise ConfigError(f"--minutes {self.minutes:g} cannot hold a study of {len(self.runs())} runs "
                               f"({seeds}): give --minutes {needed:g} or more" +
                               (", or fewer --seeds" if self.seeds > 1 else ""))
+
+    def data_options(self) -> dict:
+        """load_dataset's (and train_run's) options beside the source."""
+        return {"image_size": self.image_size, "image_column": self.image_column, "label_column": self.label_column}
 
     def likelihood(self) -> LikelihoodSettings:
         return LikelihoodSettings(iw_samples=self.iw_samples, test_images=self.likelihood_images,
@@ -131,10 +137,10 @@ def _run_stage(name: str, plan: QuickstartPlan, study: StudyPlan, out: Path, dat
     if kind == "eda":
         eda_dir = prepare_output_dir(out / "eda", overwrite=True, kind="eda")
         write_run_config(eda_dir, "eda", {"dataset": plan.dataset, "data_dir": data_dir, "seed": plan.seed,
-                                          "image_size": plan.image_size})
-        run_eda(load_dataset(plan.dataset, data_dir, image_size=plan.image_size), eda_dir, seed=plan.seed)
+                                          **plan.data_options()})
+        run_eda(load_dataset(plan.dataset, data_dir, **plan.data_options()), eda_dir, seed=plan.seed)
     elif kind == "evaluator":
-        load_or_train_evaluator(load_dataset(plan.dataset, data_dir, image_size=plan.image_size))
+        load_or_train_evaluator(load_dataset(plan.dataset, data_dir, **plan.data_options()))
     elif kind == "train":
         options = dict(plan.model_options.get(model_type, {}))  # each family's defaults otherwise (the fast preset)
         can_resume = resume and (run_dir / "config.json").is_file()
@@ -142,7 +148,7 @@ def _run_stage(name: str, plan: QuickstartPlan, study: StudyPlan, out: Path, dat
                  else {"max_steps": study.expected_steps[run_name]})
         try:
             train_run(model_type, run_dir, plan.dataset, data_dir, options, {**limit, "seed": seed},
-                      resume=can_resume, overwrite=not can_resume, image_size=plan.image_size, report_to=plan.report_to)
+                      resume=can_resume, overwrite=not can_resume, report_to=plan.report_to, **plan.data_options())
         except AlreadyFinished:
             pass  # stopped after training finished but before the stage was recorded: nothing to redo
     elif kind == "evaluate":
@@ -185,7 +191,7 @@ def _plan(plan: QuickstartPlan, data, data_dir: str | None, started: float) -> t
     if plan.work == "fixed":
         return fixed_plan(runs, plan.largest_samples(), plan.fixed_steps), None
     print("measuring this host: a few training steps and samples of each model", flush=True)
-    host = probe_host(plan.model_types(), data, plan.dataset, data_dir, plan.model_options, plan.image_size,
+    host = probe_host(plan.model_types(), data, plan.dataset, data_dir, plan.model_options, plan.data_options(),
                       plan.likelihood(), plan.seed)
     evaluator_images = None if _evaluator_cached(plan) else len(data.train)
     study = plan_study(plan.minutes, host, runs, evaluator_images, elapsed_s=time.perf_counter() - started,
@@ -200,15 +206,17 @@ def _evaluator_cached(plan: QuickstartPlan) -> bool:
 def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", minutes: float = 15.0,
                data_dir: str | None = None, overwrite: bool = False, resume: bool = False, seed: int = 0,
                plan: QuickstartPlan | None = None, lang: str = "en", seeds: int | None = None, image_size: int | None = None,
-               work: str = "budget", report_to: str = "tensorboard") -> Path:
+               work: str = "budget", report_to: str = "tensorboard", image_column: str | None = None,
+               label_column: str | None = None) -> Path:
     """Run (or resume) the study into `out`; returns the report's path. `plan`, when given, replaces
-    `dataset`, `minutes`, `seed`, `seeds`, `lang`, `image_size` and `work` (and sets sample counts and model
+    `dataset`, `minutes`, `seed`, `seeds`, `lang`, `image_size`, the columns and `work` (and sets sample counts and model
     options). `seeds`: runs per model type (default: study_plan.FIXED_SEEDS with fixed work, one with a
     budget)."""
     if seeds is None:
         seeds = FIXED_SEEDS if work == "fixed" else 1
     plan = plan or QuickstartPlan(dataset=dataset, minutes=minutes, seed=seed, seeds=seeds, lang=lang,
-                                  image_size=image_size, work=work, report_to=report_to)
+                                  image_size=image_size, work=work, report_to=report_to,
+                                  image_column=image_column, label_column=label_column)
     check_language(plan.lang)
     out = Path(out)
     started = time.perf_counter()
@@ -216,13 +224,13 @@ def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", m
         raise ConfigError("--resume continues the study in --out and --overwrite replaces it; give one of them")
     if resume:
         plan, data_dir, done = _resumed_study(out)
-        load_dataset(plan.dataset, data_dir, image_size=plan.image_size)
+        load_dataset(plan.dataset, data_dir, **plan.data_options())
         state = read_json(out / STATE_FILE) if (out / STATE_FILE).is_file() else {}
         study, host = _stored_plan(plan, state)
         stage_seconds, spent = dict(state.get("stage_seconds", {})), float(state.get("elapsed_s", 0.0))
     else:
         plan.check_budget()
-        data = load_dataset(plan.dataset, data_dir, image_size=plan.image_size)  # a bad source fails before writing
+        data = load_dataset(plan.dataset, data_dir, **plan.data_options())  # a bad source fails before writing
         plan = replace(plan, dataset=describe_source(plan.dataset), labelled=data.labelled)
         if plan.work == "budget":
             prepare_output_dir(out, overwrite=overwrite, kind="quickstart", inputs=data_source_inputs(plan.dataset),

@@ -188,21 +188,22 @@ def _seconds_per_step(run_dir: Path) -> float:
 
 
 def probe_model(model_type: str, directory: Path, dataset_source: str, data_dir: str | None, options: dict,
-                image_size: int | None, dataset: Dataset, likelihood: LikelihoodSettings, seed: int) -> ModelSpeed:
+                data_options: dict, dataset: Dataset, likelihood: LikelihoodSettings, seed: int) -> ModelSpeed:
     """Train `PROBE_STEPS` steps into `directory`, then time samples and the likelihood (costs.measure_run)."""
     started = time.perf_counter()
     run = train_run(model_type, directory, dataset_source, data_dir, options,
                     {"max_steps": PROBE_STEPS, "seed": seed, "checkpoint_minutes": 60.0}, overwrite=True,
-                    progress=False, figures=False, image_size=image_size, report_to="none")
+                    progress=False, figures=False, report_to="none", **data_options)
     step_s = _seconds_per_step(directory)
     overhead_s = max(0.0, time.perf_counter() - started - PROBE_STEPS * step_s)
     return replace(measure_run(run, dataset, likelihood, seed), step_s=step_s, run_overhead_s=overhead_s)
 
 
 def probe_host(model_types: list[str], dataset: Dataset, dataset_source: str, data_dir: str | None,
-               model_options: dict, image_size: int | None, likelihood: LikelihoodSettings, seed: int,
+               model_options: dict, data_options: dict, likelihood: LikelihoodSettings, seed: int,
                progress: bool = True) -> HostSpeed:
-    """Measure each model type's speed on this host, in a scratch directory removed afterwards."""
+    """Measure each model type's speed on this host, in a scratch directory removed afterwards.
+    `data_options`: load_dataset's image_size, image_column and label_column."""
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="vaediff-probe-"))
     models = {}
@@ -211,7 +212,7 @@ def probe_host(model_types: list[str], dataset: Dataset, dataset_source: str, da
             if progress:
                 print(f"  measuring {model_type} on this host", flush=True)
             models[model_type] = probe_model(model_type, scratch / model_type, dataset_source, data_dir,
-                                             dict(model_options.get(model_type, {})), image_size, dataset,
+                                             dict(model_options.get(model_type, {})), data_options, dataset,
                                              likelihood, seed)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -10,6 +10,7 @@ branch of `load_dataset`.
 | cifar10 | data/cifar.py (the binary distribution) |
 | path/to/folder | data/folder.py (PNG/JPEG/BMP, a sub-folder a class) |
 | path/to/file.npz, path/to/file.npy | data/arrays.py (an .npy: unlabelled images alone) |
+| path/to/saved (save_to_disk), file.parquet, file.arrow, hf:NAME[:CONFIG] | data/hf.py (Hugging Face `datasets`) |
 """
 
 from __future__ import annotations
@@ -50,15 +51,22 @@ __all__ = ["CHANNELS", "DATASETS", "DEBIAN_FASHION_DIR", "DEFAULT_DATA_DIR", "DI
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True,
-                 image_size: int | None = None) -> Dataset:
-    """A data set by name (`mnist-5k`, `mnist`, `fashion-mnist`, `cifar10`) or path (an image folder, an
-    .npz or an .npy file). `data_dir`: where the named sets' files live (downloaded there when absent and
-    `download`); `image_size`: resize every image to this square size (centre crop, bilinear with
-    antialiasing)."""
-    from vaediff.data import arrays, cifar, folder, idx
+                 image_size: int | None = None, image_column: str | None = None,
+                 label_column: str | None = None) -> Dataset:
+    """A data set by name (`mnist-5k`, `mnist`, `fashion-mnist`, `cifar10`), path (an image folder, an
+    .npz or an .npy file, a `datasets` folder, .parquet or .arrow file) or `hf:NAME[:CONFIG]`. `data_dir`:
+    where the named sets' files live (downloaded there when absent and `download`); `image_size`: resize
+    every image to this square size (centre crop, bilinear with antialiasing); `image_column`,
+    `label_column`: the columns of a `datasets` source (data/hf.py)."""
+    from vaediff.data import arrays, cifar, folder, hf, idx
 
     if image_size is not None and image_size not in SIZES:
         raise DataError(f"--image-size must be one of {', '.join(map(str, SIZES))}, got {image_size}")
+    if hf.is_hf_source(name):
+        return hf.load_hf(name, image_size, image_column, label_column)
+    if image_column is not None or label_column is not None:
+        raise DataError(f"--image-column and --label-column name the columns of a Hugging Face `datasets` source "
+                        f"(a save_to_disk folder, .parquet, .arrow or hf:NAME); {name} is not one")
     directory = Path(data_dir) if data_dir is not None else None
     if name == "mnist-5k":
         dataset = idx.load_mnist_5k()
@@ -71,10 +79,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     elif Path(name).is_dir():
         return folder.load_folder(Path(name), image_size)
     elif "/" in name or Path(name).suffix:
-        raise DataError(f"{name}: no such folder, .npz or .npy file")
+        raise DataError(f"{name}: no such folder, .npz, .npy, .parquet or .arrow file")
     else:
-        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}, or give an image folder "
-                        f"or an .npz or .npy file")
+        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}, or give an image folder, "
+                        f"an .npz, .npy, .parquet or .arrow file, a `datasets` folder or hf:NAME")
     return _resized(dataset, image_size)
 
 
@@ -89,4 +97,4 @@ def _resized(dataset: Dataset, image_size: int | None) -> Dataset:
 def describe_source(name: str) -> str:
     """How config.json records where data came from: a built-in name as it is, a path made absolute (a run
     directory alone must find its data again)."""
-    return name if name in DATASETS else str(Path(name).resolve())
+    return name if name in DATASETS or name.startswith("hf:") else str(Path(name).resolve())

@@ -82,33 +82,33 @@ def _flattened(image):
     return image.convert("L" if gray else "RGB"), None
 
 
-def _too_large(path: Path, exc: Exception) -> str:
+def _too_large(where: str, exc: Exception) -> str:
     from PIL import Image
 
     found = re.search(r"\((\d+) pixels\)", str(exc))
     size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-    return (f"{path}: image too large ({size}; Pillow refuses more than {Image.MAX_IMAGE_PIXELS:,} as a possible "
+    return (f"{where}: image too large ({size}; Pillow refuses more than {Image.MAX_IMAGE_PIXELS:,} as a possible "
             f"decompression bomb); shrink it first")
 
 
-def _open(path: Path, size: int | None) -> tuple[np.ndarray, str, str | None]:
-    """Decode one file: (pixels as uint8 array (H, W) or (H, W, 3), its mode 'L' or 'RGB', the conversion
-    made: None, "deep" or "alpha")."""
+def decode_image(file, where: str, size: int | None) -> tuple[np.ndarray, str, str | None]:
+    """Decode one image (a path or a binary file object; `where` names it in errors): (pixels as uint8 array
+    (H, W) or (H, W, 3), its mode 'L' or 'RGB', the conversion made: None, "deep" or "alpha")."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():  # Pillow's bomb warning is several lines: refuse such a file instead
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(file) as image:
                 image.load()
                 image, conversion = _flattened(image)
         if size is not None and image.size != (size, size):
             image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.uint8), image.mode, conversion
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(_too_large(path, exc)) from None
+        raise DataError(_too_large(where, exc)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        raise DataError(f"{where}: not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
                         ) from None
 
 
@@ -118,7 +118,7 @@ def read_images(paths: list[Path], size: int | None, tally: Counter | None = Non
 
     One thread: small PNGs decode faster than threads can hand them over (10,000 32x32 PNGs: 6,700 images/s
     here on one thread, 4,900 on two, 4,200 with a task per file; Pillow alone decodes 10,500)."""
-    decoded = [_open(path, size) for path in paths]
+    decoded = [decode_image(path, str(path), size) for path in paths]
     if tally is not None:
         tally.update(conversion for _, _, conversion in decoded if conversion)
     modes = {mode for _, mode, _ in decoded}

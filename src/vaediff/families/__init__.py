@@ -116,7 +116,8 @@ def run_dataset(config: dict, where: str) -> Dataset:
     """The data a run was trained on, loaded again from its config.json settings; one line if the source now
     gives data of another shape than the run recorded (a model is built for one shape)."""
     settings = config.get("settings", {})
-    dataset = load_dataset(settings["dataset"], settings.get("data_dir"), image_size=settings.get("image_size"))
+    dataset = load_dataset(settings["dataset"], settings.get("data_dir"), image_size=settings.get("image_size"),
+                           image_column=settings.get("image_column"), label_column=settings.get("label_column"))
     recorded = DataShape(**settings["data_shape"]) if "data_shape" in settings else MNIST_SHAPE
     if dataset.shape != recorded:
         raise RunError(f"{where} was trained on {recorded.describe()} images but {settings['dataset']} now gives "
@@ -136,7 +137,8 @@ def class_names_of(config: dict) -> tuple[str, ...]:
 def train_run(model_type: str, out: str | Path, dataset: str | None = None, data_dir: str | None = None,
               options: dict | None = None, train_options: dict | None = None, resume: bool = False,
               overwrite: bool = False, progress: bool = True, figures: bool = True,
-              image_size: int | None = None, report_to: str = "tensorboard") -> Run:
+              image_size: int | None = None, report_to: str = "tensorboard", image_column: str | None = None,
+              label_column: str | None = None) -> Run:
     """Train a model of `model_type` into the run directory `out` (or continue it with `resume`) and
     return the trained run, loaded back from its directory. `figures=False` skips the sample grids drawn
     after training (sweeps and benchmarks). `report_to`: the experiment trackers (training/trackers.py).
@@ -144,7 +146,8 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
     override fields of TrainConfig (None values are ignored). On resume, the stored configuration is
     used and only the limits (epochs, minutes, max_steps) may be changed; a data source or option given
     that differs from the stored one is refused. `dataset` is a built-in name or a path (data.load_dataset;
-    default mnist-5k); `image_size` resizes its images. The models are built for the data's shape.
+    default mnist-5k); `image_size` resizes its images; `image_column`, `label_column` name the columns of a
+    `datasets` source. The models are built for the data's shape.
     Everything is checked before the run directory is touched: a refused command writes nothing.
     """
     family, run_dir = family_of(model_type), Path(out)
@@ -155,16 +158,20 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it; give one of them")
     if resume:
         model_config, train_config, settings = _resumed_configs(family, run_dir, model_type, overrides)
-        _check_same_source(run_dir, settings, dataset, data_dir, image_size, options)
+        _check_same_source(run_dir, settings, dataset, data_dir,
+                           {"image_size": image_size, "image_column": image_column, "label_column": label_column},
+                           options)
         previous_config = (run_dir / CONFIG_FILE).read_bytes()
         data = run_dataset({"settings": settings}, str(run_dir))
         if (options or {}).get("model") is not None:
             _check_same_model(family, model_type, run_dir, model_config, options, data)
     else:
         dataset = dataset or "mnist-5k"
-        data = load_dataset(dataset, data_dir, image_size=image_size)
+        data = load_dataset(dataset, data_dir, image_size=image_size, image_column=image_column,
+                            label_column=label_column)
         model_config, train_config, settings = _new_configs(family, model_type, data, options, overrides)
-        settings = {"dataset": describe_source(dataset), "data_dir": data_dir, "image_size": image_size,
+        columns = {k: v for k, v in (("image_column", image_column), ("label_column", label_column)) if v}
+        settings = {"dataset": describe_source(dataset), "data_dir": data_dir, "image_size": image_size, **columns,
                     "data_shape": data.shape.to_dict(), "data_source": data.source,
                     "class_names": list(data.class_names), **settings}
         previous_config = None
@@ -204,11 +211,11 @@ def _extras(plan, log_with: str | None, run_dir: Path, model_type: str, settings
 
 
 def _check_same_source(run_dir: Path, settings: dict, dataset: str | None, data_dir: str | None,
-                       image_size: int | None, options: dict | None) -> None:
+                       data_options: dict, options: dict | None) -> None:
     """--resume continues on the run's own data and options: one given that differs is refused, not ignored."""
     given = {"--dataset": (dataset and describe_source(dataset), settings.get("dataset")),
              "--data-dir": (data_dir, settings.get("data_dir")),
-             "--image-size": (image_size, settings.get("image_size"))}
+             **{f"--{k.replace('_', '-')}": (v, settings.get(k)) for k, v in data_options.items()}}
     for name, value in (options or {}).items():  # a switch left off (False) is not a value given
         if name != "model" and value is not False:
             given[f"--{name.replace('_', '-')}"] = (value, settings.get(name))

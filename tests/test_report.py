@@ -65,7 +65,7 @@ def test_report_states_the_numbers_of_the_runs(evaluated_runs, tmp_path):
     # the verdicts, computed here from metrics.json, not by the functions that wrote the report
     fid = {run.name: json.loads((run / "metrics.json").read_text())["fid"] for run in evaluated_runs}
     best = min(fid, key=fid.get)
-    assert f"Quality: {best} has the lowest FID ({fid[best]:.3g} [" in text
+    assert f"Quality: {best} has the lowest evaluator FID ({fid[best]:.3g} [" in text
     # likelihood ranks only the runs on one axis, and names those without bits/dim
     assert f"Likelihood on 8-bit images: {evaluated_runs[1].name} has the fewest bits/dim" in text
     assert f"no bits/dim for {evaluated_runs[0].name}" in text

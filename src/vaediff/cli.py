@@ -27,6 +27,7 @@ from vaediff.cli_args import (
     OneLineParser,
     add_dataset_flags,
     add_family_flags,
+    add_feature_flags,
     add_output_flags,
     add_report_to_flag,
     add_sampler_flags,
@@ -120,7 +121,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                            binarize=args.binarize, seed=args.seed, cache_dir=args.cache_dir,
                            sampler_options=_sampler_options(args),
                            likelihood={"test_images": args.likelihood_images, "bound_timesteps": args.bound_timesteps,
-                                       "ode_steps": args.ode_steps}, out_dir=args.out, minutes=args.minutes)
+                                       "ode_steps": args.ode_steps}, out_dir=args.out, minutes=args.minutes,
+                           features=args.features, inception_weights=args.inception_weights)
     print(format_metrics(metrics))
     print(f"wrote {Path(args.out or args.run) / 'metrics.json'}")
 
@@ -134,22 +136,42 @@ def cmd_evaluator(args: argparse.Namespace) -> None:
     print(f"evaluator for {dataset.name}: test accuracy {evaluator.accuracy:.4f} ({evaluator.path})")
 
 
+def cmd_real_fid(args: argparse.Namespace) -> None:
+    import json
+
+    from vaediff.data import load_dataset  # torch: imported when the command runs (instant --help)
+    from vaediff.evaluate import real_fid
+
+    dataset = load_dataset(args.dataset, args.data_dir, **_data_options(args))
+    result = real_fid(dataset, args.features, args.inception_weights, args.train_images, args.test_images,
+                      args.seed, args.cache_dir)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    low, high = result["ci95"]["fid"]
+    print(f"{result['dataset']}: FID {result['fid']:.4g} [95% {low:.4g}, {high:.4g}], KID {result['kid']['mean']:.4g} "
+          f"between {result['train_images']} training and {result['test_images']} test images, in "
+          f"{result['feature_space']}")
+
+
 def cmd_compare(args: argparse.Namespace) -> None:
     from vaediff.families import check_command  # torch: imported when the command runs
-    from vaediff.report import compare, headlines, summarize_runs
+    from vaediff.report import check_feature_space, compare, headlines, summarize_runs
     from vaediff.runs import prepare_output_dir, write_run_config
 
     summaries = summarize_runs([Path(r) for r in args.runs], group_seeds=False)  # a bad run fails before --out
     for summary in summaries:
         check_command(summary.model_type, "compare")
+    check_feature_space(summaries, args.features)
     inputs = [("run", Path(r)) for r in args.runs]
     inputs += [i for s in summaries for i in data_source_inputs(s.config["settings"]["dataset"])]
     out = prepare_output_dir(args.out, overwrite=args.overwrite, kind="compare", inputs=inputs)
-    write_run_config(out, "compare", {"runs": args.runs, "lang": args.lang, "seed": args.seed,
+    write_run_config(out, "compare", {"runs": args.runs, "lang": args.lang, "seed": args.seed, "features": args.features,
                                       "curve_samples": args.curve_samples, "curves": not args.no_curves})
     report = compare(args.runs, out, lang=args.lang, seed=args.seed, curve_samples=args.curve_samples,
-                     curves=not args.no_curves, with_ddpm_1000=not args.no_ddpm_1000, minutes=args.minutes)
-    for line in headlines(summarize_runs([Path(r) for r in args.runs]), args.lang):
+                     curves=not args.no_curves, with_ddpm_1000=not args.no_ddpm_1000, minutes=args.minutes,
+                     features=args.features)
+    for line in headlines(summarize_runs([Path(r) for r in args.runs]), args.lang, args.features):
         print(line.replace("**", ""))
     print(f"wrote {report} and {report.with_suffix('.html')}")
 
@@ -161,12 +183,13 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
     report = quickstart(args.out, args.dataset, args.minutes, args.data_dir, overwrite=args.overwrite,
                         resume=args.resume, seed=args.seed, lang=args.lang, seeds=args.seeds,
-                        work=args.work, report_to=args.report_to, **_data_options(args))
+                        work=args.work, report_to=args.report_to, features=args.features,
+                        inception_weights=args.inception_weights, **_data_options(args))
     settings = read_json(report.parent / "config.json")["settings"]  # a resumed study keeps its own
     runs = [report.parent.parent / name for name in settings["runs"]]
     lang = settings.get("lang", "en")
     print(f"\nreport: {report} (and {report.with_suffix('.html')})")
-    for line in headlines(summarize_runs(runs), lang):
+    for line in headlines(summarize_runs(runs), lang, settings.get("features", "evaluator")):
         print(line.replace("**", ""))
 
 
@@ -278,6 +301,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
     evaluate.add_argument("--cache-dir", metavar="DIR", help="where evaluator networks are kept "
                           "(default: ~/.cache/vaediff)")
     add_sampler_flags(evaluate, families)
+    add_feature_flags(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
     evaluator = commands.add_parser("evaluator", help="train (once) the classifier whose features score samples",
@@ -287,6 +311,22 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
     evaluator.add_argument("--cache-dir", metavar="DIR", help="cache directory (default: ~/.cache/vaediff)")
     evaluator.add_argument("--retrain", action="store_true", help="train again even if a cached one exists")
     evaluator.set_defaults(handler=cmd_evaluator)
+
+    real = commands.add_parser("real-fid", help="FID between a data set's training and test images (the floor)",
+                               description="FID and KID, with 95% intervals, between the training and the test "
+                               "images of a data set: the floor of every model's FID on it. With --features "
+                               "inception, the figure papers print (CIFAR-10: train against test).")
+    add_dataset_flags(real)
+    add_feature_flags(real)
+    real.add_argument("--train-images", type=at_most(10_000_000, 2), metavar="N",
+                      help="the first N training images of a seeded shuffle (default: all)")
+    real.add_argument("--test-images", type=at_most(10_000_000, 2), metavar="N",
+                      help="the first N test images of a seeded shuffle (default: all)")
+    real.add_argument("--seed", type=int, default=0, help="seed of the shuffles and the intervals' bootstrap")
+    real.add_argument("--cache-dir", metavar="DIR", help="where evaluator networks and real features are kept "
+                      "(default: ~/.cache/vaediff)")
+    real.add_argument("--json", action="store_true", help="print the result as JSON")
+    real.set_defaults(handler=cmd_real_fid)
 
     compare = commands.add_parser("compare", help="compare evaluated runs in a Markdown and HTML report",
                                   description="Write DIR/report.md and DIR/report.html with tables, sample "
@@ -303,6 +343,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
                          "time on this host (at most --curve-samples), or leave the curves out, and say so")
     compare.add_argument("--no-ddpm-1000", action="store_true",
                          help="skip the seed's 1000-step DDPM point of the steps curve (the slowest point)")
+    add_feature_flags(compare, weights=False)
     compare.set_defaults(handler=cmd_compare)
 
     quick = commands.add_parser("quickstart", help="the whole study in one command: EDA, 5 models, report",
@@ -324,6 +365,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
                        "the report compares the recipes over seeds (default: 2 with --work fixed, 1 with a "
                        "budget, which then goes to training one network each)")
     add_report_to_flag(quick)
+    add_feature_flags(quick)
     quick.add_argument("--lang", choices=("en", "zh"), default="en",
                        help="language of the report and the closing headlines (default: en)")
     quick.set_defaults(handler=cmd_quickstart)

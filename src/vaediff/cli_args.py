@@ -157,6 +157,22 @@ def add_sampler_flags(parser: argparse.ArgumentParser, families: dict | None) ->
 REPORT_TO = ("tensorboard", "wandb", "mlflow", "trackio", "aim", "all", "none")  # training.trackers' (kept here: `--help` imports nothing heavy)
 
 
+FEATURES = ("evaluator", "inception")  # inception.FEATURES (kept here: `--help` imports nothing heavy)
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+
+
+def add_feature_flags(parser: argparse.ArgumentParser, weights: bool = True) -> None:
+    """--features (the space FID is ranked in) and, where FID is measured, --inception-weights."""
+    parser.add_argument("--features", choices=FEATURES, default="evaluator",
+                        help="evaluator: FID in the features of vaediff's evaluator for this data set (default); "
+                        "inception: also FID and KID in Inception-v3 features, as papers report them"
+                        + ("" if weights else ", ranked in the report (read from each run's metrics.json)"))
+    if weights:
+        parser.add_argument("--inception-weights", metavar="PATH",
+                            help=f"torch-fidelity's Inception-v3 weights file ({INCEPTION_FILE}), for "
+                            "--features inception; nothing is downloaded")
+
+
 def add_report_to_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report-to", choices=REPORT_TO, default="tensorboard",
                         help="experiment tracker through Accelerate: losses, learning rate, throughput and sample "

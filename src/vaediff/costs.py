@@ -36,12 +36,14 @@ class ModelSpeed:
     run_overhead_s: float = 0.0  # what a training run costs besides its steps (building, data, saving)
 
 
-def evaluation_seconds(speed: ModelSpeed, samples: int, evaluator_image_s: float, likelihood_images: int) -> float:
+def evaluation_seconds(speed: ModelSpeed, samples: int, evaluator_image_s: float, likelihood_images: int,
+                       inception_image_s: float = 0.0) -> float:
     """Drawing the samples, their CAS classifier (conditional runs; evaluator_network.default_image_passes)
-    and the real reference's features, and the likelihood (bits/dim scales with its test images)."""
+    and the real reference's features, and the likelihood (bits/dim scales with its test images); with
+    Inception FID, the samples' and as many test images' Inception features."""
     cas = default_image_passes(samples) * evaluator_image_s if speed.conditional else 0.0
     likelihood = speed.likelihood_s * (likelihood_images / speed.likelihood_images if speed.sampler_steps else 1.0)
-    return samples * speed.sample_s + cas + samples * evaluator_image_s + likelihood
+    return samples * speed.sample_s + cas + samples * evaluator_image_s + likelihood + 2 * samples * inception_image_s
 
 
 def curve_seconds(speed: ModelSpeed, samples: int, curve_steps: tuple[int, ...], evaluator_image_s: float) -> float:
@@ -100,11 +102,11 @@ def measure_run(run, dataset: Dataset, likelihood: LikelihoodSettings, seed: int
 
 
 def samples_within(minutes: float, spent_s: float, speed: ModelSpeed, evaluator_image_s: float, largest: int,
-                   least: int, what: str) -> int:
+                   least: int, what: str, inception_image_s: float = 0.0) -> int:
     """The most samples (at most `largest`) whose evaluation fits in `minutes` of which `spent_s` seconds are
     spent (measuring); a ConfigError naming the budget that holds `least` when not even those fit."""
     def cost(samples: int) -> float:
-        return evaluation_seconds(speed, samples, evaluator_image_s, speed.likelihood_images)
+        return evaluation_seconds(speed, samples, evaluator_image_s, speed.likelihood_images, inception_image_s)
 
     fitting = largest_within(cost, minutes * 60 - spent_s, largest, least)
     if not fitting:

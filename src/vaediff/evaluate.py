@@ -39,17 +39,32 @@ from vaediff.costs import (
 )
 from vaediff.data import Dataset, ImageSplit
 from vaediff.errors import ConfigError, DataError, RunError
-from vaediff.evaluator_network import Evaluator, load_or_train_evaluator
+from vaediff.evaluator_network import Evaluator, default_cache_dir, load_or_train_evaluator
 from vaediff.families import check_command, family_of, load_run, run_dataset
 from vaediff.families.base import LikelihoodSettings
 from vaediff.figures import plot_confusion
 from vaediff.generation import timed_draw
+from vaediff.inception import (
+    FEATURE_SPACE,
+    FID_RESAMPLES,
+    InceptionNetwork,
+    cached_features,
+    check_features,
+    distances,
+    feature_cache_path,
+    image_seconds,
+    inception_features,
+    load_inception,
+)
 from vaediff.intervals import enclosing, quality_intervals, real_kernel_mean
 from vaediff.intervals import method as interval_method
 from vaediff.model_card import write_model_card
 from vaediff.runs import atomic_write_json
 
 NEIGHBOURS = 5  # k of density and coverage (Naeem et al. 2020), the largest k of the neighbourhood metrics
+REFERENCE_SIZE = 10000  # real training images every FID is measured against (at most)
+# what metrics.json says of every FID it holds: the space its features come from
+EVALUATOR_SPACE = "vaediff evaluator CNN (128-d features of a classifier trained on this data set)"
 
 
 def _reference_subset(split: ImageSplit, size: int, seed: int) -> torch.Tensor:
@@ -81,7 +96,7 @@ def _cached(key: tuple, content: str, compute) -> Any:
 
 
 def quality_metrics(evaluator: Evaluator, samples: torch.Tensor, labels: torch.Tensor | None, dataset: Dataset,
-                    seed: int = 0, reference_size: int = 10000, intervals: bool = True) -> dict:
+                    seed: int = 0, reference_size: int = REFERENCE_SIZE, intervals: bool = True) -> dict:
     """Every sample-quality number for `samples` (N, C, S, S) in [0, 1], and (`intervals`) under "ci95"
     their 95% intervals from a bootstrap over the samples (intervals.py). The Inception-score analogue
     needs class probabilities, so an unlabelled set (whose evaluator predicts rotations) has none.
@@ -142,13 +157,71 @@ def _estimate(result: dict, name: str) -> float:
     return value["mean"] if isinstance(value, dict) else value
 
 
+def _test_subset(dataset: Dataset, size: int, seed: int) -> torch.Tensor:
+    """The held-out test images the real reference scores (as many as samples, at most the split)."""
+    count = min(size, len(dataset.test))
+    return torch.randperm(len(dataset.test), generator=torch.Generator().manual_seed(seed + 1))[:count]
+
+
+def _inception_reference(dataset: Dataset, seed: int, reference_size: int = REFERENCE_SIZE) -> torch.Tensor:
+    """The real training images (uint8) Inception FID is measured against: the evaluator's reference subset."""
+    count = min(len(dataset.train), reference_size)
+    return dataset.train.images[torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(seed))[:count]]
+
+
+def inception_metrics(network: InceptionNetwork, samples: torch.Tensor, dataset: Dataset, seed: int = 0,
+                      cache_dir=None, progress: bool = False, reference_size: int = REFERENCE_SIZE) -> dict:
+    """FID and KID of `samples` in Inception-v3 features (inception.py) against the same real reference as
+    the evaluator's FID (a fixed subset of the training split), and for held-out test images as many as
+    samples (`inception_fid_real`, the floor), each under its own key: never ranked against the evaluator's."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    reference = _inception_reference(dataset, seed, reference_size)
+    reference_count = len(reference)
+    real = cached_features(network, reference, cache, progress,
+                           f"Inception features of {reference_count} real training images (cached)")
+    fake = inception_features(network, samples, progress=progress, desc="Inception features of the samples")
+    scores = distances(real, fake, seed)
+    test = cached_features(network, dataset.test.images[_test_subset(dataset, len(samples), seed)], cache, progress,
+                           "Inception features of real test images (cached)")
+    return {"inception_fid": scores["fid"], "inception_kid": scores["kid"],
+            "inception_fid_real": distances(real, test, seed, intervals=False)["fid"],
+            "inception": {**network.describe(), "reference_images": reference_count, "real_test_images": len(test)},
+            "ci95": {"inception_fid": scores["ci95"]["fid"], "inception_kid": scores["ci95"]["kid"]}}
+
+
+def real_fid(dataset: Dataset, features: str = "evaluator", inception_weights=None, train_images: int | None = None,
+             test_images: int | None = None, seed: int = 0, cache_dir=None, progress: bool = True) -> dict:
+    """FID and KID (with 95% bootstrap intervals over the test images) between a data set's training images
+    (the first `train_images` of a seeded shuffle; default all) and its test images (likewise): the floor
+    of every model's FID on these data, and with Inception features a figure papers print (CIFAR-10)."""
+    check_features(features, inception_weights)
+    train_index = torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(seed))[:train_images]
+    test_index = torch.randperm(len(dataset.test), generator=torch.Generator().manual_seed(seed + 1))[:test_images]
+    if len(test_index) < 2 or len(train_index) < 2:
+        raise DataError(f"{dataset.name}: FID needs at least 2 training and 2 test images, got {len(train_index)} "
+                        f"and {len(test_index)}")
+    if features == "inception":
+        network, cache = load_inception(inception_weights), Path(cache_dir) if cache_dir else default_cache_dir()
+        real = cached_features(network, dataset.train.images[train_index], cache, progress,
+                               f"Inception features of {len(train_index)} training images (cached)")
+        test = cached_features(network, dataset.test.images[test_index], cache, progress,
+                               f"Inception features of {len(test_index)} test images (cached)")
+        space = network.describe()
+    else:
+        evaluator = load_or_train_evaluator(dataset, cache_dir, progress=progress)
+        real = evaluator.features_and_probabilities(dataset.train.as_float(train_index))[0]
+        test = evaluator.features_and_probabilities(dataset.test.as_float(test_index))[0]
+        space = {"feature_space": EVALUATOR_SPACE, "evaluator_accuracy": evaluator.accuracy}
+    return {"dataset": dataset.name, "train_images": len(train_index), "test_images": len(test_index), "seed": seed,
+            **distances(real, test, seed), **space}
+
+
 def real_reference(evaluator: Evaluator, dataset: Dataset, size: int, seed: int = 0) -> dict:
     """The same metrics for held-out real test images: the floor (or ceiling) a perfect model reaches.
 
     The memorisation share is omitted: for test images it is the quantile itself (0.05) by definition.
     """
-    count = min(size, len(dataset.test))
-    index = torch.randperm(len(dataset.test), generator=torch.Generator().manual_seed(seed + 1))[:count]
+    index = _test_subset(dataset, size, seed)
     images, labels = dataset.test.as_float(index), dataset.test.labels[index] if dataset.labelled else None
     reference = quality_metrics(evaluator, images, labels, dataset, seed, intervals=False)
     for key in ("memorisation", "memorisation_detail", "confusion"):
@@ -170,7 +243,7 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
                  seed: int = 0, cache_dir=None, sampler_options: dict | None = None,
                  progress: bool = True, write: bool = True, likelihood: dict | None = None,
                  ignore_unused: bool = False, out_dir=None, minutes: float | None = None,
-                 announce: bool | None = None) -> dict:
+                 announce: bool | None = None, features: str = "evaluator", inception_weights=None) -> dict:
     """Measure a run and write RUN/metrics.json (and RUN/confusion.png for conditional runs), or into
     `out_dir` (a read-only run's metrics go elsewhere; the check is made before any work).
     `likelihood` overrides fields of families.LikelihoodSettings (test_images, bound_timesteps, ode_steps);
@@ -179,8 +252,11 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
 
     With `announce` (default: `progress`), it first says what it will compute and about how long that takes
     here (timed on a few samples and test images); `minutes` draws as many samples as fit in that time (at most `n_samples`),
-    or refuses in one line with the budget that holds."""
+    or refuses in one line with the budget that holds. `features="inception"` adds FID and KID in
+    Inception-v3 features from the weights file `inception_weights` (inception.py), beside the evaluator's."""
     check_sample_count(n_samples, "--n-samples")
+    check_features(features, inception_weights)
+    inception = load_inception(inception_weights) if features == "inception" else None  # a bad file: first
     given = {k: v for k, v in {**(likelihood or {}), "iw_samples": iw_samples, "binarize": binarize}.items()
              if v is not None}
     likelihood_settings = likelihood_settings_of(given)
@@ -203,26 +279,43 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
         likelihood_settings = dataclasses.replace(likelihood_settings, binarize=bool(settings.get("binarize")))
     announce = progress if announce is None else announce
     if announce or minutes is not None:
-        n_samples = _announce(run, dataset, likelihood_settings, seed, sampler_options, n_samples, minutes, announce)
+        n_samples = _announce(run, dataset, likelihood_settings, seed, sampler_options, n_samples, minutes, announce,
+                              inception, cache_dir)
     samples, labels, seconds = timed_draw(run, n_samples, seed, sampler_options, progress)
     metrics: dict = {"vaediff_version": __version__, "run": str(run_dir), "model_type": run.model_type,
                      "dataset": dataset.name, "seed": seed, "evaluator_accuracy": evaluator.accuracy}
     if sampler_options:
         metrics["sampler"] = sampler_options
     metrics.update(quality_metrics(evaluator, samples, labels, dataset, seed))
+    metrics["feature_spaces"] = {"fid": EVALUATOR_SPACE, "kid": EVALUATOR_SPACE}
     _add_references(metrics, run, evaluator, dataset, samples, labels, seed, cache_dir)
+    if inception is not None:
+        _add_inception(metrics, inception_metrics(inception, samples, dataset, seed, cache_dir, progress))
     metrics["samples_per_second"] = n_samples / seconds
     metrics.update(device_description())
     add_likelihood(metrics, run.likelihood(dataset.test, likelihood_settings, seed, progress))
     if target is not None:
-        target.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(target / "metrics.json", metrics)
-        if "confusion" in metrics:
-            plot_confusion(metrics["confusion"], dataset.class_names, target / "confusion.png",
-                           f"{run.model_type}: evaluator's class for samples drawn per class")
-        # the run's model card with these numbers, beside metrics.json
-        write_model_card(run, family_of(run.model_type).summary.get("en", ""), metrics, out_dir=target)
+        _write_metrics(target, metrics, run, dataset)
     return metrics
+
+
+def _write_metrics(target: Path, metrics: dict, run, dataset: Dataset) -> None:
+    """metrics.json, confusion.png (class-conditional runs) and the run's model card with these numbers."""
+    target.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(target / "metrics.json", metrics)
+    if "confusion" in metrics:
+        plot_confusion(metrics["confusion"], dataset.class_names, target / "confusion.png",
+                       f"{run.model_type}: evaluator's class for samples drawn per class")
+    write_model_card(run, family_of(run.model_type).summary.get("en", ""), metrics, out_dir=target)
+
+
+def _add_inception(metrics: dict, scores: dict) -> None:
+    intervals = scores.pop("ci95")
+    metrics.update(scores)
+    metrics["ci95"].update(intervals)
+    metrics["feature_spaces"].update({"inception_fid": FEATURE_SPACE, "inception_kid": FEATURE_SPACE})
+    metrics["ci95_method"]["inception_fid"] = (f"percentile bootstrap over the generated samples, {FID_RESAMPLES} "
+                                               "resamples (a 2048-d eigensolve each), centred on the estimate")
 
 
 def _add_references(metrics: dict, run, evaluator: Evaluator, dataset: Dataset, samples: torch.Tensor,
@@ -249,25 +342,40 @@ def _add_references(metrics: dict, run, evaluator: Evaluator, dataset: Dataset, 
 
 
 def _announce(run, dataset: Dataset, likelihood: LikelihoodSettings, seed: int, sampler_options: dict,
-              n_samples: int, minutes: float | None, progress: bool) -> int:
+              n_samples: int, minutes: float | None, progress: bool, inception: InceptionNetwork | None = None,
+              cache_dir=None) -> int:
     """Time this run on a few samples and test images; with `minutes`, the most samples that fit; say what
     will be computed and about how long it takes. Returns the sample count."""
     started = time.perf_counter()
     speed = measure_run(run, dataset, likelihood, seed, sampler_options)
     image_s = evaluator_image_seconds(dataset)
+    inception_s, reference_s = _inception_cost(inception, dataset, seed, cache_dir)
     if minutes is not None:
-        n_samples = samples_within(minutes, time.perf_counter() - started, speed, image_s, n_samples,
-                                   MIN_EVAL_SAMPLES, f"an evaluation of {run.run_dir}")
+        n_samples = samples_within(minutes, time.perf_counter() - started + reference_s, speed, image_s, n_samples,
+                                   MIN_EVAL_SAMPLES, f"an evaluation of {run.run_dir}", inception_s)
     if progress:
         sampler = ", ".join(f"{k} {v}" for k, v in sampler_options.items()) if sampler_options else "its decoder"
         parts = [f"{n_samples} samples ({sampler})", "quality metrics with 95% intervals"]
         if run.conditional:
             parts.append("CAS")
         parts.append(f"likelihood on {speed.likelihood_images} test images")
-        seconds = evaluation_seconds(speed, n_samples, image_s, speed.likelihood_images)
+        if inception is not None:
+            parts.append("Inception-v3 FID and KID" + (" (the real reference's features first)" if reference_s else ""))
+        seconds = evaluation_seconds(speed, n_samples, image_s, speed.likelihood_images, inception_s) + reference_s
         print(f"evaluating {run.run_dir}: {', '.join(parts)}: about {minutes_text(seconds)} on this host"
               + (f" (--minutes {minutes:g})" if minutes is not None else ""), flush=True)
     return n_samples
+
+
+def _inception_cost(inception: InceptionNetwork | None, dataset: Dataset, seed: int, cache_dir) -> tuple[float, float]:
+    """(seconds an image takes through Inception here, seconds of the real reference's features when they
+    are not cached yet); (0, 0) without Inception."""
+    if inception is None:
+        return 0.0, 0.0
+    reference = _inception_reference(dataset, seed)
+    per_image = image_seconds(inception, dataset.train.images[:10])
+    cached = feature_cache_path(inception, reference, Path(cache_dir) if cache_dir else default_cache_dir()).is_file()
+    return per_image, 0.0 if cached else per_image * len(reference)
 
 
 def metrics_directory(run, out_dir) -> Path:
@@ -333,7 +441,7 @@ def add_likelihood(metrics: dict, likelihood: dict | None) -> None:
         f"alone: likelihood.estimate_ci95)")
 
 
-TABLE_KEYS = ("fid", "fid_real", "autoencoder_fid", "kid", "precision", "recall", "density", "coverage", "is", "class_accuracy",
+TABLE_KEYS = ("fid", "fid_real", "autoencoder_fid", "kid", "inception_fid", "inception_fid_real", "inception_kid", "precision", "recall", "density", "coverage", "is", "class_accuracy",
               "cas", "cas_real",
               "memorisation", "evaluator_accuracy", "elbo_nats", "nll_nats", "bits_per_dim", "samples_per_second")
 
@@ -354,6 +462,12 @@ def format_metrics(metrics: dict) -> str:
         interval_text = f"[{low_high[0]:.4g}, {low_high[1]:.4g}]" if low_high else ""
         ref_text = f"{ref:>12.4g}" if isinstance(ref, int | float) else f"{'':>12}"
         lines.append(f"  {key:<20} {value:>12.4g} {interval_text:>21} {ref_text}")
+    for key, space in metrics.get("feature_spaces", {}).items():
+        if key in ("fid", "inception_fid"):
+            lines.append(f"  {key} is measured in {space}")
+    if metrics.get("inception", {}).get("published_weights") is False:
+        lines.append(f"  {metrics['inception']['weights']} is not the published file (sha256 "
+                     f"{metrics['inception']['weights_sha256'][:8]}...): its FID is not comparable with papers'")
     if metrics.get("likelihood_axis"):
         lines.append(f"  bits_per_dim is on {metrics['likelihood_axis']} images: "
                      f"{metrics['likelihood'].get('method', '')}")

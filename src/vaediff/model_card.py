@@ -17,7 +17,10 @@ from vaediff.runs import CONFIG_FILE, atomic_write_text, read_json
 
 CARD_FILE = "README.md"
 # metrics.json's numbers the card reports: key, name on the hub, direction
-CARD_METRICS = (("fid", "FID", "lower"), ("kid", "KID", "lower"), ("precision", "precision", "higher"),
+# (FID and KID named with their feature space: the hub's readers take a bare "FID" for Inception's)
+CARD_METRICS = (("fid", "FID (vaediff evaluator features)", "lower"), ("kid", "KID (vaediff evaluator features)", "lower"),
+                ("inception_fid", "FID (Inception-v3)", "lower"), ("inception_kid", "KID (Inception-v3)", "lower"),
+                ("precision", "precision", "higher"),
                 ("recall", "recall", "higher"), ("class_accuracy", "class accuracy", "higher"),
                 ("cas", "CAS", "higher"), ("bits_per_dim", "bits/dim", "lower"))
 

@@ -20,6 +20,7 @@ from vaediff.evaluate import evaluate_run
 from vaediff.evaluator_network import is_cached, load_or_train_evaluator
 from vaediff.families import quickstart_types, train_run
 from vaediff.families.base import LikelihoodSettings
+from vaediff.inception import check_features, image_seconds, load_inception
 from vaediff.report import check_language, compare
 from vaediff.runs import (
     CONFIG_FILE,
@@ -70,6 +71,9 @@ class QuickstartPlan:
     seeds: int = 1                # runs per model type (seeds seed, seed + 1, ...), sharing the budget
     lang: str = "en"              # report and headlines: "en" or "zh"
     report_to: str = "tensorboard"  # every training run's experiment tracker (training/trackers.py)
+    # "inception": every run's FID and KID also in Inception-v3 features (inception.py), ranked in the report
+    features: str = "evaluator"
+    inception_weights: str | None = None  # torch-fidelity's weights file (made absolute)
     # per model type, extra options for its training run (e.g. {"diffusion": {"model": {...}}}): tiny
     # networks in the tests, other presets for users who want them
     model_options: dict = field(default_factory=dict)
@@ -83,6 +87,9 @@ class QuickstartPlan:
         if self.work not in WORKS:
             raise ConfigError(f"--work must be one of {', '.join(WORKS)}, got {self.work!r}")
         check_report_to(self.report_to)  # a missing tracker package: one line, before minutes of work
+        check_features(self.features, self.inception_weights)
+        if self.inception_weights is not None:
+            load_inception(self.inception_weights)  # a wrong file: one line before minutes of work
         if self.work == "fixed":
             return
         needed = self.minimum_minutes * self.seeds
@@ -154,7 +161,8 @@ def _run_stage(name: str, plan: QuickstartPlan, study: StudyPlan, out: Path, dat
     elif kind == "evaluate":
         evaluate_run(run_dir, n_samples=study.eval_samples, iw_samples=plan.iw_samples, seed=seed,
                      likelihood={"test_images": study.likelihood_images, "ode_steps": plan.ode_steps},
-                     ignore_unused=True, announce=False)  # the plan already said what it costs
+                     ignore_unused=True, announce=False,  # the plan already said what it costs
+                     features=plan.features, inception_weights=plan.inception_weights)
     elif kind == "compare":
         report_dir = prepare_output_dir(out / "report", overwrite=True, kind="compare")
         names = [name for name, _, _ in plan.runs()]
@@ -162,7 +170,7 @@ def _run_stage(name: str, plan: QuickstartPlan, study: StudyPlan, out: Path, dat
         curve_samples = _curve_samples(plan, study, out, seconds_left, host)
         compare([out / name for name in names], report_dir, lang=plan.lang, seed=plan.seed,
                 curve_samples=max(curve_samples, MIN_EVAL_SAMPLES), curves=curve_samples > 0, with_ddpm_1000=False,
-                curve_steps=study.curve_steps, announce=False)
+                curve_steps=study.curve_steps, announce=False, features=plan.features)
 
 
 def _curve_samples(plan: QuickstartPlan, study: StudyPlan, out: Path, seconds_left: float, host: dict | None) -> int:
@@ -194,9 +202,23 @@ def _plan(plan: QuickstartPlan, data, data_dir: str | None, started: float) -> t
     host = probe_host(plan.model_types(), data, plan.dataset, data_dir, plan.model_options, plan.data_options(),
                       plan.likelihood(), plan.seed)
     evaluator_images = None if _evaluator_cached(plan) else len(data.train)
-    study = plan_study(plan.minutes, host, runs, evaluator_images, elapsed_s=time.perf_counter() - started,
+    reserved = _inception_seconds(plan, data, len(runs))
+    study = plan_study(plan.minutes, host, runs, evaluator_images, elapsed_s=time.perf_counter() - started + reserved,
                        largest=plan.largest_samples())
     return study, asdict(host)
+
+
+def _inception_seconds(plan: QuickstartPlan, data, runs: int) -> float:
+    """With --features inception, the Inception-v3 features a budgeted study computes, timed here and set
+    aside before the rest is planned: the real reference (up to 10,000 training images; counted even when
+    cached) and, per run, the most samples it may draw and as many test images."""
+    if plan.features != "inception":
+        return 0.0
+    per_image = image_seconds(load_inception(plan.inception_weights), data.train.images[:10])
+    seconds = per_image * (min(len(data.train), 10000) + 2 * runs * plan.largest_samples()[0])
+    print(f"  Inception-v3 features: about {seconds / 60:.1f} min of the budget ({per_image * 1000:.0f} ms an image "
+          "here)", flush=True)
+    return seconds
 
 
 def _evaluator_cached(plan: QuickstartPlan) -> bool:
@@ -207,7 +229,7 @@ def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", m
                data_dir: str | None = None, overwrite: bool = False, resume: bool = False, seed: int = 0,
                plan: QuickstartPlan | None = None, lang: str = "en", seeds: int | None = None, image_size: int | None = None,
                work: str = "budget", report_to: str = "tensorboard", image_column: str | None = None,
-               label_column: str | None = None) -> Path:
+               label_column: str | None = None, features: str = "evaluator", inception_weights: str | None = None) -> Path:
     """Run (or resume) the study into `out`; returns the report's path. `plan`, when given, replaces
     `dataset`, `minutes`, `seed`, `seeds`, `lang`, `image_size`, the columns and `work` (and sets sample counts and model
     options). `seeds`: runs per model type (default: study_plan.FIXED_SEEDS with fixed work, one with a
@@ -216,7 +238,8 @@ def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", m
         seeds = FIXED_SEEDS if work == "fixed" else 1
     plan = plan or QuickstartPlan(dataset=dataset, minutes=minutes, seed=seed, seeds=seeds, lang=lang,
                                   image_size=image_size, work=work, report_to=report_to,
-                                  image_column=image_column, label_column=label_column)
+                                  image_column=image_column, label_column=label_column, features=features,
+                                  inception_weights=str(Path(inception_weights).absolute()) if inception_weights else None)
     check_language(plan.lang)
     out = Path(out)
     started = time.perf_counter()

@@ -156,25 +156,9 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
     overrides = {k: v for k, v in (train_options or {}).items() if v is not None}
     if resume and overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it; give one of them")
-    if resume:
-        model_config, train_config, settings = _resumed_configs(family, run_dir, model_type, overrides)
-        _check_same_source(run_dir, settings, dataset, data_dir,
-                           {"image_size": image_size, "image_column": image_column, "label_column": label_column},
-                           options)
-        previous_config = (run_dir / CONFIG_FILE).read_bytes()
-        data = run_dataset({"settings": settings}, str(run_dir))
-        if (options or {}).get("model") is not None:
-            _check_same_model(family, model_type, run_dir, model_config, options, data)
-    else:
-        dataset = dataset or "mnist-5k"
-        data = load_dataset(dataset, data_dir, image_size=image_size, image_column=image_column,
-                            label_column=label_column)
-        model_config, train_config, settings = _new_configs(family, model_type, data, options, overrides)
-        columns = {k: v for k, v in (("image_column", image_column), ("label_column", label_column)) if v}
-        settings = {"dataset": describe_source(dataset), "data_dir": data_dir, "image_size": image_size, **columns,
-                    "data_shape": data.shape.to_dict(), "data_source": data.source,
-                    "class_names": list(data.class_names), **settings}
-        previous_config = None
+    data_options = {"image_size": image_size, "image_column": image_column, "label_column": label_column}
+    data, model_config, train_config, settings, previous_config = _data_and_configs(
+        family, model_type, run_dir, resume, dataset, data_dir, data_options, options, overrides)
     train_config.check_data(len(data.train))
     if not resume and is_main_process():
         prepare_output_dir(run_dir, overwrite=overwrite, kind="train",
@@ -199,6 +183,27 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
         write_pipeline_index(run)  # a diffusers pipeline folder (vaediff.pipelines) where the run has one
         write_model_card(run, family.summary.get("en", ""))  # evaluate writes it again with the metrics
     return run
+
+
+def _data_and_configs(family, model_type: str, run_dir: Path, resume: bool, dataset: str | None,
+                      data_dir: str | None, data_options: dict, options: dict | None, overrides: dict):
+    """The data and the configurations of a new run, or those stored in a run that is resumed (a source or
+    option that differs from the stored one is refused), and the stored config.json's bytes when resumed."""
+    if resume:
+        model_config, train_config, settings = _resumed_configs(family, run_dir, model_type, overrides)
+        _check_same_source(run_dir, settings, dataset, data_dir, data_options, options)
+        data = run_dataset({"settings": settings}, str(run_dir))
+        if (options or {}).get("model") is not None:
+            _check_same_model(family, model_type, run_dir, model_config, options, data)
+        return data, model_config, train_config, settings, (run_dir / CONFIG_FILE).read_bytes()
+    dataset = dataset or "mnist-5k"
+    data = load_dataset(dataset, data_dir, **data_options)
+    model_config, train_config, settings = _new_configs(family, model_type, data, options, overrides)
+    columns = {k: data_options[k] for k in ("image_column", "label_column") if data_options.get(k)}
+    settings = {"dataset": describe_source(dataset), "data_dir": data_dir, "image_size": data_options["image_size"],
+                **columns, "data_shape": data.shape.to_dict(), "data_source": data.source,
+                "class_names": list(data.class_names), **settings}
+    return data, model_config, train_config, settings, None
 
 
 def _extras(plan, log_with: str | None, run_dir: Path, model_type: str, settings: dict, model_config) -> Extras:

@@ -16,7 +16,8 @@ from vaediff.report.statistics import (
 from vaediff.report.text import TEXT
 
 TABLE_METRICS = (
-    ("fid", -1, "{:.3g}"), ("kid", -1, "{:.3g}"), ("precision", 1, "{:.3f}"), ("recall", 1, "{:.3f}"),
+    ("fid", -1, "{:.3g}"), ("kid", -1, "{:.3g}"), ("inception_fid", -1, "{:.3g}"), ("inception_kid", -1, "{:.3g}"),
+    ("precision", 1, "{:.3f}"), ("recall", 1, "{:.3f}"),
     ("density", 1, "{:.3f}"), ("coverage", 1, "{:.3f}"), ("is", 1, "{:.2f}"), ("class_accuracy", 1, "{:.3f}"), ("cas", 1, "{:.3f}"),
     ("memorisation", -1, "{:.3f}"), ("bits_per_dim", -1, "{:.3f}"), ("samples_per_second", 1, "{:.3g}"),
     ("train_minutes", -1, "{:.1f}"),
@@ -92,15 +93,20 @@ def _rankings(summaries: list[RunSummary], words: dict):
             yield key, direction, fmt, name, ranking(group, key, direction)
 
 
-def headlines(summaries: list[RunSummary], lang: str = "en") -> list[str]:
-    """The three lines that matter: best quality, best likelihood (of the runs that have one), fastest
-    sampling; each winner is called clearly better only when the test says so."""
+FID_KEYS = {"evaluator": "fid", "inception": "inception_fid"}  # the FID a report ranks, per feature space
+
+
+def headlines(summaries: list[RunSummary], lang: str = "en", features: str = "evaluator") -> list[str]:
+    """The three lines that matter: best quality (FID in the `features` space), best likelihood (of the runs
+    that have one), fastest sampling; each winner is called clearly better only when the test says so."""
     words = TEXT[lang]
     out = []
-    ranked = ranking(summaries, "fid", -1)
+    key = FID_KEYS[features]
+    ranked = ranking(summaries, key, -1)
     if ranked:
-        out.append(words["headline_quality"].format(winner=ranked[0][0].name, value=_with_interval(ranked[0][0], "fid", "{:.3g}"),
-                                                    verdict=_runner_up(ranked, "fid", "{:.3g}", words, lang)))
+        out.append(words["headline_quality"].format(winner=ranked[0][0].name, metric=words["metric_names"][key],
+                                                    value=_with_interval(ranked[0][0], key, "{:.3g}"),
+                                                    verdict=_runner_up(ranked, key, "{:.3g}", words, lang)))
     without = [s.name for s in summaries if s.value("bits_per_dim") is None]
     without_text = words["without"].format(names=", ".join(without)) if without else words["all_have"]
     groups = [(axis, ranking(group, "bits_per_dim", -1)) for axis, group in comparable_groups(summaries, "bits_per_dim")]

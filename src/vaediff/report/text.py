@@ -15,10 +15,10 @@ PHRASES = {
     },
     "intro": {
         "en": "{n} runs, each evaluated with the same evaluator (test accuracy {acc:.3f}) on {samples} "
-              "samples. Real held-out images score FID {fid_real:.3g}: the floor every model is measured "
-              "against.",
+              "samples. Real held-out images score FID {fid_real:.3g} in the evaluator's features: the floor "
+              "every model is measured against.",
         "zh": "共 {n} 个运行，均用同一个评估网络（测试准确率 {acc:.3f}）在 {samples} "
-              "个样本上评估。真实的留出图像 FID 为 {fid_real:.3g}，这是所有模型比较的下限。",
+              "个样本上评估。真实的留出图像在评估网络特征中的 FID 为 {fid_real:.3g}，这是所有模型比较的下限。",
     },
     "table": {
         "en": "Metrics",
@@ -53,8 +53,20 @@ PHRASES = {
         "zh": "类别混淆",
     },
     "pairs": {
-        "en": "Every pair on FID",
-        "zh": "每两个运行之间的 FID 比较",
+        "en": "Every pair on {metric}",
+        "zh": "每两个运行之间的{metric}比较",
+    },
+    "inception_unpublished": {
+        "en": "These weights are not the published file ({sha}...), so the Inception numbers are not comparable "
+              "with papers'.",
+        "zh": "这些权重不是公开发布的文件（{sha}...），因此 Inception 数值不能与论文比较。",
+    },
+    "inception_note": {
+        "en": "FID and KID are also measured in Inception-v3's features ({weights}), the space papers report: "
+              "real held-out images score {fid_real:.3g} there. Numbers from the two feature spaces are never "
+              "ranked against each other.",
+        "zh": "FID 和 KID 也在 Inception-v3 特征（{weights}）中测量，即论文报告所用的特征空间：真实的留出图像在其中"
+              "为 {fid_real:.3g}。两个特征空间的数值从不相互排名。",
     },
     "pairs_note": {
         "en": "Each pair of runs tested as in the findings above: which model has the lower FID, and whether "
@@ -161,13 +173,15 @@ PHRASES = {
               "的方式采样。",
     },
     "metric_names": {
-        "en": {"fid": "FID", "kid": "KID", "precision": "precision", "recall": "recall", "density": "density",
+        "en": {"fid": "evaluator FID", "kid": "evaluator KID", "inception_fid": "Inception-v3 FID",
+               "inception_kid": "Inception-v3 KID", "precision": "precision", "recall": "recall", "density": "density",
                "coverage": "coverage", "is": "Inception-score analogue", "class_accuracy": "class accuracy",
                "cas": "CAS (classifier trained on samples)", "memorisation": "memorisation share",
                "nll_nats": "NLL (nats)", "bits_per_dim": "bits/dim",
                "samples_per_second": "samples per second", "train_minutes": "training minutes",
                "train_steps": "optimizer steps", "num_samples": "samples"},
-        "zh": {"fid": "FID", "kid": "KID", "precision": "精确率", "recall": "召回率", "density": "密度",
+        "zh": {"fid": "评估网络 FID", "kid": "评估网络 KID", "inception_fid": "Inception-v3 FID",
+               "inception_kid": "Inception-v3 KID", "precision": "精确率", "recall": "召回率", "density": "密度",
                "coverage": "覆盖率", "is": "类 Inception 分数", "class_accuracy": "类别准确率",
                "cas": "CAS（用样本训练的分类器的准确率）", "memorisation": "记忆比例", "nll_nats": "负对数似然（nats）",
                "bits_per_dim": "每维比特数", "samples_per_second": "每秒样本数", "train_minutes": "训练分钟数",
@@ -182,8 +196,8 @@ PHRASES = {
         "zh": "模型",
     },
     "headline_quality": {
-        "en": "Quality: {winner} has the lowest FID ({value}){verdict}.",
-        "zh": "质量：{winner} 的 FID 最低（{value}）{verdict}。",
+        "en": "Quality: {winner} has the lowest {metric} ({value}){verdict}.",
+        "zh": "质量：{winner} 的{metric}最低（{value}）{verdict}。",
     },
     "headline_likelihood": {
         "en": "Likelihood on {axis} images: {winner} has the fewest bits/dim ({value}){verdict}; {without}.",

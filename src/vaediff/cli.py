@@ -82,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     train_options = {
         "epochs": args.epochs, "minutes": args.minutes, "max_steps": args.max_steps,
         "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-        "mixed_precision": args.mixed_precision, "grad_accum": args.grad_accum,
+        "mixed_precision": args.mixed_precision, "precision": args.precision, "grad_accum": args.grad_accum,
         "checkpoint_every": args.checkpoint_every,
     }
     run = train_run(args.model_type, args.out, args.dataset, args.data_dir, options, train_options,
@@ -256,8 +256,12 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
                        help="override fields of the model's config" + (f" ({examples})" if examples else ""))
     train.add_argument("--checkpoint-every", type=nonnegative_int, metavar="STEPS",
                        help="checkpoint every STEPS optimizer steps (default 0: every minute)")
+    train.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                       help="autocast precision of the training step (default: fp32, the same numbers on any "
+                       "host); auto: bf16 where a few timed steps of this model on this chip find it clearly "
+                       "faster (cached per host and model), else fp32; fp16 needs a GPU")
     train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"),
-                       help="Accelerate mixed precision (default: no; bf16 is slow on most CPUs)")
+                       help="the older name of --precision (no = fp32)")
     train.add_argument("--grad-accum", type=positive_int, metavar="N",
                        help="split each batch into N sequential micro-batches (same result, less memory)")
     add_report_to_flag(train)

@@ -10,6 +10,7 @@ report's sentences are all read from the registry.
 from __future__ import annotations
 
 import re
+from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -24,13 +25,14 @@ from vaediff.data import (
     load_dataset,
 )
 from vaediff.errors import AlreadyFinished, ConfigError, RunError
-from vaediff.families import diffusion, flow, latent, vae
+from vaediff.families import diffusion, flow, latent, meanflow, vae
 from vaediff.families.base import Family, Run, TrainingRequest
 from vaediff.generation import preview_grid
 from vaediff.model_card import write_model_card, write_pipeline_index
 from vaediff.runs import (
     CONFIG_FILE,
     atomic_write_bytes,
+    atomic_write_json,
     config_from_dict,
     config_to_dict,
     prepare_output_dir,
@@ -39,6 +41,7 @@ from vaediff.runs import (
 )
 from vaediff.training import TrainConfig, is_main_process, train, wait_for_everyone
 from vaediff.training.loop import Extras
+from vaediff.training.precision import check_precision, training_device
 from vaediff.training.trackers import check_report_to
 
 LIMIT_KEYS = ("epochs", "minutes", "max_steps")
@@ -50,6 +53,7 @@ FAMILIES: dict[str, Family] = {
     "latent-diffusion": latent.FAMILY,
     "flow": flow.FAMILY,
     "latent-flow": latent.FLOW_FAMILY,  # latent diffusion's two stages with flow matching's objective
+    "meanflow": meanflow.FAMILY,
 }
 
 
@@ -160,6 +164,7 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
     data, model_config, train_config, settings, previous_config = _data_and_configs(
         family, model_type, run_dir, resume, dataset, data_dir, data_options, options, overrides)
     train_config.check_data(len(data.train))
+    check_precision(train_config.precision, training_device())  # fp16 on a CPU: one line, nothing written
     if not resume and is_main_process():
         prepare_output_dir(run_dir, overwrite=overwrite, kind="train",
                            inputs=data_source_inputs(settings["dataset"]))
@@ -212,7 +217,16 @@ def _extras(plan, log_with: str | None, run_dir: Path, model_type: str, settings
     hyperparameters = {"model_type": model_type, "settings": settings, "model": config_to_dict(model_config),
                        "train": config_to_dict(plan.train_config)}
     return Extras(plan.after_step, plan.extra_state, log_with,
-                  lambda: preview_grid(load_run(run_dir), plan.train_config.seed or 0), hyperparameters)
+                  lambda: preview_grid(load_run(run_dir), plan.train_config.seed or 0), hyperparameters,
+                  on_precision=partial(_record_precision, run_dir))
+
+
+def _record_precision(run_dir: Path, choice) -> None:
+    """config.json gets what --precision auto chose (and why), so a resumed run trains on in it unprobed."""
+    config = read_run_config(run_dir)
+    config["train"].update(precision=choice.chosen, mixed_precision={"fp32": "no"}.get(choice.chosen, choice.chosen))
+    config["settings"]["precision"] = choice.to_dict()
+    atomic_write_json(run_dir / CONFIG_FILE, config)
 
 
 def _check_same_source(run_dir: Path, settings: dict, dataset: str | None, data_dir: str | None,
@@ -253,6 +267,8 @@ def _new_configs(family: Family, model_type: str, data: Dataset, options: dict |
 def _resumed_configs(family: Family, run_dir: Path, model_type: str, overrides: dict):
     """The stored configs of a run to resume, with new limits where given (nothing else may change)."""
     stored = _stored_run_config(run_dir, model_type)
+    if overrides.get("precision") == (stored["settings"].get("precision") or {}).get("asked"):
+        overrides = {k: v for k, v in overrides.items() if k != "precision"}  # auto, as first asked: its choice stands
     changed = sorted(k for k in overrides if k not in LIMIT_KEYS and overrides[k] != stored["train"].get(k))
     if changed:
         raise ConfigError(f"--resume keeps the run's settings; only --epochs, --minutes and --max-steps "

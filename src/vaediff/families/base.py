@@ -68,7 +68,7 @@ LANGUAGES = ("en", "zh")  # the report's (report.text.LANGUAGES): a family's sen
 # names `vaediff train` already gives a meaning (its own flags, its parser's fields): no option may take one
 RESERVED_OPTIONS = frozenset({"dataset", "data_dir", "image_size", "out", "overwrite", "epochs", "minutes", "max_steps",
                               "batch_size", "lr", "seed", "resume", "model", "model_config", "checkpoint_every",
-                              "mixed_precision", "grad_accum", "handler", "model_type", "help"})
+                              "mixed_precision", "precision", "grad_accum", "handler", "model_type", "help"})
 
 
 @dataclass(frozen=True)

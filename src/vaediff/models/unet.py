@@ -132,7 +132,7 @@ def check_guidance_interval(interval: tuple[float, float]) -> None:
                          f"got {tuple(interval)}")
 
 
-def _unet_kwargs(config: DiffusionConfig) -> dict:
+def unet_kwargs(config: DiffusionConfig) -> dict:
     in_channels = config.channels + (config.class_embed_size if config.conditioning == "concat" else 0)
     kwargs = dict(
         sample_size=config.sample_size,
@@ -161,7 +161,7 @@ class ClassConditionalUNet(nn.Module):
     def __init__(self, config: DiffusionConfig):
         super().__init__()
         self.config = config
-        self.unet = UNet2DModel(**_unet_kwargs(config))
+        self.unet = UNet2DModel(**unet_kwargs(config))
         self.class_embedding = (
             nn.Embedding(config.num_classes, config.class_embed_size) if config.conditioning == "concat" else None
         )

@@ -23,13 +23,24 @@ class TrainConfig:
     grad_clip: float | None = None       # clip the global gradient norm to this value
     ema_decay: float | None = None       # keep an exponential moving average of the weights
     seed: int = 0
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # the older flag: `precision` says the same
+    # fp32, bf16 or fp16 autocast, or auto: bf16 where a probe of this model on this chip finds it clearly
+    # faster (training/precision.py); config.json keeps the choice, so a resumed run does not probe again
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
     grad_accum: int = 1                  # split each batch into this many sequential micro-batches
     checkpoint_every: int = 0            # steps between checkpoints; 0: every `checkpoint_minutes`
     checkpoint_minutes: float = 1.0
     eval_images: int = 1000              # test images for the test loss logged at each evaluation
 
     def __post_init__(self) -> None:
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"--precision {self.precision!r}: choose auto, fp32, bf16 or fp16")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ConfigError(f"--mixed-precision {self.mixed_precision!r}: choose no, fp16 or bf16")
+        if self.mixed_precision != "no" and self.precision == "fp32":  # --mixed-precision bf16: an alias
+            object.__setattr__(self, "precision", self.mixed_precision)
+        if self.precision in ("bf16", "fp16", "fp32"):  # the value Accelerate is given (auto: once chosen)
+            object.__setattr__(self, "mixed_precision", {"fp32": "no"}.get(self.precision, self.precision))
         if self.epochs is None and self.minutes is None and self.max_steps is None:
             raise ConfigError("give at least one of --epochs, --minutes, --max-steps")
         for name in ("epochs", "max_steps"):

@@ -58,7 +58,9 @@ class LossLog:
 
     def __init__(self, run_dir: Path, objective: Objective, module: nn.Module, test: ImageSplit, config: TrainConfig,
                  device: torch.device, steps_per_epoch: int, elapsed: Callable[[], float], title: str,
-                 plot_every_s: float, is_main: bool, on_row: Callable[[TrainState], None] | None = None):
+                 plot_every_s: float, is_main: bool, on_row: Callable[[TrainState], None] | None = None,
+                 before_row: Callable[[TrainState], None] | None = None):
+        self.before_row = before_row  # called before each row (the loop moves its loss sums into the state)
         self.run_dir, self.objective, self.module, self.test, self.config = run_dir, objective, module, test, config
         self.on_row = on_row  # called after each row is recorded (the trackers log it)
         self.device, self.steps_per_epoch, self.elapsed, self.title = device, steps_per_epoch, elapsed, title
@@ -81,6 +83,8 @@ class LossLog:
         """Append a row for the current step (at most one a step: a resumed run that ended on an epoch
         boundary reaches it twice) and rewrite the files."""
         began = time.perf_counter()
+        if self.before_row is not None:
+            self.before_row(state)
         if not state.history or state.history[-1]["step"] != state.step:
             row: dict = {"epoch": round(state.step / max(1, self.steps_per_epoch), 3), "step": state.step,
                          "images_seen": state.step * self.config.batch_size, "elapsed_s": round(self.elapsed(), 2)}

@@ -20,7 +20,9 @@ horizon), `Checkpointer` (where a run starts, when to save, saving). Three prope
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -53,6 +55,7 @@ from vaediff.training.config import (
     training_limits,
 )
 from vaediff.training.history import LossLog
+from vaediff.training.precision import ACCELERATE_NAMES, PrecisionChoice, choose_precision, training_device
 from vaediff.training.processes import StopSignals, agree, force_cpu, is_main_process, wait_for_everyone
 from vaediff.training.trackers import Tracking
 
@@ -67,6 +70,7 @@ def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: D
     weights follow the seed. `extras`: the family's hook and state, the trackers (Extras). Returns the
     final TrainState."""
     run_dir, extras = Path(run_dir), extras or Extras()
+    config = settle_precision(config, objective, build_model, dataset, extras.on_precision)
     parts = prepare(build_model, dataset, config, ema_factory or default_ema(config), run_dir, extras.report_to)
     count_plan = plan_from_counts(len(dataset.train), config)  # the steps epochs or --max-steps give
     extra = extras.extra_state(parts.unwrapped).to(parts.accelerator.device) if extras.extra_state else None
@@ -76,10 +80,10 @@ def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: D
     tracking = Tracking(parts.accelerator, extras.hyperparameters, extras.preview, clock.elapsed)
     log = LossLog(run_dir, objective, parts.unwrapped, dataset.test, config, parts.accelerator.device,
                   steps_per_epoch(len(dataset.train), config), clock.elapsed, title, plot_every_s, is_main_process(),
-                  on_row=lambda state: tracking.log_row(state, parts.optimizer, parts.ema, config.batch_size))
+                  on_row=lambda state: tracking.log_row(state, parts.optimizer, parts.ema, config.batch_size),
+                  before_row=lambda state: settle(parts, state))
     log.write_files(state, write_plot=True)  # rows a killed session wrote past its checkpoint go
-    bar = progress_bar(total=state.planned_steps, initial=state.step, desc=title, unit="step",
-                       enabled=is_main_process() and progress)
+    bar = LossBar(title, state, shown=is_main_process() and progress)
     parts.module.train()
     with StopSignals() as signals:
         stop = None
@@ -90,9 +94,8 @@ def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: D
                 if not parts.accelerator.sync_gradients:
                     continue  # a micro-batch of gradient accumulation: no optimizer step yet
                 finish_optimizer_step(parts, state, extras.after_step, extra)
-                bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.4g}", epoch=state.epoch + 1, refresh=False)
-                clock.fix_horizon(state, bar)  # --minutes: the schedule's length, once the speed is measured
+                bar.step(loss, state.epoch)
+                clock.fix_horizon(state, bar.bar)  # --minutes: the schedule's length, once the speed is measured
                 done = state.planned_steps is not None and state.step >= state.planned_steps
                 stop = "signal" if signalled else "time" if out_of_time else "done" if done else None
                 if stop:
@@ -108,7 +111,7 @@ def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: D
                 state.batch_in_epoch = 0
                 if log.cheap():
                     log.record(state, write_plot=False)
-        bar.close()
+        bar.bar.close()
         if stop == "signal":
             raise checkpoint.interrupted(state, clock.elapsed(), signals.received)
         state.finished = True
@@ -132,6 +135,47 @@ class Extras:
     report_to: str | None = None
     preview: Callable[[], object] | None = None
     hyperparameters: dict = field(default_factory=dict)
+    on_precision: Callable[[PrecisionChoice], None] | None = None  # records what --precision auto chose
+
+
+def settle_precision(config: TrainConfig, objective: Objective, build_model: Callable[[], nn.Module],
+                     dataset: Dataset, record: Callable[[PrecisionChoice], None] | None) -> TrainConfig:
+    """The configuration with `--precision auto` resolved (precision.choose_precision: a probe of this
+    model's training step on this device, cached per host and model) and the choice recorded; a concrete
+    precision is only checked. Several processes do not probe (each would time its own share of the
+    chip): auto is then fp32 unless this host's cache holds a decision for the model."""
+    device = training_device()
+    if config.precision != "auto":
+        choose_precision(config.precision, device, "", None, None)  # fp16 on a CPU: one line
+        return config
+    batch = min(config.batch_size // config.grad_accum, len(dataset.train))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's draws untouched
+        module = build_model()
+        model_key = f"{type(objective).__name__}|batch={batch}|{module!r}"
+        several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        step = None if several else _probe_step(objective, module, dataset, batch, device)
+        choice = choose_precision("auto", device, model_key, step, None)
+    if record is not None and is_main_process():
+        record(choice)
+    return dataclasses.replace(config, precision=choice.chosen, mixed_precision=ACCELERATE_NAMES[choice.chosen])
+
+
+def _probe_step(objective: Objective, module: nn.Module, dataset: Dataset, batch: int,
+                device: torch.device) -> Callable[[], None]:
+    """One training step (forward, backward, AdamW) of a fresh copy of the model on the first `batch`
+    training images: what precision.time_steps times."""
+    module = module.to(device).train()
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4, foreach=True)
+    images = dataset.train.as_float(slice(0, batch)).to(device)
+    labels = dataset.train.labels[:batch].to(device)
+
+    def step() -> None:
+        draw = BatchRandom(0, 0, batch, slice(0, batch), device)
+        objective.losses(module, images, labels, draw)["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
 
 
 def finish_optimizer_step(parts: Prepared, state: TrainState, after_step, extra: nn.Module | None) -> None:
@@ -156,7 +200,8 @@ def forward_backward(parts: Prepared, objective: Objective, config: TrainConfig,
                      images: torch.Tensor, labels: torch.Tensor, signalled: bool,
                      clock: Clock) -> tuple[torch.Tensor, bool, bool]:
     """Forward, backward and (on the last micro-batch) the clipped optimizer step; returns the loss and the
-    flags every process agreed on: signalled, out of time. A non-finite loss raises before the update."""
+    flags every process agreed on: signalled, out of time. Nothing here waits for the device (one process):
+    loss sums and a non-finite loss are kept on it until the next row or checkpoint (settle)."""
     accelerator = parts.accelerator
     with accelerator.accumulate(parts.module):
         progress = state.step / state.planned_steps if state.planned_steps else 0.0
@@ -170,22 +215,90 @@ def forward_backward(parts: Prepared, objective: Objective, config: TrainConfig,
         terms = objective.losses(parts.module, images, labels, draw)
         loss = terms["loss"]
         # Backward even when the loss is bad: in multi-process runs every process must join the
-        # gradient all-reduce. A bad step is never applied (we raise below, before the update).
+        # gradient all-reduce. Whether it was finite is checked at the next row or checkpoint (settle),
+        # not here: reading it now would make the host wait for the device at every step.
         accelerator.backward(loss)
-        bad, signalled, out_of_time = agree(accelerator, not bool(torch.isfinite(loss.detach())), signalled,
-                                            clock.out_of_time() and accelerator.sync_gradients)
-        if bad:
-            raise diverged(state, terms, parts.run_dir / CHECKPOINT_FILE)
         if accelerator.sync_gradients and config.grad_clip:
             accelerator.clip_grad_norm_(parts.module.parameters(), config.grad_clip)
-        parts.optimizer.step()
+        parts.optimizer.step()  # a bad step's weights are never saved: settle raises before any checkpoint
         parts.optimizer.zero_grad(set_to_none=True)
+    parts.pending.add(terms, state.step)
+    signalled, out_of_time = _agreed_stop(parts, state, signalled, clock.out_of_time() and accelerator.sync_gradients)
     state.micro_step += 1
     state.batch_in_epoch += 1
-    for name, value in terms.items():
-        state.running[name] = state.running.get(name, 0.0) + float(value.detach())
-    state.running_count += 1
     return loss, signalled, out_of_time
+
+
+class LossBar:
+    """The progress bar, with the loss read from the device at most once a second (each read is a host
+    sync) and only where the bar is shown."""
+
+    def __init__(self, title: str, state: TrainState, shown: bool):
+        self.bar = progress_bar(total=state.planned_steps, initial=state.step, desc=title, unit="step", enabled=shown)
+        self.shown, self.last = shown, -math.inf
+
+    def step(self, loss: torch.Tensor, epoch: int) -> None:
+        self.bar.update(1)
+        if self.shown and time.perf_counter() - self.last >= 1.0:
+            self.bar.set_postfix(loss=f"{float(loss.detach()):.4g}", epoch=epoch + 1, refresh=False)
+            self.last = time.perf_counter()
+
+
+class PendingLosses:
+    """Loss sums, their count and the first non-finite loss since the last `settle`, kept on the device: the
+    training step never waits for the device to read them. Sums are float64, added in step order, as the
+    host's Python floats added them before (a resumed run's loss.csv matches an unbroken one's)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+        self.first_bad: torch.Tensor | None = None   # (1 + the step, its loss terms) of the first bad loss
+        self.bad_terms: torch.Tensor | None = None
+        self.names: list[str] = []
+
+    def add(self, terms: dict[str, torch.Tensor], step: int) -> None:
+        values = torch.stack([value.detach().double() for value in terms.values()])
+        for name, value in zip(terms, values, strict=True):
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.count += 1
+        if self.first_bad is None:
+            self.first_bad = torch.zeros((), dtype=torch.long, device=values.device)
+            self.bad_terms = torch.zeros_like(values)
+        newly_bad = (self.first_bad == 0) & ~torch.isfinite(values[0])  # terms["loss"] comes first
+        self.first_bad = torch.where(newly_bad, step + 1, self.first_bad)
+        self.bad_terms = torch.where(newly_bad, values, self.bad_terms)
+        self.names = list(terms)
+
+    def bad_step(self) -> int:
+        """The step whose loss was not finite first (0: none). Reads the device: a host sync."""
+        return int(self.first_bad) if self.first_bad is not None else 0
+
+
+def settle(parts: Prepared, state: TrainState) -> None:
+    """Move the device's loss sums into the state (one host sync) and raise for a non-finite loss, before a
+    row, a checkpoint or the end: the weights of a bad step are never written."""
+    pending = parts.pending
+    bad = pending.bad_step()
+    if bad:
+        raise diverged(state, dict(zip(pending.names, pending.bad_terms, strict=True)),
+                       parts.run_dir / CHECKPOINT_FILE, bad)
+    for name, total in pending.sums.items():
+        state.running[name] = state.running.get(name, 0.0) + float(total)
+    state.running_count += pending.count
+    parts.pending = PendingLosses()
+
+
+def _agreed_stop(parts: Prepared, state: TrainState, signalled: bool, out_of_time: bool) -> tuple[bool, bool]:
+    """One process decides alone, without waiting for the device. Several must stop at the same step: an
+    all-reduce of the flags (a non-finite loss on any of them included) at every micro-step."""
+    accelerator = parts.accelerator
+    if accelerator.num_processes == 1:
+        return signalled, out_of_time
+    bad, signalled, out_of_time = agree(accelerator, parts.pending.bad_step() > 0, signalled, out_of_time)
+    if bad:
+        settle(parts, state)  # raises, with the terms, on a process that saw the bad loss
+        raise diverged(state, {}, parts.run_dir / CHECKPOINT_FILE, state.step + 1)
+    return signalled, out_of_time
 
 
 @dataclass
@@ -204,19 +317,27 @@ class Prepared:
     sampler: object
     rows: slice
     run_dir: Path
+    pending: PendingLosses = field(default_factory=PendingLosses)
 
 
 def prepare(build_model: Callable[[], nn.Module], dataset: Dataset, config: TrainConfig,
             ema_factory: Callable[[nn.Module], object], run_dir: Path, report_to: str | None = None) -> Prepared:
     from accelerate import Accelerator  # a second to import; `vaediff --help` must not pay it
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration
 
+    # Accelerate keeps one precision per process; runs trained one after another in one process (a study,
+    # where auto may choose differently per model) each need their own. The process group is kept.
+    if AcceleratorState._shared_state.get("_mixed_precision", config.mixed_precision) != config.mixed_precision:
+        AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=force_cpu(), mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
         step_scheduler_with_optimizer=False,  # we step it ourselves, once per optimizer step
         log_with=report_to, project_dir=str(run_dir / "logs") if report_to else None,
     )
+    if accelerator.device.type == "cuda":  # fp32 matrix products in TF32 on tensor cores (torch's "high")
+        torch.set_float32_matmul_precision("high")
     world, micro_batch = accelerator.num_processes, config.batch_size // config.grad_accum
     if micro_batch % world:
         raise ConfigError(f"batch size {config.batch_size} / grad-accum {config.grad_accum} = {micro_batch} "
@@ -324,6 +445,7 @@ class Checkpointer:
 
     def save(self, state: TrainState, elapsed_s: float) -> None:
         parts = self.parts
+        settle(parts, state)  # the device's loss sums into the state; a non-finite loss raises, unsaved
         state.elapsed_s = elapsed_s
         if is_main_process():
             save_checkpoint(self.path, parts.unwrapped, parts.optimizer, parts.scheduler, parts.ema, state,
@@ -333,12 +455,11 @@ class Checkpointer:
         self.last = (state.step, time.perf_counter())
 
 
-def diverged(state: TrainState, terms: dict[str, torch.Tensor], checkpoint_path: Path) -> TrainingDiverged:
-    values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+def diverged(state: TrainState, terms: dict[str, torch.Tensor], checkpoint_path: Path, step: int) -> TrainingDiverged:
+    values = "; " + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items()) if terms else ""
     kept = (f"the last good checkpoint {checkpoint_path} is kept" if checkpoint_path.is_file()
             else "no checkpoint had been written yet")
-    return TrainingDiverged(f"loss is not finite at step {state.step + 1} (epoch {state.epoch + 1}; {values}); "
-                            f"{kept}; try a lower --lr")
+    return TrainingDiverged(f"loss is not finite at step {step}{values}; {kept}; try a lower --lr")
 
 
 def default_ema(config: TrainConfig) -> Callable[[nn.Module], object]:

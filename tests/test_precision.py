@@ -73,6 +73,10 @@ def test_auto_is_recorded_in_config_json_and_a_resume_keeps_it(tmp_path, cli, mo
     code, _, err = cli("train", "vae", "--out", run, "--max-steps", "6", "--resume", "--precision", "auto")
     assert code == 0, err
     assert json.loads((run / "config.json").read_text())["train"]["precision"] == "bf16"
+    from vaediff.evaluate import training_precision
+
+    assert training_precision(json.loads((run / "config.json").read_text()))["ratio"] == 2.0  # metrics.json's
+    assert training_precision({"train": {"mixed_precision": "no"}})["chosen"] == "fp32"  # a run from before
 
 
 def test_fp16_on_a_cpu_is_one_line_and_writes_nothing(tmp_path, cli):

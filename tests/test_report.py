@@ -103,7 +103,7 @@ def test_identical_models_give_no_clear_difference(evaluated_runs, tmp_path):
         clear, _, needed = verdict(summaries[0], summaries[1], key)
         assert not clear, key
     text = " ".join(findings(summaries, "en"))
-    assert "no clear difference at this sample size" in text and "is better than" not in text.split("**FID**")[1][:80]
+    assert "no clear difference at this sample size" in text and "is better than" not in text.split("**evaluator FID**")[1][:80]
 
 
 @pytest.mark.slow  # trains and evaluates two runs (shared by the module)
@@ -132,7 +132,7 @@ def test_every_pair_gets_a_verdict_on_fid(evaluated_runs, tmp_path):
     assert twin_row[3].startswith("no clear difference"), twin_row
     (tmp_path / "report").mkdir()
     report = compare([*evaluated_runs, twin], tmp_path / "report", curves=False, progress=False).read_text()
-    assert "## Every pair on FID" in report and twin_row[3] in report
+    assert "## Every pair on evaluator FID" in report and twin_row[3] in report
 
 
 @pytest.mark.slow  # trains and evaluates two runs (shared by the module)

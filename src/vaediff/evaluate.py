@@ -283,7 +283,8 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
                               inception, cache_dir)
     samples, labels, seconds = timed_draw(run, n_samples, seed, sampler_options, progress)
     metrics: dict = {"vaediff_version": __version__, "run": str(run_dir), "model_type": run.model_type,
-                     "dataset": dataset.name, "seed": seed, "evaluator_accuracy": evaluator.accuracy}
+                     "dataset": dataset.name, "seed": seed, "evaluator_accuracy": evaluator.accuracy,
+                     "training_precision": training_precision(run.config)}
     if sampler_options:
         metrics["sampler"] = sampler_options
     metrics.update(quality_metrics(evaluator, samples, labels, dataset, seed))
@@ -297,6 +298,16 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
     if target is not None:
         _write_metrics(target, metrics, run, dataset)
     return metrics
+
+
+def training_precision(config: dict) -> dict:
+    """The precision the run trained in, as config.json says (what --precision auto chose, its ratio and why)."""
+    stored = config.get("settings", {}).get("precision")
+    if stored:
+        return stored
+    precision = config.get("train", {}).get("precision") or {"no": "fp32"}.get(
+        config.get("train", {}).get("mixed_precision", "no"), config.get("train", {}).get("mixed_precision"))
+    return {"asked": precision, "chosen": precision, "ratio": None, "why": "as asked"}
 
 
 def _write_metrics(target: Path, metrics: dict, run, dataset: Dataset) -> None:

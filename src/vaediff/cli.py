@@ -26,6 +26,7 @@ from vaediff.cli_args import (
     CommandListFormatter,
     OneLineParser,
     add_dataset_flags,
+    add_device_flag,
     add_family_flags,
     add_feature_flags,
     add_output_flags,
@@ -266,6 +267,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
                        help="split each batch into N sequential micro-batches (same result, less memory)")
     add_report_to_flag(train)
     add_family_flags(train, families or {})
+    add_device_flag(train)
     train.set_defaults(handler=cmd_train)
 
     sample = commands.add_parser("sample", help="draw images from a trained run into a PNG grid",
@@ -278,6 +280,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
     sample.add_argument("--label", type=class_label, help="draw only this class (0..K-1 for a run on K classes)")
     sample.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
     add_sampler_flags(sample, families)
+    add_device_flag(sample)
     sample.set_defaults(handler=cmd_sample)
 
     evaluate = commands.add_parser("evaluate", help="measure a run: likelihood, sample quality, speed",
@@ -306,6 +309,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
                           "(default: ~/.cache/vaediff)")
     add_sampler_flags(evaluate, families)
     add_feature_flags(evaluate)
+    add_device_flag(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
     evaluator = commands.add_parser("evaluator", help="train (once) the classifier whose features score samples",
@@ -330,6 +334,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
     real.add_argument("--cache-dir", metavar="DIR", help="where evaluator networks and real features are kept "
                       "(default: ~/.cache/vaediff)")
     real.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_device_flag(real)
     real.set_defaults(handler=cmd_real_fid)
 
     compare = commands.add_parser("compare", help="compare evaluated runs in a Markdown and HTML report",
@@ -348,6 +353,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
     compare.add_argument("--no-ddpm-1000", action="store_true",
                          help="skip the seed's 1000-step DDPM point of the steps curve (the slowest point)")
     add_feature_flags(compare, weights=False)
+    add_device_flag(compare)
     compare.set_defaults(handler=cmd_compare)
 
     quick = commands.add_parser("quickstart", help="the whole study in one command: EDA, 5 models, report",
@@ -372,6 +378,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
     add_feature_flags(quick)
     quick.add_argument("--lang", choices=("en", "zh"), default="en",
                        help="language of the report and the closing headlines (default: en)")
+    add_device_flag(quick)
     quick.set_defaults(handler=cmd_quickstart)
 
     serve = commands.add_parser("serve", help="web demo: draw images from runs in a browser",
@@ -386,6 +393,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
                        "(default: 200)")
     serve.add_argument("--concurrency", type=positive_int, default=1,
                        help="generations running at once; others wait in a queue (default: 1)")
+    add_device_flag(serve)
     serve.set_defaults(handler=cmd_serve)
 
     push = commands.add_parser("push", help="upload a run to the Hugging Face Hub (model card included)",
@@ -410,7 +418,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], None] = args.handler
     try:
-        handler(args)
+        if getattr(args, "device", None) is None:
+            handler(args)
+        else:
+            from vaediff.devices import use_device  # torch: only a command given --device pays for it here
+
+            with use_device(args.device):  # every stage asks devices.compute_device
+                handler(args)
     except AlreadyFinished as exc:  # --resume to a limit already reached: not an error
         clear_progress_bars()
         print(f"{PROG}: {exc}", file=sys.stderr)

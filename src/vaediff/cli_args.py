@@ -173,6 +173,11 @@ def add_feature_flags(parser: argparse.ArgumentParser, weights: bool = True) -> 
                             "--features inception; nothing is downloaded")
 
 
+def add_device_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", metavar="DEVICE", help="compute on cpu, cuda or cuda:N (default: $VAEDIFF_DEVICE, "
+                        "else the GPU where there is one, else the CPU)")
+
+
 def add_report_to_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report-to", choices=REPORT_TO, default="tensorboard",
                         help="experiment tracker through Accelerate: losses, learning rate, throughput and sample "

@@ -38,6 +38,7 @@ from vaediff.costs import (
     samples_within,
 )
 from vaediff.data import Dataset, ImageSplit
+from vaediff.devices import describe
 from vaediff.errors import ConfigError, DataError, RunError
 from vaediff.evaluator_network import Evaluator, default_cache_dir, load_or_train_evaluator
 from vaediff.families import check_command, family_of, load_run, run_dataset
@@ -229,10 +230,9 @@ def real_reference(evaluator: Evaluator, dataset: Dataset, size: int, seed: int 
     return reference
 
 
-def device_description() -> dict:
-    if torch.cuda.is_available():
-        return {"device": torch.cuda.get_device_name(0), "threads": torch.get_num_threads()}
-    return {"device": "cpu", "threads": torch.get_num_threads()}
+def device_description(device: torch.device) -> dict:
+    """The device that measured samples_per_second (the run's), beside the number."""
+    return {"device": describe(device), "threads": torch.get_num_threads()}
 
 
 MAX_LIKELIHOOD_COUNTS = {"iw_samples": MAX_IW_SAMPLES, "test_images": 100_000, "bound_timesteps": 2000,
@@ -284,16 +284,14 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
     samples, labels, seconds = timed_draw(run, n_samples, seed, sampler_options, progress)
     metrics: dict = {"vaediff_version": __version__, "run": str(run_dir), "model_type": run.model_type,
                      "dataset": dataset.name, "seed": seed, "evaluator_accuracy": evaluator.accuracy,
-                     "training_precision": training_precision(run.config)}
-    if sampler_options:
-        metrics["sampler"] = sampler_options
+                     "training_precision": training_precision(run.config), "samples_per_second": n_samples / seconds,
+                     **device_description(run.device), **({"sampler": sampler_options} if sampler_options else {})}
+    run.place(torch.device("cpu"))  # bits/dim, CAS and reconstructions compute on the CPU (not yet on the device)
     metrics.update(quality_metrics(evaluator, samples, labels, dataset, seed))
     metrics["feature_spaces"] = {"fid": EVALUATOR_SPACE, "kid": EVALUATOR_SPACE}
     _add_references(metrics, run, evaluator, dataset, samples, labels, seed, cache_dir)
     if inception is not None:
         _add_inception(metrics, inception_metrics(inception, samples, dataset, seed, cache_dir, progress))
-    metrics["samples_per_second"] = n_samples / seconds
-    metrics.update(device_description())
     add_likelihood(metrics, run.likelihood(dataset.test, likelihood_settings, seed, progress))
     if target is not None:
         _write_metrics(target, metrics, run, dataset)

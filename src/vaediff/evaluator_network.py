@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vaediff import devices
 from vaediff.console import progress_bar
 from vaediff.data import Dataset, ImageSplit
 from vaediff.errors import RunError
@@ -74,14 +75,18 @@ class Evaluator:
     path: Path
     feature_scale: float = 1.0  # 1 / (RMS of training-set features): features of real data have unit scale
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
     @torch.inference_mode()
     def features_and_probabilities(self, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaled 128-d features and class probabilities of (N, C, S, S) images in [0, 1]."""
         feats, probs = [], []
         for start in range(0, len(images), batch_size):
-            feature = self.net(images[start : start + batch_size])
-            feats.append(feature * self.feature_scale)
-            probs.append(F.softmax(self.net.head(feature), dim=1))
+            feature = self.net(images[start : start + batch_size].to(self.device))
+            feats.append((feature * self.feature_scale).cpu())
+            probs.append(F.softmax(self.net.head(feature), dim=1).cpu())
         return torch.cat(feats), torch.cat(probs)
 
 
@@ -205,7 +210,7 @@ def load_or_train_evaluator(dataset: Dataset, cache_dir: str | Path | None = Non
             info = json.loads(info_path.read_text())
             net = EvaluatorNet(int(info.get("channels", 1)), int(info.get("num_classes", 10)))
             load_state_strict(net, load_safetensors(weights), weights)
-            return Evaluator(net.eval(), float(info["test_accuracy"]), dataset.name, directory,
+            return Evaluator(net.eval().to(devices.compute_device()), float(info["test_accuracy"]), dataset.name, directory,
                              float(info["feature_scale"]))
         except (RunError, ValueError, KeyError, OSError):
             pass  # a damaged cache is retrained below, not trusted
@@ -220,4 +225,4 @@ def load_or_train_evaluator(dataset: Dataset, cache_dir: str | Path | None = Non
                                   "task": "classes" if dataset.labelled else "rotations",
                                   "train_seconds": round(time.perf_counter() - started, 1),
                                   "train_images": len(dataset.train), "test_images": len(dataset.test)})
-    return Evaluator(net, test_accuracy, dataset.name, directory, scale)
+    return Evaluator(net.to(devices.compute_device()), test_accuracy, dataset.name, directory, scale)

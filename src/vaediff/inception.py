@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from vaediff import devices
 from vaediff import metrics as m
 from vaediff.console import progress_bar
 from vaediff.errors import ConfigError
@@ -92,7 +93,7 @@ def load_inception(weights: str | Path) -> InceptionNetwork:
         raise ConfigError(f"--inception-weights {path} does not hold Inception-v3's weights ({found}, where it "
                           f"has {INCEPTION_TENSORS}); expected {WEIGHTS_FILE} from {WEIGHTS_URL}") from None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return InceptionNetwork(net.eval(), path, digest)
+    return InceptionNetwork(net.eval().to(devices.compute_device()), path, digest)
 
 
 @torch.inference_mode()

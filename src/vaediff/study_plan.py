@@ -13,7 +13,6 @@ counts), so the same seed gives the same numbers on any host, and the time is wh
 from __future__ import annotations
 
 import math
-import platform
 import shutil
 import tempfile
 import time
@@ -33,6 +32,7 @@ from vaediff.evaluator_network import default_image_passes
 from vaediff.families import FAMILIES, quickstart_types, train_run
 from vaediff.families.base import LikelihoodSettings
 from vaediff.runs import read_history, read_json
+from vaediff.training.precision import cpu_name
 
 
 def shares() -> dict[str, float]:
@@ -98,16 +98,6 @@ class StudyPlan:
 
     def as_json(self) -> dict:
         return {**asdict(self), "curve_steps": {m: list(steps) for m, steps in self.curve_steps.items()}}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from vaediff import devices
 from vaediff.checks import data_source_inputs
 from vaediff.data import (
     DIGIT_NAMES,
@@ -113,7 +114,7 @@ def load_run(run_dir: str | Path) -> Run:
     model_type = config.get("model_type")
     if model_type not in FAMILIES:
         raise RunError(f"{run_dir}/config.json: unknown model type {model_type!r}")
-    return FAMILIES[model_type].load(Path(run_dir), config)
+    return FAMILIES[model_type].load(Path(run_dir), config).place(devices.compute_device())
 
 
 def run_dataset(config: dict, where: str) -> Dataset:

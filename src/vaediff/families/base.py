@@ -158,6 +158,15 @@ class Run:
     likelihood_options: tuple[str, ...] = ()  # the LikelihoodSettings fields `likelihood` reads
     samplers: tuple[str, ...] = ()           # the --sampler choices (the first is not the default: see the config)
     diffusers_folders: tuple[str, ...] = ()  # sub-folders that stock diffusers loads with from_pretrained
+    device = torch.device("cpu")             # where its networks compute (place); images come back on the CPU
+
+    def place(self, device: torch.device) -> Run:
+        """Move every network the run holds to `device` (devices.compute_device chooses it); returns the run."""
+        for value in vars(self).values():
+            if isinstance(value, nn.Module):
+                value.to(device)
+        self.device = device
+        return self
 
     def generate(self, count: int, labels: torch.Tensor | None, generator: torch.Generator,
                  **sampler_options: Any) -> torch.Tensor:

@@ -119,11 +119,13 @@ class DiffusionRun(Run):
         if labels is None or labels.shape != (count,):
             raise ConfigError("this diffusion run is class-conditional: give one label per image")
         config = self.model_config
+        # drawn on the CPU generator, then moved: the same seed draws the same images on any device
         noise = torch.randn((count, config.channels, config.sample_size, config.sample_size), generator=generator)
-        samples = self.integrate(noise, labels, settings, generator, trajectory, record_at)
+        samples = self.integrate(noise.to(self.device), labels.to(self.device), settings, generator, trajectory,
+                                 record_at)
         if trajectory is not None:
-            trajectory[:] = [self.to_images(x) for x in trajectory]
-        return self.to_images(samples)
+            trajectory[:] = [self.to_images(x).cpu() for x in trajectory]
+        return self.to_images(samples).cpu()
 
     def integrate(self, noise: torch.Tensor, labels: torch.Tensor, settings: dict, generator: torch.Generator,
                   trajectory: list | None, record_at: set[int] | None) -> torch.Tensor:

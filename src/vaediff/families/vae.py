@@ -48,17 +48,19 @@ class VAERun(Run):
     @torch.no_grad()
     def generate(self, count: int, labels: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
         """`count` images in [0, 1] decoded from z ~ N(0, I) (the decoder's mean image)."""
-        latents = torch.randn((count, self.model.config.latent), generator=generator)
-        return self.model.decode(latents, labels if self.conditional else None)
+        latents = torch.randn((count, self.model.config.latent), generator=generator)  # the CPU's draw, any device
+        return self.decode(latents, labels)
 
     @torch.no_grad()
     def latent_means(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        return self.model.encode(images, labels if self.conditional else None)[0]
+        labels = labels.to(self.device) if self.conditional and labels is not None else None
+        return self.model.encode(images.to(self.device), labels)[0].cpu()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Latents -> images; a CVAE's labels may be soft one-hot rows (blends of classes)."""
-        return self.model.decode(latents, labels if self.conditional else None)
+        labels = labels.to(self.device) if self.conditional and labels is not None else None
+        return self.model.decode(latents.to(self.device), labels).cpu()
 
     def likelihood(self, split: ImageSplit, settings: LikelihoodSettings, seed: int, progress: bool) -> dict:
         if settings.binarize and self.model.config.decoder != "bernoulli":

@@ -331,7 +331,7 @@ def prepare(build_model: Callable[[], nn.Module], dataset: Dataset, config: Trai
     if AcceleratorState._shared_state.get("_mixed_precision", config.mixed_precision) != config.mixed_precision:
         AcceleratorState._reset_state()
     accelerator = Accelerator(
-        cpu=force_cpu(), mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
+        cpu=force_cpu() or training_device().type == "cpu", mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
         step_scheduler_with_optimizer=False,  # we step it ourselves, once per optimizer step
         log_with=report_to, project_dir=str(run_dir / "logs") if report_to else None,

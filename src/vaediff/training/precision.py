@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from vaediff import devices
 from vaediff.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -44,8 +45,8 @@ class PrecisionChoice:
 
 
 def training_device() -> torch.device:
-    """The device Accelerate trains on by default: the GPU where there is one, else the CPU."""
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    """The device training runs on (devices.compute_device: --device, else the GPU where there is one)."""
+    return devices.compute_device()
 
 
 def check_precision(precision: str, device: torch.device) -> None:
@@ -104,11 +105,12 @@ def synchronize(device: torch.device) -> None:
 
 def host_key(device: torch.device) -> str:
     """The host as the timing depends on it: the chip, its threads and torch."""
-    chip = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
+    chip = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return f"{chip}|threads={torch.get_num_threads()}|torch={torch.__version__}"
 
 
-def _cpu_model() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), or what the platform says."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

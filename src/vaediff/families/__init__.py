@@ -185,7 +185,8 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
     run = load_run(run_dir)
     if is_main_process():
         if figures:
-            family.figures(run, data, train_config.seed, settings)
+            with run.computing_on_cpu():  # the figures' own passes (reconstructions, interpolations) run there
+                family.figures(run, data, train_config.seed, settings)
         write_pipeline_index(run)  # a diffusers pipeline folder (vaediff.pipelines) where the run has one
         write_model_card(run, family.summary.get("en", ""))  # evaluate writes it again with the metrics
     return run

@@ -11,7 +11,6 @@ degrees; Gidaris et al. 2018): a self-supervised task whose features still separ
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +23,16 @@ from vaediff import devices
 from vaediff.console import progress_bar
 from vaediff.data import Dataset, ImageSplit
 from vaediff.errors import RunError
-from vaediff.runs import atomic_save_safetensors, atomic_write_json, load_safetensors, load_state_strict
+from vaediff.runs import (  # default_cache_dir: callers take it from here too
+    atomic_save_safetensors,
+    atomic_write_json,
+    default_cache_dir,
+    load_safetensors,
+    load_state_strict,
+)
 
 RECIPE_VERSION = 2  # bump when the architecture or training recipe changes: old caches are then ignored
 FEATURES = 128
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("VAEDIFF_CACHE_DIR", Path.home() / ".cache" / "vaediff"))
 
 
 ROTATIONS = 4  # the unlabelled sets' task: which of four quarter turns was applied

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from vaediff import devices
 from vaediff import metrics as m
 from vaediff.console import progress_bar
 from vaediff.errors import ConfigError
 from vaediff.intervals import centred_on, kid_values, percentile_interval, resample_counts, within_range
+from vaediff.runs import atomic_save_safetensors
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}"
@@ -142,9 +143,7 @@ def cached_features(network: InceptionNetwork, images: torch.Tensor, cache_dir: 
             pass
     features = inception_features(network, images, progress=progress, desc=desc)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{time.time_ns()}.tmp")
-    save_file({"features": features.contiguous()}, partial)
-    partial.replace(path)  # atomic: a crash never leaves half a cache file under the real name
+    atomic_save_safetensors({"features": features.contiguous()}, path)  # a crash never leaves half a file
     return features
 
 

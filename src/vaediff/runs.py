@@ -88,6 +88,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def default_cache_dir() -> Path:
+    """vaediff's user cache (evaluators, real features, curves, precision decisions): $VAEDIFF_CACHE_DIR,
+    else ~/.cache/vaediff."""
+    return Path(os.environ.get("VAEDIFF_CACHE_DIR", Path.home() / ".cache" / "vaediff"))
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 

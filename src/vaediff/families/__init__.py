@@ -42,7 +42,7 @@ from vaediff.runs import (
 )
 from vaediff.training import TrainConfig, is_main_process, train, wait_for_everyone
 from vaediff.training.loop import Extras
-from vaediff.training.precision import check_precision, training_device
+from vaediff.training.precision import ACCELERATE_NAMES, check_precision, training_device
 from vaediff.training.trackers import check_report_to
 
 LIMIT_KEYS = ("epochs", "minutes", "max_steps")
@@ -226,7 +226,7 @@ def _extras(plan, log_with: str | None, run_dir: Path, model_type: str, settings
 def _record_precision(run_dir: Path, choice) -> None:
     """config.json gets what --precision auto chose (and why), so a resumed run trains on in it unprobed."""
     config = read_run_config(run_dir)
-    config["train"].update(precision=choice.chosen, mixed_precision={"fp32": "no"}.get(choice.chosen, choice.chosen))
+    config["train"].update(precision=choice.chosen, mixed_precision=ACCELERATE_NAMES[choice.chosen])
     config["settings"]["precision"] = choice.to_dict()
     atomic_write_json(run_dir / CONFIG_FILE, config)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vaediff.errors import ConfigError
+from vaediff.training.precision import ACCELERATE_NAMES
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class TrainConfig:
         if self.mixed_precision != "no" and self.precision == "fp32":  # --mixed-precision bf16: an alias
             object.__setattr__(self, "precision", self.mixed_precision)
         if self.precision in ("bf16", "fp16", "fp32"):  # the value Accelerate is given (auto: once chosen)
-            object.__setattr__(self, "mixed_precision", {"fp32": "no"}.get(self.precision, self.precision))
+            object.__setattr__(self, "mixed_precision", ACCELERATE_NAMES[self.precision])
         if self.epochs is None and self.minutes is None and self.max_steps is None:
             raise ConfigError("give at least one of --epochs, --minutes, --max-steps")
         for name in ("epochs", "max_steps"):

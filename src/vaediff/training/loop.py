@@ -55,7 +55,13 @@ from vaediff.training.config import (
     training_limits,
 )
 from vaediff.training.history import LossLog
-from vaediff.training.precision import ACCELERATE_NAMES, PrecisionChoice, choose_precision, training_device
+from vaediff.training.precision import (
+    ACCELERATE_NAMES,
+    PrecisionChoice,
+    check_precision,
+    choose_precision,
+    training_device,
+)
 from vaediff.training.processes import StopSignals, agree, force_cpu, is_main_process, wait_for_everyone
 from vaediff.training.trackers import Tracking
 
@@ -146,7 +152,7 @@ def settle_precision(config: TrainConfig, objective: Objective, build_model: Cal
     chip): auto is then fp32 unless this host's cache holds a decision for the model."""
     device = training_device()
     if config.precision != "auto":
-        choose_precision(config.precision, device, "", None, None)  # fp16 on a CPU: one line
+        check_precision(config.precision, device)  # fp16 on a CPU: one line
         return config
     batch = min(config.batch_size // config.grad_accum, len(dataset.train))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's draws untouched

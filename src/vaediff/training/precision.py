@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import torch
 
 from vaediff import devices
 from vaediff.errors import ConfigError
+from vaediff.runs import atomic_write_json, default_cache_dir
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ACCELERATE_NAMES = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # Accelerate's mixed_precision values
@@ -145,9 +145,7 @@ def choose_precision(asked: str, device: torch.device, model_key: str, step: Cal
 
 
 def _cache_path(cache_dir: Path | None) -> Path:
-    root = Path(cache_dir) if cache_dir else Path(os.environ.get("VAEDIFF_CACHE_DIR",
-                                                                  Path.home() / ".cache" / "vaediff"))
-    return root / CACHE_FILE
+    return (Path(cache_dir) if cache_dir else default_cache_dir()) / CACHE_FILE
 
 
 def _read_cache(cache_dir: Path | None) -> dict:
@@ -161,8 +159,6 @@ def _write_cache(cache_dir: Path | None, cache: dict) -> None:
     path = _cache_path(cache_dir)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps(cache, indent=1))
-        partial.replace(path)
+        atomic_write_json(path, cache)
     except OSError:  # a read-only cache costs a probe next time, nothing else
         pass

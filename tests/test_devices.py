@@ -61,6 +61,19 @@ def test_every_stage_asks_the_one_function(evaluator_cache, tmp_path, cli, monke
     asked.clear()
     code, _, err = cli("evaluate", run, "--n-samples", "20", "--iw-samples", "2", "--device", "cpu")
     assert code == 0, err
-    assert {"families/__init__.py:load_run", "evaluator_network.py:load_or_train_evaluator"} <= set(asked)
+    assert {"families/__init__.py:load_run", "evaluator_network.py:load_or_train_evaluator",
+            "cas.py:classification_accuracy_score"} <= set(asked)  # CAS's classifier trains there too
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["device"] == "cpu" and metrics["training_precision"]["chosen"] == "fp32"
+
+
+def test_training_images_move_to_a_gpu_only_when_they_fit():
+    """On the CPU the split stays as it is; on a GPU whose free memory is too small for it (a quarter at
+    most), too. The move itself needs a GPU: not tested here."""
+    from vaediff.data import load_dataset
+    from vaediff.training.loop import training_images
+
+    split = load_dataset("mnist-5k").train
+    assert split.images.dtype == torch.uint8 and split.nbytes == split.images.numel() + 8 * len(split)
+    assert training_images(split, torch.device("cpu")) is split
+    assert training_images(split, torch.device("cuda"), free_bytes=3 * split.nbytes) is split

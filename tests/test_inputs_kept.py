@@ -345,11 +345,13 @@ def test_quickstart_resume_of_nothing_is_refused(cli, tmp_path):
     assert_one_line_error(code, err, "no quickstart study")
 
 
-def test_quickstart_resume_redoes_a_stage_whose_output_was_deleted(tmp_path, capsys):
+@pytest.mark.parametrize("added", [(), ("meanflow",)])
+def test_quickstart_resume_redoes_a_stage_whose_output_was_deleted(tmp_path, capsys, added):
+    """With `--with meanflow`, the meanflow run started from the lost flow run: trained again, from scratch."""
     out = tmp_path / "qs"
-    plan = QuickstartPlan(minutes=0.2, minimum_minutes=0)
+    plan = QuickstartPlan(minutes=0.2, minimum_minutes=0, with_models=added)
     out.mkdir()
-    write_run_config(out, "quickstart", {"minutes": 0.2, "minimum_minutes": 0})
+    write_run_config(out, "quickstart", {"minutes": 0.2, "minimum_minutes": 0, "with_models": list(added)})
     done = ["eda", "evaluator", *[f"train:{n}" for n, _, _ in plan.runs()],
             *[f"evaluate:{n}" for n, _, _ in plan.runs()], "compare"]
     (out / STATE_FILE).write_text(json.dumps({"done": done}))
@@ -361,7 +363,9 @@ def test_quickstart_resume_redoes_a_stage_whose_output_was_deleted(tmp_path, cap
     (out / "report").mkdir()
     (out / "report" / "report.md").write_text("")
     shutil.rmtree(out / "flow")
-    _, _, kept = _resumed_study(out)
-    assert set(done) - set(kept) == {"train:flow", "evaluate:flow", "compare"}
+    _, _, kept, restart = _resumed_study(out)
+    redone = {"train:flow", "evaluate:flow", "compare"}
+    assert restart == set(added)  # the runs that started from the flow run's weights
+    assert set(done) - set(kept) == redone | {f"{stage}:{name}" for name in added for stage in ("train", "evaluate")}
     assert "train:flow: its output" in capsys.readouterr().out
 

@@ -122,6 +122,42 @@ def test_guidance_is_an_input_and_guidance_1_is_the_unguided_draw(meanflow_run):
     assert torch.equal(one, ((x + 1) / 2).clamp(0, 1))
 
 
+def test_outside_its_guidance_interval_a_row_regresses_the_unguided_velocity():
+    """The guidance interval is an input: where t lies outside [lo, hi] the target is e - x (w(t) = 1), while
+    the network still sees w and [lo, hi]; inside, the guided target (w e-x + (1 - w) u(null))."""
+    net = small_net()
+    config = net.config
+    generator = torch.Generator().manual_seed(5)
+    x0, noise = torch.randn(4, 1, 8, 8, generator=generator), torch.randn(4, 1, 8, 8, generator=generator)
+    t, labels = torch.tensor([0.9, 0.8, 0.05, 0.3]), torch.tensor([0, 1, 2, 3])
+    guidance, drop = torch.full((4,), 3.0), torch.zeros(4, dtype=torch.bool)
+    window = torch.tensor([[0.1, 0.7]]).expand(4, 2)
+    got = meanflow_loss(net, x0, labels, noise, t, t, guidance, drop, config.null_label, "imf", 0.0,
+                        guidance_interval=window)["mse"]
+    z_t = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * noise
+    with torch.no_grad():
+        u = net(z_t, t * 1000, labels, t * 1000, guidance, window)
+        unconditional = net(z_t, t * 1000, torch.full((4,), config.null_label), t * 1000, torch.ones(4))
+    target = noise - x0
+    target[3] = 3.0 * target[3] + (1 - 3.0) * unconditional[3]  # only t = 0.3 lies in [0.1, 0.7]
+    assert torch.allclose(got, (u - target).pow(2).mean(), rtol=1e-5)
+    windowed = net(z_t, t * 1000, labels, t * 1000, guidance, window)
+    assert not torch.allclose(windowed, net(z_t, t * 1000, labels, t * 1000, guidance))  # [lo, hi] is an input
+
+
+def test_the_guidance_interval_is_chosen_when_sampling(meanflow_run, cli, tmp_path):
+    labels, generator = torch.tensor([0, 1, 2, 3]), lambda: torch.Generator().manual_seed(3)
+    run = load_run(meanflow_run.run_dir)
+    with torch.no_grad():  # the interval's embedding starts at zero: give it weights to tell intervals apart
+        torch.nn.init.normal_(run.model.conditioning.guidance_interval_embedding.linear_2.weight, std=0.3)
+    whole, limited = (run.generate(4, labels, generator(), guidance=3.0, guidance_interval=window)
+                      for window in ((0.0, 1.0), (0.1, 0.7)))
+    assert not torch.allclose(whole, limited)
+    code, _, err = cli("sample", meanflow_run.run_dir, "--out", tmp_path / "s.png", "--guidance-interval", "0.6", "0.9")
+    assert_one_line_error(code, err, "--guidance-interval 0.6 0.9", "lo <= 0.5 <= hi")
+    assert not (tmp_path / "s.png").exists()
+
+
 @pytest.mark.parametrize("steps", [1, 2, 4])
 def test_the_stock_diffusers_loop_draws_what_the_run_draws(meanflow_run, steps):
     """UNet2DModel and FlowMapEulerDiscreteScheduler from the run directory, the conditioning vector from
@@ -140,10 +176,11 @@ def test_the_stock_diffusers_loop_draws_what_the_run_draws(meanflow_run, steps):
     with torch.no_grad():
         for index, t in enumerate(scheduler.timesteps):
             r = scheduler.sigmas[index + 1] * 1000
-            added = conditioning(labels, (t - r).float().expand(4), guidance)
+            added = conditioning(labels, (t - r).float().expand(4), guidance, torch.tensor([[0.1, 0.7]]).expand(4, 2))
             u = unet(x, t.float(), class_labels=added).sample
             x = scheduler.step(u, t, x, r_timestep=r).prev_sample
-    ours = load_run(run_dir).generate(4, labels, torch.Generator().manual_seed(0), steps=steps, guidance=3.0)
+    ours = load_run(run_dir).generate(4, labels, torch.Generator().manual_seed(0), steps=steps, guidance=3.0,
+                                      guidance_interval=(0.1, 0.7))
     assert torch.allclose(((x + 1) / 2).clamp(0, 1), ours, atol=1e-5)
 
 
@@ -220,3 +257,22 @@ def test_mixed_precision_trains(cli, tmp_path):
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
     assert code == 0, err
+
+
+def test_a_run_from_before_the_guidance_interval_input_still_loads(meanflow_run, tmp_path, capsys):
+    """Its conditioning file lacks the interval's embedding: it gets the zero start (no effect) and a notice."""
+    import shutil
+
+    from vaediff.runs import atomic_save_safetensors
+
+    old = tmp_path / "old"
+    shutil.copytree(meanflow_run.run_dir, old)
+    kept = {k: v for k, v in load_safetensors(old / CONDITIONING_FILE).items()
+            if not k.startswith("guidance_interval_embedding.")}
+    atomic_save_safetensors(kept, old / CONDITIONING_FILE)
+    run = load_run(old)
+    assert "trained before the guidance interval" in capsys.readouterr().err
+    labels = torch.tensor([0, 1])
+    whole, limited = (run.generate(2, labels, torch.Generator().manual_seed(0), guidance=3.0, guidance_interval=w)
+                      for w in ((0.0, 1.0), (0.1, 0.7)))
+    assert torch.equal(whole, limited)

@@ -61,6 +61,24 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path):
         difference = (two[name] - one[name]).abs()
         assert difference.max() < 1e-4, name
         assert difference.mean() < 1e-7, name
+    # --minutes: one plan (the first process's), agreed stops, epoch rows and time-based checkpoints
+    with (tmp_path / "minutes" / "loss.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    state = json.loads(_checkpoint_state(tmp_path / "minutes" / CHECKPOINT_FILE))
+    assert state["finished"] and int(rows[-1]["step"]) == state["step"] >= 20
+    # meanflow (warm-up 100 steps: the first moves each weight by about 0.01 / 100 = 1e-4); were the gradients
+    # not averaged, the first process's step would follow half the batch and differ by ~1e-4 where signs differ
+    assert main([*multiprocess_session.MEANFLOW_FIRST_STEP, "--out", str(tmp_path / "single-meanflow")]) == 0
+    two, one = (_checkpoint_model(tmp_path / name / CHECKPOINT_FILE) for name in ("first-step-meanflow", "single-meanflow"))
+    for name in one:
+        difference = (two[name] - one[name]).abs()
+        assert difference.max() < 1e-5, name
+        assert difference.mean() < 1e-8, name
+
+
+def _checkpoint_model(path: Path) -> dict:
+    """The trained module's weights in a checkpoint (not the EMA average the run directory exports)."""
+    return {name[len("model."):]: tensor for name, tensor in load_safetensors(path).items() if name.startswith("model.")}
 
 
 def _checkpoint_state(path: Path) -> str:

@@ -27,6 +27,8 @@ def test_notebook_runs_end_to_end(tmp_path, evaluator_cache):
     train_run("flow", tmp_path / "flow", progress=False, train_options=small,
               options={"model": {"denoiser": {"block_out_channels": [8, 16, 16], "norm_num_groups": 4,
                                               "attention_head_dim": 8}, "sampling_steps": 4}})
+    train_run("meanflow", tmp_path / "meanflow", progress=False, train_options={**small, "max_steps": 2},
+              options={"init": str(tmp_path / "flow"), "model": {"sampling_steps": 2}}, figures=False)
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     os.environ["VAEDIFF_RUNS"] = str(tmp_path)
     try:
@@ -36,5 +38,6 @@ def test_notebook_runs_end_to_end(tmp_path, evaluator_cache):
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
-    assert "latent-diffusion" in printed and "FID" in printed
-    assert sum(1 for o in outputs if "image/png" in o.get("data", {})) >= 4
+    assert "latent-diffusion" in printed and "meanflow" in printed and "FID" in printed
+    assert "no meanflow run" not in printed  # its cell drew the 1-, 2- and 4-step rows
+    assert sum(1 for o in outputs if "image/png" in o.get("data", {})) >= 5

@@ -136,3 +136,73 @@ def test_the_training_step_never_waits_for_the_device_between_rows(tiny, tmp_pat
     assert state.step == 12 and reads == []
     rows = json.loads(json.dumps(state.history))
     assert rows[-1]["step"] == 12 and rows[-1]["train_loss"] > 0  # the sums reached the row
+
+
+@pytest.fixture(scope="module")
+def flow_run(tmp_path_factory):
+    from vaediff.families import FAMILIES, train_run
+
+    return train_run("flow", tmp_path_factory.mktemp("precision") / "flow",
+                     options={"model": FAMILIES["flow"].smallest}, train_options={"max_steps": 2, "batch_size": 8},
+                     progress=False, figures=False)
+
+
+def test_sampling_in_bf16_draws_close_to_fp32_and_auto_follows_the_sampling_timings(flow_run, tmp_path, monkeypatch):
+    from vaediff.generation import choose_sampling_precision, draw
+
+    monkeypatch.setenv("VAEDIFF_CACHE_DIR", str(tmp_path / "cache"))
+    fp32, _ = draw(flow_run, 8, seed=1, steps=2)
+    assert choose_sampling_precision(flow_run, "bf16").chosen == "bf16"
+    bf16, _ = draw(flow_run, 8, seed=1, steps=2)
+    assert bf16.dtype == torch.float32 and not torch.equal(fp32, bf16)  # bf16 products: another rounding
+    assert (fp32 - bf16).abs().mean() < 0.02
+    monkeypatch.setattr(precision, "bf16_capability", lambda device: "the CPU has AMX")
+    timed = []
+
+    def fake_time(step, device, name, steps=3, warmup=1):
+        step()  # the probe draws images (no training step: the weights stay as they are)
+        timed.append(name)
+        return {"fp32": 1.0, "bf16": 0.95}[name]
+
+    monkeypatch.setattr(precision, "time_steps", fake_time)
+    choice = choose_sampling_precision(flow_run, "auto")
+    assert (choice.chosen, timed) == ("fp32", ["fp32", "bf16"] * 2)  # 1.05x: not clearly faster
+    assert torch.equal(draw(flow_run, 8, seed=1, steps=2)[0], fp32)
+    monkeypatch.setattr(precision, "time_steps", lambda *a, **k: pytest.fail("the cache answers a second time"))
+    assert choose_sampling_precision(flow_run, "auto").chosen == "fp32"
+
+
+def test_evaluate_and_sample_take_precision_and_metrics_json_records_it(flow_run, tmp_path, cli):
+    code, _, err = cli("evaluate", flow_run.run_dir, "--n-samples", "40", "--likelihood-images", "4",
+                       "--precision", "bf16", "--out", tmp_path / "metrics")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "metrics" / "metrics.json").read_text())
+    assert metrics["sampling_precision"] == {"asked": "bf16", "chosen": "bf16", "ratio": None, "why": "as asked"}
+    assert metrics["training_precision"]["chosen"] == "fp32"
+    code, _, err = cli("sample", flow_run.run_dir, "--out", tmp_path / "grid.png", "--precision", "fp16")
+    assert_one_line_error(code, err, "--precision fp16 needs a GPU")
+    assert not (tmp_path / "grid.png").exists()
+    grids = {}
+    for name in ("fp32", "bf16"):  # a class grid (one row per class) drawn in each precision
+        code, _, err = cli("sample", flow_run.run_dir, "--out", tmp_path / f"{name}.png", "--precision", name,
+                           "--n", "20")
+        assert code == 0, err
+        grids[name] = tmp_path.joinpath(f"{name}.png").read_bytes()
+    assert grids["fp32"] != grids["bf16"]
+
+
+@pytest.mark.slow
+def test_compile_trains_and_a_resume_may_turn_it_on(tmp_path, cli):
+    """--compile runs the step through torch.compile (inductor); it changes speed, not what is computed, so
+    a resume may add it. Compiled kernels round differently: the weights match an eager run's closely."""
+    flags = ["--model-config", '{"hidden": 32, "latent": 4}', "--batch-size", "32", "--checkpoint-every", "100"]
+    code, _, err = cli("train", "vae", "--out", tmp_path / "eager", "--max-steps", "6", *flags)
+    assert code == 0, err
+    code, _, err = cli("train", "vae", "--out", tmp_path / "run", "--max-steps", "3", *flags)
+    assert code == 0, err
+    code, _, err = cli("train", "vae", "--out", tmp_path / "run", "--max-steps", "6", "--resume", "--compile", *flags)
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["compile"] is True
+    compiled, eager = (load_safetensors(tmp_path / name / "model.safetensors") for name in ("run", "eager"))
+    for name, value in eager.items():
+        assert torch.isfinite(compiled[name]).all() and torch.allclose(compiled[name], value, atol=1e-4), name

@@ -1,6 +1,7 @@
 """The whole study in one call, with tiny networks: every stage's output, the refusal to overwrite, and a
 resume that redoes only the stages that had not finished."""
 
+import dataclasses
 import json
 
 import pytest
@@ -9,9 +10,9 @@ from vaediff.quickstart import STATE_FILE, QuickstartPlan, describe_stage, quick
 
 TINY_UNET = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "attention_head_dim": 8, "sampling_steps": 3}
 # --work fixed: a few optimizer steps each, the same on any host (the budget's planner has its own tests)
-STEPS = {"vae": 30, "cvae": 30, "diffusion": 6, "latent-diffusion": 4, "flow": 6}
+STEPS = {"vae": 30, "cvae": 30, "diffusion": 6, "latent-diffusion": 4, "flow": 6, "meanflow": 4}
 PLAN = QuickstartPlan(work="fixed", fixed_steps=STEPS, minimum_minutes=0, eval_samples=30, iw_samples=4, curve_samples=20, likelihood_images=20,
-                      ode_steps=2, model_options={
+                      ode_steps=2, with_models=("meanflow",), model_options={
     "vae": {"model": {"hidden": 32, "latent": 4}},
     "cvae": {"model": {"hidden": 32, "latent": 4}},
     "diffusion": {"model": TINY_UNET},
@@ -19,7 +20,7 @@ PLAN = QuickstartPlan(work="fixed", fixed_steps=STEPS, minimum_minutes=0, eval_s
                                    "denoiser": {**TINY_UNET, "block_out_channels": [16]}}},
     "flow": {"model": {"denoiser": TINY_UNET, "sampling_steps": 3}},
 })
-MODELS = ("vae", "cvae", "diffusion", "latent-diffusion", "flow")
+MODELS = ("vae", "cvae", "diffusion", "latent-diffusion", "flow", "meanflow")  # meanflow: --with, from flow's run
 
 
 @pytest.mark.slow
@@ -37,14 +38,17 @@ def test_quickstart_writes_everything_refuses_overwrite_and_resumes(tmp_path, cl
     assert state["done"][-1] == "compare" and len(state["done"]) == 2 + 2 * len(MODELS) + 1
     assert state["plan"]["work"] == "fixed" and state["plan"]["expected_steps"] == STEPS
     assert set(state["stage_seconds"]) == set(state["done"])
+    meanflow = json.loads((out / "meanflow" / "config.json").read_text())
+    assert meanflow["settings"]["init"] == str(out / "flow")  # started from the study's own flow run
     for model in MODELS:  # the fixed work, whatever the host's speed
         history = (out / model / "loss.csv").read_text().splitlines()
         assert int(float(history[-1].split(",")[1])) == STEPS[model]
 
-    # the same fixed study again: the same numbers (only the timings differ)
+    # the same fixed study again (without the added meanflow run, to save time): the same numbers (only the
+    # timings differ)
     again = tmp_path / "again"
-    quickstart(again, plan=PLAN)
-    for model in MODELS:
+    quickstart(again, plan=dataclasses.replace(PLAN, with_models=()))
+    for model in MODELS[:-1]:
         first, second = (json.loads((d / model / "metrics.json").read_text()) for d in (out, again))
         for key in set(first) - {"samples_per_second", "run"}:
             assert first[key] == second[key], (model, key)

@@ -106,3 +106,19 @@ def test_fixed_work_is_the_same_on_any_host():
     assert fixed_plan(RUNS, steps={"flow": 7}).expected_steps["flow"] == 7
     with pytest.raises(ConfigError, match="--work must be one of budget, fixed"):
         QuickstartPlan(work="fast").check_budget()
+
+
+def test_an_added_meanflow_run_takes_its_share_and_follows_the_study_s_flow_run(cli, tmp_path):
+    speeds = host()
+    speeds.models["meanflow"] = ModelSpeed(sample_s=0.003, sampler_steps=1, guided=False, conditional=True,
+                                           likelihood_s=35.0, step_s=0.27)
+    plan = QuickstartPlan(with_models=("meanflow",))
+    runs = [(name, model_type) for name, model_type, _ in plan.runs()]
+    assert runs[-1] == ("meanflow", "meanflow") and runs[:-1] == RUNS  # after flow, whose weights it starts from
+    study = plan_study(15, speeds, runs, None, elapsed_s=25)
+    minutes = study.train_minutes
+    assert minutes["meanflow"] / minutes["flow"] == pytest.approx(0.2 / SHARES["flow"])
+    assert sum(minutes.values()) == pytest.approx(sum(plan_study(15, host(), RUNS, None, elapsed_s=25)
+                                                      .train_minutes.values()), rel=0.2)  # the budget still holds
+    code, _, err = cli("quickstart", "--out", tmp_path / "qs", "--with", "vae", "--work", "fixed")
+    assert code == 2 and "--with vae" in err and "meanflow" in err and not (tmp_path / "qs").exists()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from vaediff import devices
 from vaediff.data import Dataset, ImageSplit
 from vaediff.evaluator_network import RECIPE_VERSION, default_cache_dir, train_evaluator
 from vaediff.intervals import RESAMPLES, percentile_interval, resample_counts
@@ -27,9 +28,10 @@ def classification_accuracy_score(samples: torch.Tensor, labels: torch.Tensor, d
     is a bootstrap over the real test images (a bootstrap over the samples would retrain RESAMPLES times)."""
     generated = Dataset(f"{dataset.name} samples", ImageSplit(samples, labels), dataset.test,
                         dataset.class_names, "generated")
-    net, _ = train_evaluator(generated, seed=seed, progress=progress)
+    device = devices.compute_device()  # the classifier trains and predicts there; its batches are drawn on the CPU
+    net, _ = train_evaluator(generated, seed=seed, progress=progress, device=device)
     with torch.inference_mode():
-        predicted = torch.cat([net.logits(dataset.test.as_float(slice(s, s + 1000))).argmax(dim=1)
+        predicted = torch.cat([net.logits(dataset.test.as_float(slice(s, s + 1000)).to(device)).argmax(dim=1).cpu()
                                for s in range(0, len(dataset.test), 1000)])
     correct = (predicted == dataset.test.labels).float()
     values = resample_counts(len(correct), RESAMPLES, seed + 7) @ correct / len(correct)

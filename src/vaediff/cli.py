@@ -32,6 +32,7 @@ from vaediff.cli_args import (
     add_output_flags,
     add_report_to_flag,
     add_sampler_flags,
+    add_sampling_precision_flag,
     at_most,
     class_label,
     json_object,
@@ -84,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         "epochs": args.epochs, "minutes": args.minutes, "max_steps": args.max_steps,
         "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "mixed_precision": args.mixed_precision, "precision": args.precision, "grad_accum": args.grad_accum,
-        "checkpoint_every": args.checkpoint_every,
+        "checkpoint_every": args.checkpoint_every, "compile": args.compile,
     }
     run = train_run(args.model_type, args.out, args.dataset, args.data_dir, options, train_options,
                     resume=args.resume, overwrite=args.overwrite, report_to=args.report_to, **_data_options(args))
@@ -103,13 +104,16 @@ def cmd_sample(args: argparse.Namespace) -> None:
         class_names_of,
         load_run,
     )
-    from vaediff.generation import write_sample_grid
+    from vaediff.generation import choose_sampling_precision, write_sample_grid
 
     user_output_file(args.out)  # before loading anything: a bad path fails at once
     run = load_run(args.run)
     check_command(run.model_type, "sample")
     user_output_file(args.out, [("run", run.run_dir), *data_source_inputs(run.config["settings"]["dataset"])])
     options = run.sampler_settings(**_sampler_options(args))
+    choice = choose_sampling_precision(run, args.precision)
+    if args.precision == "auto":
+        print(f"sampling in {choice.chosen}: {choice.why}")
     names = class_names_of(run.config)
     write_sample_grid(run, args.out, seed=args.seed, count=args.n, label=args.label, class_names=names, **options)
     print(f"wrote {args.out}")
@@ -123,7 +127,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                            sampler_options=_sampler_options(args),
                            likelihood={"test_images": args.likelihood_images, "bound_timesteps": args.bound_timesteps,
                                        "ode_steps": args.ode_steps}, out_dir=args.out, minutes=args.minutes,
-                           features=args.features, inception_weights=args.inception_weights)
+                           features=args.features, inception_weights=args.inception_weights,
+                           precision=args.precision)
     print(format_metrics(metrics))
     print(f"wrote {Path(args.out or args.run) / 'metrics.json'}")
 
@@ -185,7 +190,8 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     report = quickstart(args.out, args.dataset, args.minutes, args.data_dir, overwrite=args.overwrite,
                         resume=args.resume, seed=args.seed, lang=args.lang, seeds=args.seeds,
                         work=args.work, report_to=args.report_to, features=args.features,
-                        inception_weights=args.inception_weights, **_data_options(args))
+                        inception_weights=args.inception_weights, precision=args.precision,
+                        with_models=tuple(args.with_models or ()), **_data_options(args))
     settings = read_json(report.parent / "config.json")["settings"]  # a resumed study keeps its own
     runs = [report.parent.parent / name for name in settings["runs"]]
     lang = settings.get("lang", "en")
@@ -263,6 +269,9 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
                        "faster (cached per host and model), else fp32; fp16 needs a GPU")
     train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"),
                        help="the older name of --precision (no = fp32)")
+    train.add_argument("--compile", action="store_true", default=None,
+                       help="torch.compile the training step's network (minutes of compiling first on a CPU; "
+                       "benchmarks/compile.py measures whether it pays on this host)")
     train.add_argument("--grad-accum", type=positive_int, metavar="N",
                        help="split each batch into N sequential micro-batches (same result, less memory)")
     add_report_to_flag(train)
@@ -281,6 +290,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
     add_sampler_flags(sample, families)
     add_device_flag(sample)
+    add_sampling_precision_flag(sample)
     sample.set_defaults(handler=cmd_sample)
 
     evaluate = commands.add_parser("evaluate", help="measure a run: likelihood, sample quality, speed",
@@ -310,6 +320,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
     add_sampler_flags(evaluate, families)
     add_feature_flags(evaluate)
     add_device_flag(evaluate)
+    add_sampling_precision_flag(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
     evaluator = commands.add_parser("evaluator", help="train (once) the classifier whose features score samples",
@@ -379,6 +390,14 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
     quick.add_argument("--lang", choices=("en", "zh"), default="en",
                        help="language of the report and the closing headlines (default: en)")
     add_device_flag(quick)
+    quick.add_argument("--with", dest="with_models", nargs="+", metavar="MODEL",
+                       help="add model types the default study leaves out: meanflow (a flow map drawing in 1-4 "
+                       "steps, started from the study's own flow run; the budget planner gives it its share)")
+    quick.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32",
+                       help="autocast precision of every run's training and of its evaluation's samples (default: "
+                       "fp32; the report's grids and curves stay fp32); auto: bf16 where timing each model on "
+                       "this chip finds it clearly faster, for training and for sampling apart; the budget is "
+                       "planned from training steps timed in that precision")
     quick.set_defaults(handler=cmd_quickstart)
 
     serve = commands.add_parser("serve", help="web demo: draw images from runs in a browser",

@@ -44,7 +44,7 @@ from vaediff.evaluator_network import Evaluator, default_cache_dir, load_or_trai
 from vaediff.families import check_command, family_of, load_run, run_dataset
 from vaediff.families.base import LikelihoodSettings
 from vaediff.figures import plot_confusion
-from vaediff.generation import timed_draw
+from vaediff.generation import choose_sampling_precision, timed_draw
 from vaediff.inception import (
     FEATURE_SPACE,
     FID_RESAMPLES,
@@ -243,7 +243,7 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
                  seed: int = 0, cache_dir=None, sampler_options: dict | None = None,
                  progress: bool = True, write: bool = True, likelihood: dict | None = None,
                  ignore_unused: bool = False, out_dir=None, minutes: float | None = None,
-                 announce: bool | None = None, features: str = "evaluator", inception_weights=None) -> dict:
+                 announce: bool | None = None, features: str = "evaluator", inception_weights=None, precision="fp32") -> dict:
     """Measure a run and write RUN/metrics.json (and RUN/confusion.png for conditional runs), or into
     `out_dir` (a read-only run's metrics go elsewhere; the check is made before any work).
     `likelihood` overrides fields of families.LikelihoodSettings (test_images, bound_timesteps, ode_steps);
@@ -253,7 +253,8 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
     With `announce` (default: `progress`), it first says what it will compute and about how long that takes
     here (timed on a few samples and test images); `minutes` draws as many samples as fit in that time (at most `n_samples`),
     or refuses in one line with the budget that holds. `features="inception"` adds FID and KID in
-    Inception-v3 features from the weights file `inception_weights` (inception.py), beside the evaluator's."""
+    Inception-v3 features from the weights file `inception_weights` (inception.py), beside the evaluator's.
+    `precision`: the samples' (choose_sampling_precision); the evaluator and Inception compute in fp32."""
     check_sample_count(n_samples, "--n-samples")
     check_features(features, inception_weights)
     inception = load_inception(inception_weights) if features == "inception" else None  # a bad file: first
@@ -272,6 +273,7 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
                         f"real reference needs at least {NEIGHBOURS + 1} (density and coverage compare "
                         f"{NEIGHBOURS} nearest neighbours)")
     sampler_options = run.sampler_settings(**(sampler_options or {}))
+    sampling_precision = choose_sampling_precision(run, precision, cache_dir)
     # the samples, their features and the real reference's are held at once (float32)
     check_fits_in_memory(n_samples, 4 * (3 * dataset.train.images[0].numel() + 2 * 256), "--n-samples")
     evaluator = load_or_train_evaluator(dataset, cache_dir, progress=progress)
@@ -285,8 +287,8 @@ def evaluate_run(run_dir, n_samples: int = 10000, iw_samples: int | None = None,
     metrics: dict = {"vaediff_version": __version__, "run": str(run_dir), "model_type": run.model_type,
                      "dataset": dataset.name, "seed": seed, "evaluator_accuracy": evaluator.accuracy,
                      "training_precision": training_precision(run.config), "samples_per_second": n_samples / seconds,
+                     "sampling_precision": sampling_precision.to_dict(),
                      **device_description(run.device), **({"sampler": sampler_options} if sampler_options else {})}
-    run.place(torch.device("cpu"))  # bits/dim, CAS and reconstructions compute on the CPU (not yet on the device)
     metrics.update(quality_metrics(evaluator, samples, labels, dataset, seed))
     metrics["feature_spaces"] = {"fid": EVALUATOR_SPACE, "kid": EVALUATOR_SPACE}
     _add_references(metrics, run, evaluator, dataset, samples, labels, seed, cache_dir)

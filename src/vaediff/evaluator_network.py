@@ -95,7 +95,9 @@ class Evaluator:
 def feature_scale(net: EvaluatorNet, split: ImageSplit, limit: int = 10000) -> float:
     """1 / RMS of the features of (up to `limit`) training images, so FID and KID read on a unit scale."""
     net.eval()
-    features = torch.cat([net(split.as_float(slice(s, s + 1000))) for s in range(0, min(limit, len(split)), 1000)])
+    device = next(net.parameters()).device
+    features = torch.cat([net(split.as_float(slice(s, s + 1000)).to(device))
+                          for s in range(0, min(limit, len(split)), 1000)])
     return float(1.0 / features.pow(2).mean().sqrt())
 
 
@@ -129,10 +131,10 @@ def task_batch(split: ImageSplit, index: torch.Tensor, labelled: bool, generator
 def accuracy(net: EvaluatorNet, split: ImageSplit, labelled: bool = True) -> float:
     """Test accuracy on the evaluator's task (fixed rotations, seed 0, for an unlabelled set)."""
     net.eval()
-    correct, generator = 0, torch.Generator().manual_seed(0)
+    correct, generator, device = 0, torch.Generator().manual_seed(0), next(net.parameters()).device
     for start in range(0, len(split), 1000):
         images, targets = task_batch(split, torch.arange(start, min(start + 1000, len(split))), labelled, generator)
-        correct += int((net.logits(images).argmax(1) == targets).sum())
+        correct += int((net.logits(images.to(device)).argmax(1).cpu() == targets).sum())
     return correct / len(split)
 
 
@@ -143,13 +145,16 @@ def default_image_passes(train_size: int) -> int:
 
 
 def train_evaluator(dataset: Dataset, seed: int = 0, image_passes: int | None = None, batch_size: int = 128,
-                    progress: bool = True) -> tuple[EvaluatorNet, float]:
-    """Train on the training split for `image_passes` images (default: `default_image_passes`)."""
+                    progress: bool = True, device: torch.device | None = None) -> tuple[EvaluatorNet, float]:
+    """Train on the training split for `image_passes` images (default: `default_image_passes`), on `device`
+    (default: the CPU). Batches and their augmentation are drawn on the CPU's generator, then moved, so a
+    seed trains on the same batches anywhere."""
     if image_passes is None:
         image_passes = default_image_passes(len(dataset.train))
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    net = EvaluatorNet(dataset.shape.channels, dataset.num_classes if dataset.labelled else ROTATIONS)
+    device = device or torch.device("cpu")
+    net = EvaluatorNet(dataset.shape.channels, dataset.num_classes if dataset.labelled else ROTATIONS).to(device)
     steps = max(1, image_passes // batch_size)
     optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps, pct_start=0.15)
@@ -163,7 +168,8 @@ def train_evaluator(dataset: Dataset, seed: int = 0, image_passes: int | None = 
         index = order[position : position + batch_size]
         position += batch_size
         images, targets = task_batch(train, index, dataset.labelled, generator)
-        loss = F.cross_entropy(net.logits(_augment(images, generator)), targets, label_smoothing=0.05)
+        loss = F.cross_entropy(net.logits(_augment(images, generator).to(device)), targets.to(device),
+                               label_smoothing=0.05)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -184,8 +190,9 @@ def recalibrate_batchnorm(net: nn.Module, split: ImageSplit, limit: int = 10000)
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average over the batches below
     net.train()
+    device = next(net.parameters()).device
     for start in range(0, min(limit, len(split)), 500):
-        net.logits(split.as_float(slice(start, start + 500)))
+        net.logits(split.as_float(slice(start, start + 500)).to(device))
     for norm in norms:
         norm.momentum = 0.1
     net.eval()
@@ -216,7 +223,7 @@ def load_or_train_evaluator(dataset: Dataset, cache_dir: str | Path | None = Non
         except (RunError, ValueError, KeyError, OSError):
             pass  # a damaged cache is retrained below, not trusted
     started = time.perf_counter()
-    net, test_accuracy = train_evaluator(dataset, progress=progress)
+    net, test_accuracy = train_evaluator(dataset, progress=progress, device=devices.compute_device())
     scale = feature_scale(net, dataset.train)
     directory.mkdir(parents=True, exist_ok=True)
     atomic_save_safetensors(net.state_dict(), weights)

@@ -14,6 +14,7 @@ if "ipykernel" not in sys.modules:  # files only, never a window (headless, CI);
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
 from vaediff.runs import atomic_savefig  # noqa: E402
@@ -234,8 +235,9 @@ def plot_curves(curves: dict[str, list[dict]], x_key: str, path: Path, title: st
         axis.set_xlabel(x_label)
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
-        if log_x:
-            axis.set_xscale("log")
+        if log_x:  # steps and evaluations double from point to point: plain numbers at powers of 2
+            axis.set_xscale("log", base=2)
+            axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes[0][-1].legend(fontsize=7)
     figure.suptitle(title + " (shaded: 95% intervals)")
     save_figure(figure, path, dpi=100)

@@ -6,6 +6,7 @@ evaluation draws its samples with it, without either knowing the other.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ from vaediff.checks import MAX_GRID_IMAGES, check_count, output_file
 from vaediff.console import progress_bar
 from vaediff.errors import ConfigError
 from vaediff.figures import save_grid, tile
+from vaediff.training.precision import PrecisionChoice, choose_precision
 
 GRID_ROWS = 10  # class rows in a grid: a set with more classes shows its first ten
 
@@ -44,6 +46,34 @@ def check_label(run: ImageModel, label: int | None) -> None:
                           f"0..{run.num_classes - 1}")
 
 
+PROBE_IMAGES, PROBE_STEPS = 16, 2  # auto's probe: 16 images at 2 sampling steps (the cost is per step)
+
+
+def choose_sampling_precision(run, asked: str = "fp32", cache_dir: Path | None = None) -> PrecisionChoice:
+    """Set the precision `draw` samples `run` in and return the choice. `auto` applies training's rule
+    (training/precision.py) to sampling: where the device computes bf16 at all, drawing a few images is timed
+    in fp32 and in bf16 autocast, and bf16 is kept only when clearly faster; the decision is cached per host
+    and model, apart from training's (the two may differ: a forward pass is not a training step)."""
+    def step() -> None:  # only called when auto probes
+        labels = torch.arange(PROBE_IMAGES) % run.num_classes if run.conditional else None
+        options = run.sampler_settings(steps=PROBE_STEPS) if getattr(run, "has_sampler", False) else {}
+        with torch.inference_mode():
+            run.generate(PROBE_IMAGES, labels, torch.Generator().manual_seed(0), **options)
+
+    key = f"sampling|{run.model_type}|{json.dumps(run.config.get('model'), sort_keys=True, default=str)}"
+    choice = choose_precision(asked, run.device, key, step, cache_dir)
+    run.sampling_precision = choice
+    return choice
+
+
+def sampling_autocast(run):
+    """The autocast context `draw` runs `run.generate` in: bf16 or fp16 where choose_sampling_precision chose it."""
+    chosen = getattr(getattr(run, "sampling_precision", None), "chosen", "fp32")
+    device = getattr(run, "device", torch.device("cpu"))
+    dtype = torch.float16 if chosen == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=chosen in ("bf16", "fp16"))
+
+
 def draw(run: ImageModel, count: int, label: int | None = None, seed: int = 0, batch_size: int = 100,
          progress: bool = False, **options: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`count` images; for a conditional run, all of class `label`, or classes 0, 1, ..., K-1, 0, ... when None.
@@ -64,7 +94,8 @@ def draw(run: ImageModel, count: int, label: int | None = None, seed: int = 0, b
                               enabled=progress):
         size = min(batch_size, count - start)
         chunk_labels = labels[start : start + size] if labels is not None else None
-        chunks.append(run.generate(size, chunk_labels, generator, **options))
+        with sampling_autocast(run):
+            chunks.append(run.generate(size, chunk_labels, generator, **options).float())
     return torch.cat(chunks), labels
 
 
@@ -90,8 +121,9 @@ def write_sample_grid(run: ImageModel, path: str | Path, seed: int = 0, count: i
         per_class = max(1, (count or 100) // rows)
         labels_in_rows = torch.arange(rows).repeat_interleave(per_class)
         generator = torch.Generator().manual_seed(seed)
-        images = torch.cat([run.generate(len(chunk), chunk, generator, **options)
-                            for chunk in labels_in_rows.split(100)])
+        with sampling_autocast(run):
+            images = torch.cat([run.generate(len(chunk), chunk, generator, **options).float()
+                                for chunk in labels_in_rows.split(100)])
         save_grid(images, path, f"{run.model_type}: {per_class} samples per class (seed {seed})",
                   columns=per_class, row_labels=list(names[:rows]))
         return images

@@ -18,7 +18,7 @@ from vaediff.eda import run_eda
 from vaediff.errors import AlreadyFinished, ConfigError, RunError
 from vaediff.evaluate import evaluate_run
 from vaediff.evaluator_network import is_cached, load_or_train_evaluator
-from vaediff.families import quickstart_types, train_run
+from vaediff.families import FAMILIES, addable_types, quickstart_types, train_run
 from vaediff.families.base import LikelihoodSettings
 from vaediff.inception import check_features, image_seconds, load_inception
 from vaediff.report import check_language, compare
@@ -42,6 +42,7 @@ from vaediff.study_plan import (
     plan_study,
     probe_host,
 )
+from vaediff.training.precision import check_precision, training_device
 from vaediff.training.trackers import check_report_to
 
 STATE_FILE = "quickstart.json"
@@ -74,6 +75,12 @@ class QuickstartPlan:
     # "inception": every run's FID and KID also in Inception-v3 features (inception.py), ranked in the report
     features: str = "evaluator"
     inception_weights: str | None = None  # torch-fidelity's weights file (made absolute)
+    # every run's training autocast and its evaluation's samples' (training/precision.py); the host's training
+    # steps are timed in it
+    precision: str = "fp32"
+    # model types outside the default study that it adds (families.addable_types: meanflow, which starts
+    # from the study's own flow run), each with its family's added_share of the training time
+    with_models: tuple[str, ...] = ()
     # per model type, extra options for its training run (e.g. {"diffusion": {"model": {...}}}): tiny
     # networks in the tests, other presets for users who want them
     model_options: dict = field(default_factory=dict)
@@ -88,6 +95,11 @@ class QuickstartPlan:
             raise ConfigError(f"--work must be one of {', '.join(WORKS)}, got {self.work!r}")
         check_report_to(self.report_to)  # a missing tracker package: one line, before minutes of work
         check_features(self.features, self.inception_weights)
+        check_precision(self.precision, training_device())  # fp16 on a CPU: one line, nothing written
+        unknown = [m for m in self.with_models if m not in addable_types()]
+        if unknown:
+            raise ConfigError(f"--with {unknown[0]}: the default study has it or it cannot be added; "
+                              f"--with takes {', '.join(addable_types())}")
         if self.inception_weights is not None:
             load_inception(self.inception_weights)  # a wrong file: one line before minutes of work
         if self.work == "fixed":
@@ -118,7 +130,8 @@ class QuickstartPlan:
     def runs(self) -> list[tuple[str, str, int]]:
         """(run directory name, model type, seed) of every run: one per model type, named after it; with
         several seeds, NAME-seedS for each (the report groups them back by their config)."""
-        model_types = quickstart_types(self.labelled)
+        model_types = quickstart_types(self.labelled) + [m for m in dict.fromkeys(self.with_models)
+                                                         if self.labelled or not FAMILIES[m].labels_needed]
         if self.seeds == 1:
             return [(model_type, model_type, self.seed) for model_type in model_types]
         return [(f"{model_type}-seed{seed}", model_type, seed) for model_type in model_types
@@ -150,11 +163,16 @@ def _run_stage(name: str, plan: QuickstartPlan, study: StudyPlan, out: Path, dat
         load_or_train_evaluator(load_dataset(plan.dataset, data_dir, **plan.data_options()))
     elif kind == "train":
         options = dict(plan.model_options.get(model_type, {}))  # each family's defaults otherwise (the fast preset)
+        start = FAMILIES[model_type].study_init  # meanflow: from the study's flow run of the same seed
+        starts = [name for name, other, other_seed in plan.runs() if other == start and other_seed == seed]
+        if starts:
+            options["init"] = str(out / starts[0])
         can_resume = resume and (run_dir / "config.json").is_file()
         limit = ({"minutes": study.train_minutes[run_name]} if study.work == "budget"
                  else {"max_steps": study.expected_steps[run_name]})
         try:
-            train_run(model_type, run_dir, plan.dataset, data_dir, options, {**limit, "seed": seed},
+            train_run(model_type, run_dir, plan.dataset, data_dir, options,
+                      {**limit, "seed": seed, "precision": plan.precision},
                       resume=can_resume, overwrite=not can_resume, report_to=plan.report_to, **plan.data_options())
         except AlreadyFinished:
             pass  # stopped after training finished but before the stage was recorded: nothing to redo
@@ -162,7 +180,7 @@ def _run_stage(name: str, plan: QuickstartPlan, study: StudyPlan, out: Path, dat
         evaluate_run(run_dir, n_samples=study.eval_samples, iw_samples=plan.iw_samples, seed=seed,
                      likelihood={"test_images": study.likelihood_images, "ode_steps": plan.ode_steps},
                      ignore_unused=True, announce=False,  # the plan already said what it costs
-                     features=plan.features, inception_weights=plan.inception_weights)
+                     features=plan.features, inception_weights=plan.inception_weights, precision=plan.precision)
     elif kind == "compare":
         report_dir = prepare_output_dir(out / "report", overwrite=True, kind="compare")
         names = [name for name, _, _ in plan.runs()]
@@ -200,7 +218,7 @@ def _plan(plan: QuickstartPlan, data, data_dir: str | None, started: float) -> t
         return fixed_plan(runs, plan.largest_samples(), plan.fixed_steps), None
     print("measuring this host: a few training steps and samples of each model", flush=True)
     host = probe_host(plan.model_types(), data, plan.dataset, data_dir, plan.model_options, plan.data_options(),
-                      plan.likelihood(), plan.seed)
+                      plan.likelihood(), plan.seed, precision=plan.precision)
     evaluator_images = None if _evaluator_cached(plan) else len(data.train)
     reserved = _inception_seconds(plan, data, len(runs))
     study = plan_study(plan.minutes, host, runs, evaluator_images, elapsed_s=time.perf_counter() - started + reserved,
@@ -229,7 +247,8 @@ def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", m
                data_dir: str | None = None, overwrite: bool = False, resume: bool = False, seed: int = 0,
                plan: QuickstartPlan | None = None, lang: str = "en", seeds: int | None = None, image_size: int | None = None,
                work: str = "budget", report_to: str = "tensorboard", image_column: str | None = None,
-               label_column: str | None = None, features: str = "evaluator", inception_weights: str | None = None) -> Path:
+               label_column: str | None = None, features: str = "evaluator", inception_weights: str | None = None,
+               precision: str = "fp32", with_models: tuple[str, ...] = ()) -> Path:
     """Run (or resume) the study into `out`; returns the report's path. `plan`, when given, replaces
     `dataset`, `minutes`, `seed`, `seeds`, `lang`, `image_size`, the columns and `work` (and sets sample counts and model
     options). `seeds`: runs per model type (default: study_plan.FIXED_SEEDS with fixed work, one with a
@@ -239,14 +258,15 @@ def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", m
     plan = plan or QuickstartPlan(dataset=dataset, minutes=minutes, seed=seed, seeds=seeds, lang=lang,
                                   image_size=image_size, work=work, report_to=report_to,
                                   image_column=image_column, label_column=label_column, features=features,
-                                  inception_weights=str(Path(inception_weights).absolute()) if inception_weights else None)
+                                  inception_weights=str(Path(inception_weights).absolute()) if inception_weights else None,
+                                  precision=precision, with_models=tuple(with_models))
     check_language(plan.lang)
     out = Path(out)
     started = time.perf_counter()
     if resume and overwrite:
         raise ConfigError("--resume continues the study in --out and --overwrite replaces it; give one of them")
     if resume:
-        plan, data_dir, done = _resumed_study(out)
+        plan, data_dir, done, restart = _resumed_study(out)
         load_dataset(plan.dataset, data_dir, **plan.data_options())
         state = read_json(out / STATE_FILE) if (out / STATE_FILE).is_file() else {}
         study, host = _stored_plan(plan, state)
@@ -262,7 +282,7 @@ def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", m
         prepare_output_dir(out, overwrite=overwrite, kind="quickstart", inputs=data_source_inputs(plan.dataset))
         write_run_config(out, "quickstart", {**asdict(plan), "data_dir": data_dir},
                          outputs=["eda", "report", *(name for name, _, _ in plan.runs())])
-        done, stage_seconds, spent = [], {}, 0.0
+        done, stage_seconds, spent, restart = [], {}, 0.0, set()
         if host is not None:
             stage_seconds["plan"] = round(host["probe_s"], 1)
     state = {"done": done, "plan": study.as_json(), "host": host, "stage_seconds": stage_seconds}
@@ -277,7 +297,8 @@ def quickstart(out: str | Path = "runs/quickstart", dataset: str = "mnist-5k", m
               (f", budget {_clock(plan.minutes * 60)}, about {_clock(max(0.0, plan.minutes * 60 - elapsed))} left)"
                if study.work == "budget" else ")"), flush=True)
         stage_started = time.perf_counter()
-        _run_stage(name, plan, study, out, data_dir, resume, plan.minutes * 60 - elapsed, host)
+        continues = resume and name.partition(":")[2] not in restart  # a run to train again starts afresh
+        _run_stage(name, plan, study, out, data_dir, continues, plan.minutes * 60 - elapsed, host)
         done.append(name)
         stage_seconds[name] = round(time.perf_counter() - stage_started, 1)
         atomic_write_json(out / STATE_FILE, {**state, "elapsed_s": round(spent + time.perf_counter() - started, 1)})
@@ -298,9 +319,10 @@ def _stored_plan(plan: QuickstartPlan, state: dict) -> tuple[StudyPlan, dict | N
     return fixed_plan(runs, plan.largest_samples(), plan.fixed_steps), None
 
 
-def _resumed_study(out: Path) -> tuple[QuickstartPlan, str | None, list[str]]:
-    """The plan, data directory and finished stages of the study in `out`; a stage whose output is gone
-    (a run directory deleted since) is redone, and so is every stage that used it."""
+def _resumed_study(out: Path) -> tuple[QuickstartPlan, str | None, list[str], set[str]]:
+    """The plan, data directory and finished stages of the study in `out`, and the runs to train again from
+    scratch; a stage whose output is gone (a run directory deleted since) is redone, and so is every stage
+    that used it (a run started from its weights is trained again)."""
     if not out.is_dir():
         raise RunError(f"nothing to resume: {out} does not exist; run the command without --resume")
     if written_kind(out) != "quickstart":
@@ -312,8 +334,12 @@ def _resumed_study(out: Path) -> tuple[QuickstartPlan, str | None, list[str]]:
     for name in lost:
         print(f"{name}: its output in {out} is missing; doing it again", flush=True)
     lost_runs = {name.partition(":")[2] for name in lost if name.startswith("train:")}
-    redo = set(lost) | {f"evaluate:{run}" for run in lost_runs} | ({"compare"} if lost else set())
-    return plan, settings.get("data_dir"), [name for name in done if name not in redo]
+    kinds = {name: (model_type, seed) for name, model_type, seed in plan.runs()}
+    started_from_lost = {name for name, (model_type, seed) in kinds.items()
+                         if any(kinds.get(run) == (FAMILIES[model_type].study_init, seed) for run in lost_runs)}
+    redo = (set(lost) | {f"evaluate:{run}" for run in lost_runs | started_from_lost}
+            | {f"train:{run}" for run in started_from_lost} | ({"compare"} if lost else set()))
+    return plan, settings.get("data_dir"), [name for name in done if name not in redo], started_from_lost
 
 
 def _stage_output_exists(name: str, out: Path) -> bool:

@@ -29,7 +29,7 @@ from vaediff.costs import (
 from vaediff.data import Dataset
 from vaediff.errors import ConfigError
 from vaediff.evaluator_network import default_image_passes
-from vaediff.families import FAMILIES, quickstart_types, train_run
+from vaediff.families import FAMILIES, quickstart_types, study_share, train_run
 from vaediff.families.base import LikelihoodSettings
 from vaediff.runs import read_history, read_json
 from vaediff.training.precision import cpu_name
@@ -39,7 +39,7 @@ def shares() -> dict[str, float]:
     """Each quickstart model type's share of the training time (Family.share): VAEs converge in well under
     a minute on small data; flow matching trains the fast preset's network like pixel diffusion; latent
     diffusion trains two stages."""
-    return {model_type: FAMILIES[model_type].share for model_type in quickstart_types()}
+    return {model_type: study_share(model_type) for model_type in quickstart_types()}
 
 
 def fixed_steps() -> dict[str, int]:
@@ -149,8 +149,8 @@ def plan_study(minutes: float, host: HostSpeed, runs: list[tuple[str, str]], eva
                           f"{len(runs)} models on {rung[0]} samples each would take about "
                           f"{SAFETY * sum(estimates.values()) / 60:.1f} min and leave too little to train; "
                           f"give --minutes {math.ceil(needed)} or more (or --work fixed, which takes what it takes)")
-    share_total = sum(FAMILIES[m].share for _, m in runs)
-    train_minutes = {name: train_s * FAMILIES[m].share / share_total / 60 for name, m in runs}
+    share_total = sum(study_share(m) for _, m in runs)
+    train_minutes = {name: train_s * study_share(m) / share_total / 60 for name, m in runs}
     expected = {name: int(train_minutes[name] * 60 / host.models[m].step_s) for name, m in runs}
     estimates["training"] = train_s
     return StudyPlan("budget", train_minutes, expected, rung[0], rung[1], study_curve_steps(m for _, m in runs),
@@ -178,11 +178,14 @@ def _seconds_per_step(run_dir: Path) -> float:
 
 
 def probe_model(model_type: str, directory: Path, dataset_source: str, data_dir: str | None, options: dict,
-                data_options: dict, dataset: Dataset, likelihood: LikelihoodSettings, seed: int) -> ModelSpeed:
-    """Train `PROBE_STEPS` steps into `directory`, then time samples and the likelihood (costs.measure_run)."""
+                data_options: dict, dataset: Dataset, likelihood: LikelihoodSettings, seed: int,
+                precision: str = "fp32") -> ModelSpeed:
+    """Train `PROBE_STEPS` steps into `directory` in `precision` (auto: its own probe first, cached for the
+    study's run), then time samples and the likelihood (costs.measure_run)."""
     started = time.perf_counter()
     run = train_run(model_type, directory, dataset_source, data_dir, options,
-                    {"max_steps": PROBE_STEPS, "seed": seed, "checkpoint_minutes": 60.0}, overwrite=True,
+                    {"max_steps": PROBE_STEPS, "seed": seed, "checkpoint_minutes": 60.0, "precision": precision},
+                    overwrite=True,
                     progress=False, figures=False, report_to="none", **data_options)
     step_s = _seconds_per_step(directory)
     overhead_s = max(0.0, time.perf_counter() - started - PROBE_STEPS * step_s)
@@ -191,7 +194,7 @@ def probe_model(model_type: str, directory: Path, dataset_source: str, data_dir:
 
 def probe_host(model_types: list[str], dataset: Dataset, dataset_source: str, data_dir: str | None,
                model_options: dict, data_options: dict, likelihood: LikelihoodSettings, seed: int,
-               progress: bool = True) -> HostSpeed:
+               progress: bool = True, precision: str = "fp32") -> HostSpeed:
     """Measure each model type's speed on this host, in a scratch directory removed afterwards.
     `data_options`: load_dataset's image_size, image_column and label_column."""
     started = time.perf_counter()
@@ -203,7 +206,7 @@ def probe_host(model_types: list[str], dataset: Dataset, dataset_source: str, da
                 print(f"  measuring {model_type} on this host", flush=True)
             models[model_type] = probe_model(model_type, scratch / model_type, dataset_source, data_dir,
                                              dict(model_options.get(model_type, {})), data_options, dataset,
-                                             likelihood, seed)
+                                             likelihood, seed, precision)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return HostSpeed(models, evaluator_image_seconds(dataset), time.perf_counter() - started, cpu_name())

@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 from vaediff.cli import main
-from vaediff.families import FAMILIES
+from vaediff.families import FAMILIES, train_run
+
+MEANFLOW_FIRST_STEP = ["train", "meanflow", "--max-steps", "1", "--batch-size", "32", "--lr", "0.01",
+                       "--model-config", json.dumps(FAMILIES["meanflow"].smallest)]
 
 
 def recipes():
@@ -33,6 +36,18 @@ if __name__ == "__main__":
     # the equal-first-step check: one optimizer step of batch 32 split over the two processes
     codes["first-step"] = main(["train", "vae", "--out", str(root / "first-step"), "--max-steps", "1",
                                 "--batch-size", "32"])
+    # meanflow's gradient flows through one forward of the wrapped model while its JVP uses the bare module:
+    # the same one-step check shows its gradients are still averaged over the processes
+    codes["first-step-meanflow"] = main(MEANFLOW_FIRST_STEP + ["--out", str(root / "first-step-meanflow")])
+    # a wall-clock budget, checkpoints every 0.3 s and a row each epoch: each process's clock says something
+    # else, and a process that stopped or checkpointed alone would leave the other waiting for ever
+    try:
+        train_run("vae", root / "minutes", options={"model": FAMILIES["vae"].smallest}, progress=False, figures=False,
+                  train_options={"minutes": 0.1, "batch_size": 16, "checkpoint_minutes": 0.005})
+        codes["minutes"] = 0
+    except Exception as exc:  # noqa: BLE001 - reported with the others
+        print(f"minutes: {exc!r}", file=sys.stderr)
+        codes["minutes"] = 1
     failed = {name: code for name, code in codes.items() if code != 0}
     if failed:
         print(f"failed: {failed}", file=sys.stderr)

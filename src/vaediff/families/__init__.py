@@ -46,6 +46,7 @@ from vaediff.training.precision import ACCELERATE_NAMES, check_precision, traini
 from vaediff.training.trackers import check_report_to
 
 LIMIT_KEYS = ("epochs", "minutes", "max_steps")
+SPEED_KEYS = ("compile",)  # change how fast a run trains, not what it computes: a resume may change them
 
 FAMILIES: dict[str, Family] = {
     "vae": vae.FAMILY,
@@ -88,6 +89,17 @@ def quickstart_types(labelled: bool = True) -> list[str]:
     labelled data."""
     return [m for m, f in FAMILIES.items()
             if f.share > 0 and "quickstart" in f.commands and (labelled or not f.labels_needed)]
+
+
+def addable_types() -> list[str]:
+    """The model types `quickstart --with` adds to the default study (Family.added_share)."""
+    return [m for m, f in FAMILIES.items() if f.share == 0 < f.added_share and "quickstart" in f.commands]
+
+
+def study_share(model_type: str) -> float:
+    """A model type's share of a study's training time: its default-study share, else its added one."""
+    family = FAMILIES[model_type]
+    return family.share or family.added_share
 
 
 def sampler_names() -> tuple[str, ...]:
@@ -185,8 +197,7 @@ def train_run(model_type: str, out: str | Path, dataset: str | None = None, data
     run = load_run(run_dir)
     if is_main_process():
         if figures:
-            with run.computing_on_cpu():  # the figures' own passes (reconstructions, interpolations) run there
-                family.figures(run, data, train_config.seed, settings)
+            family.figures(run, data, train_config.seed, settings)  # sampled where the run computes
         write_pipeline_index(run)  # a diffusers pipeline folder (vaediff.pipelines) where the run has one
         write_model_card(run, family.summary.get("en", ""))  # evaluate writes it again with the metrics
     return run
@@ -271,16 +282,19 @@ def _resumed_configs(family: Family, run_dir: Path, model_type: str, overrides: 
     stored = _stored_run_config(run_dir, model_type)
     if overrides.get("precision") == (stored["settings"].get("precision") or {}).get("asked"):
         overrides = {k: v for k, v in overrides.items() if k != "precision"}  # auto, as first asked: its choice stands
-    changed = sorted(k for k in overrides if k not in LIMIT_KEYS and overrides[k] != stored["train"].get(k))
+    changed = sorted(k for k in overrides
+                     if k not in LIMIT_KEYS + SPEED_KEYS and overrides[k] != stored["train"].get(k))
     if changed:
-        raise ConfigError(f"--resume keeps the run's settings; only --epochs, --minutes and --max-steps "
+        raise ConfigError(f"--resume keeps the run's settings; only --epochs, --minutes, --max-steps and --compile "
                           f"may change (got --{changed[0].replace('_', '-')} {overrides[changed[0]]}, "
                           f"stored {stored['train'].get(changed[0])})")
     model_config = config_from_dict(family.config_class, stored["model"], f"{run_dir}/config.json 'model'")
     # limits given on the command line replace the stored ones, as they do for a new run
     given = {k: overrides[k] for k in LIMIT_KEYS if k in overrides}
     limits = {k: given.get(k) for k in LIMIT_KEYS} if given else {}
-    train_config = config_from_dict(TrainConfig, {**stored["train"], **limits}, f"{run_dir}/config.json 'train'")
+    speed = {k: overrides[k] for k in SPEED_KEYS if k in overrides}
+    train_config = config_from_dict(TrainConfig, {**stored["train"], **limits, **speed},
+                                    f"{run_dir}/config.json 'train'")
     return model_config, train_config, stored["settings"]
 
 

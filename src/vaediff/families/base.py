@@ -69,7 +69,8 @@ LANGUAGES = ("en", "zh")  # the report's (report.text.LANGUAGES): a family's sen
 # names `vaediff train` already gives a meaning (its own flags, its parser's fields): no option may take one
 RESERVED_OPTIONS = frozenset({"dataset", "data_dir", "image_size", "out", "overwrite", "epochs", "minutes", "max_steps",
                               "batch_size", "lr", "seed", "resume", "model", "model_config", "checkpoint_every",
-                              "mixed_precision", "precision", "grad_accum", "handler", "model_type", "help"})
+                              "mixed_precision", "precision", "grad_accum", "compile", "handler", "model_type",
+                              "help", "device", "report_to"})
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,10 @@ class Family:
     share: float = 0.0
     fixed_steps: int = 0
     labels_needed: bool = False
+    # a family outside the default study that `quickstart --with` adds: its share there, and the model type
+    # of the study's run (same seed) whose weights it starts from, as its `init` option (None: from scratch)
+    added_share: float = 0.0
+    study_init: str | None = None
     # the report's sentence on what the family is, {"en": ..., "zh": ...} ({recon}: the run's reconstruction FID)
     summary: dict = field(default_factory=dict)
     commands: tuple[str, ...] = COMMANDS                 # the commands its runs take part in
@@ -134,8 +139,8 @@ class Family:
         problems = [f"unknown commands {unknown} (known: {', '.join(COMMANDS)})" if unknown else "",
                     f"summary needs a sentence in each of {', '.join(LANGUAGES)}"
                     if self.summary and set(self.summary) != set(LANGUAGES) else "",
-                    "a share of the quickstart needs fixed_steps for --work fixed" if self.share > 0 >= self.fixed_steps
-                    else "",
+                    "a share of the quickstart needs fixed_steps for --work fixed"
+                    if max(self.share, self.added_share) > 0 >= self.fixed_steps else "",
                     f"options named twice: {sorted({n for n in names if names.count(n) > 1})}"
                     if len(set(names)) < len(names) else ""]
         problems = [p for p in problems if p]
@@ -160,6 +165,7 @@ class Run:
     samplers: tuple[str, ...] = ()           # the --sampler choices (the first is not the default: see the config)
     diffusers_folders: tuple[str, ...] = ()  # sub-folders that stock diffusers loads with from_pretrained
     device = torch.device("cpu")             # where its networks compute (place); images come back on the CPU
+    sampling_precision = None                # generation.choose_sampling_precision's choice; None: fp32
 
     def place(self, device: torch.device) -> Run:
         """Move every network the run holds to `device` (devices.compute_device chooses it); returns the run."""
@@ -171,8 +177,8 @@ class Run:
 
     @contextmanager
     def computing_on_cpu(self) -> Iterator[Run]:
-        """Within the block the networks are on the CPU, for the parts that compute there (bits/dim,
-        reconstructions); then back where they were."""
+        """Within the block the networks are on the CPU, for the parts that compute there (a VAE's bound,
+        reconstructions, the figures after training); then back where they were."""
         device = self.device
         self.place(torch.device("cpu"))
         try:

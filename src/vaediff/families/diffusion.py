@@ -142,8 +142,9 @@ class DiffusionRun(Run):
 
     def likelihood(self, split: ImageSplit, settings: LikelihoodSettings, seed: int, progress: bool) -> dict:
         """Bits/dim from the variational bound of Ho et al. 2020 (objectives/likelihood.py), two independent
-        stratified estimates per image (their spread is the Monte-Carlo error)."""
-        config = self.model_config
+        stratified estimates per image (their spread is the Monte-Carlo error). The network computes on the
+        run's device; the float64 bookkeeping and the draws stay on the CPU."""
+        config, device = self.model_config, self.device
         grid = pixel_grid(config)
         process = DiffusionProcess(make_train_scheduler(config).alphas_cumprod.double(), config.prediction_type,
                                    grid, config.bounded)
@@ -152,7 +153,7 @@ class DiffusionRun(Run):
         @torch.no_grad()
         def two_estimates(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
             x0 = grid.from_unit(images.double())
-            denoise = lambda x_t, t: self.model(x_t.float(), t, labels)  # noqa: E731
+            denoise = lambda x_t, t: self.model(x_t.float().to(device), t.to(device), labels.to(device)).cpu()  # noqa: E731
             return torch.stack([diffusion_nll(denoise, process, x0, strata, generator) for _ in range(2)])
 
         result = estimate_on_test_images(self, split, settings.test_images, two_estimates, seed, progress,

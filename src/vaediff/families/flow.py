@@ -112,11 +112,15 @@ class FlowRun(DiffusionRun):
 
     def likelihood(self, split: ImageSplit, settings: LikelihoodSettings, seed: int, progress: bool) -> dict:
         """Bits/dim of uniformly dequantized test images under the probability-flow ODE (FFJORD's estimator,
-        objectives/likelihood.py): two independent draws (dequantization noise, Hutchinson probe) per image."""
-        grid = pixel_grid(self.model_config)
+        objectives/likelihood.py): two independent draws (dequantization noise, Hutchinson probe) per image.
+        The network computes on the run's device; the float64 bookkeeping and the draws stay on the CPU."""
+        grid, device = pixel_grid(self.model_config), self.device
 
         def two_estimates(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-            velocity = lambda x, t: self.model(x.float(), (t * TIMESTEP_SCALE).float().expand(len(x)), labels)  # noqa: E731
+            def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # moves are differentiable: the trace's
+                times = (t * TIMESTEP_SCALE).float().expand(len(x))        # vector-Jacobian products cross them
+                return self.model(x.float().to(device), times.to(device), labels.to(device)).to(x.device)
+
             return torch.stack([dequantized_flow_nll(velocity, images.double(), grid, settings.ode_steps, generator)
                                 for _ in range(2)])
 

@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 
 from vaediff.checks import MAX_SAMPLING_STEPS
+from vaediff.console import notice
 from vaediff.data import MNIST_SHAPE, DataShape
 from vaediff.errors import ConfigError, VaediffError
 from vaediff.families.base import Family, Option, TrainingPlan, TrainingRequest
@@ -28,6 +29,7 @@ from vaediff.models.meanflow import MeanFlowNet, check_forward_ad
 from vaediff.models.unet import DiffusionConfig, check_guidance, preset_config
 from vaediff.objectives.diffusion import check_sampler_settings
 from vaediff.objectives.meanflow import (
+    INTERVAL_SPLIT,
     OBJECTIVES,
     MeanFlowObjective,
     flow_map_sample_loop,
@@ -58,9 +60,11 @@ class MeanFlowConfig:
     adaptive_p: float = 1.0         # adaptive weighting 1 / (err + c)^p; p = 0 is the plain squared error
     adaptive_c: float = 1e-3
     guidance_range: tuple[float, float] = (1.0, 6.0)  # w drawn uniformly here in training; sampling takes any in it
+    full_interval_share: float = 0.5  # rows guided over the whole path; the rest lo ~ U(0, 1/2), hi ~ U(1/2, 1)
     sampler: Literal["flowmap"] = "flowmap"
     sampling_steps: int = 1
     guidance: float = 2.0
+    guidance_interval: tuple[float, float] = (0.0, 1.0)  # the default [lo, hi] at sampling time
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.logit_mean) or not 0 < self.logit_std < math.inf:
@@ -79,7 +83,18 @@ class MeanFlowConfig:
                              f"({self.guidance}) between them, got {tuple(self.guidance_range)}")
         if not self.denoiser.class_conditional and high != 1:
             raise ValueError("an unconditional model (unlabelled data) has no guidance: guidance_range must be [1, 1]")
+        if not 0 <= self.full_interval_share <= 1:
+            raise ValueError(f"full_interval_share must be in [0, 1], got {self.full_interval_share}")
+        check_trained_interval(tuple(self.guidance_interval), "guidance_interval")
         check_guidance(self.guidance, (0.0, 1.0), self.denoiser)
+
+
+def check_trained_interval(interval: tuple[float, ...], name: str = "--guidance-interval") -> None:
+    """A guidance interval of the form training draws (lo <= 1/2 <= hi), else one line."""
+    if not (len(interval) == 2 and 0 <= interval[0] <= INTERVAL_SPLIT <= interval[1] <= 1):
+        shown = " ".join(f"{bound:g}" for bound in interval)
+        raise ConfigError(f"{name} {shown}: a meanflow run is trained on guidance intervals lo <= {INTERVAL_SPLIT:g} "
+                          f"<= hi within [0, 1] (an input of the network); choose one of that form, e.g. 0.1 0.7")
 
 
 def save_meanflow(module: MeanFlowNet, run_dir: Path) -> None:
@@ -90,10 +105,18 @@ def save_meanflow(module: MeanFlowNet, run_dir: Path) -> None:
 
 
 def load_meanflow_net(config: DiffusionConfig, run_dir: Path) -> MeanFlowNet:
-    """Build the network from its config and load both weight files strictly."""
+    """Build the network from its config and load both weight files strictly. A run trained before the
+    guidance interval was an input has no weights for its embedding: it gets the embedding's zero start, which
+    leaves the network's output as it was trained (and says so)."""
     net = MeanFlowNet(config)
-    for module, path in ((net.unet, run_dir / UNET_DIR / UNET_WEIGHTS), (net.conditioning, run_dir / CONDITIONING_FILE)):
-        load_state_strict(module, load_safetensors(path), path)
+    load_state_strict(net.unet, load_safetensors(run_dir / UNET_DIR / UNET_WEIGHTS), run_dir / UNET_DIR / UNET_WEIGHTS)
+    conditioning = load_safetensors(run_dir / CONDITIONING_FILE)
+    fresh = {k: v for k, v in net.conditioning.state_dict().items() if k.startswith("guidance_interval_embedding.")}
+    if fresh and not any(k in conditioning for k in fresh):
+        notice(f"{run_dir}: trained before the guidance interval was an input; --guidance-interval has no "
+               f"effect on it")
+        conditioning = {**conditioning, **fresh}
+    load_state_strict(net.conditioning, conditioning, run_dir / CONDITIONING_FILE)
     return net.eval()
 
 
@@ -119,18 +142,18 @@ class MeanFlowRun(FlowRun):
         if guidance == guidance and not low <= guidance <= high:  # NaN is left to check_sampler_settings
             raise ConfigError(f"--guidance {guidance:g} is outside the range this meanflow run was trained on "
                               f"({low:g} to {high:g}): guidance is one of its inputs; choose a value in that range")
-        if guidance_interval is not None and tuple(guidance_interval) != (0.0, 1.0):
-            raise ConfigError("meanflow runs take guidance as an input over the whole path: --guidance-interval "
-                              "is for diffusion and flow runs")
+        interval = tuple(guidance_interval if guidance_interval is not None else config.guidance_interval)
+        check_trained_interval(interval)
         settings = {"sampler": sampler or config.sampler, "steps": steps if steps is not None else config.sampling_steps,
-                    "guidance": guidance, "guidance_interval": (0.0, 1.0)}
+                    "guidance": guidance, "guidance_interval": interval}
         return check_sampler_settings(settings, config.denoiser, MEANFLOW_SAMPLERS)
 
     def integrate(self, noise: torch.Tensor, labels: torch.Tensor, settings: dict, generator: torch.Generator,
                   trajectory: list | None, record_at: set[int] | None) -> torch.Tensor:
         """Noise (t = 1) -> data (t = 0) in `steps` jumps along the learned average velocity."""
         scheduler = make_flow_map_scheduler(settings["steps"])
-        return flow_map_sample_loop(self.model, scheduler, noise, labels, settings["guidance"], trajectory, record_at)
+        return flow_map_sample_loop(self.model, scheduler, noise, labels, settings["guidance"], trajectory, record_at,
+                                    settings["guidance_interval"])
 
 
 def build_model_config(model_type: str, options: dict, shape: DataShape = MNIST_SHAPE) -> MeanFlowConfig:
@@ -187,7 +210,8 @@ def build_net(config: MeanFlowConfig, init: str | None) -> MeanFlowNet:
 def training_plan(request: TrainingRequest) -> TrainingPlan:
     config = request.model_config
     objective = MeanFlowObjective(config.denoiser, config.objective, config.logit_mean, config.logit_std,
-                                  config.equal_share, config.guidance_range, config.adaptive_p, config.adaptive_c)
+                                  config.equal_share, config.guidance_range, config.adaptive_p, config.adaptive_c,
+                                  config.full_interval_share)
     # a resumed run loads its checkpoint over the fresh weights: the flow run need not exist any more
     init = None if request.resume else request.options.get("init")
     return TrainingPlan(objective, partial(build_net, config, init), save_meanflow, request.train_config,
@@ -196,7 +220,7 @@ def training_plan(request: TrainingRequest) -> TrainingPlan:
 
 FAMILY = Family(config_class=MeanFlowConfig, build_config=build_model_config, recipe=recipe, plan=training_plan,
                 load=MeanFlowRun.load, figures=write_flow_figures, samplers=MEANFLOW_SAMPLERS, share=0.0,
-                fixed_steps=0, curve_steps=(1, 2, 4, 8),
+                added_share=0.2, study_init="flow", fixed_steps=380, curve_steps=(1, 2, 4, 8),
                 options=(Option("objective", "imf", "imf (improved MeanFlow, default) or mf (the original MeanFlow "
                                 "objective)", choices=OBJECTIVES),
                          Option("init", None, "start from the weights of this flow run (its directory)",

@@ -66,7 +66,8 @@ class VAERun(Run):
         if settings.binarize and self.model.config.decoder != "bernoulli":
             raise ConfigError("--binarize is the Bernoulli decoder's axis; this run's decoder is "
                               f"{self.model.config.decoder} (a density on 8-bit pixels)")
-        return held_out_bounds(self.model, split, settings.iw_samples, settings.binarize, seed, progress=progress)
+        with self.computing_on_cpu():  # an MLP: its bound's many small passes run on the CPU
+            return held_out_bounds(self.model, split, settings.iw_samples, settings.binarize, seed, progress=progress)
 
 
 def decoded_interpolations(model: VAE, starts: torch.Tensor, ends: torch.Tensor, labels: torch.Tensor | None,
@@ -99,7 +100,13 @@ def _interpolation_pairs(labels: torch.Tensor, conditional: bool, pairs: int) ->
 
 @torch.no_grad()
 def write_vae_figures(run: VAERun, dataset: Dataset, seed: int = 0, options: dict | None = None) -> None:
-    """samples.png, reconstructions.png, latent.png and interpolation.png of a trained VAE/CVAE run."""
+    """samples.png, reconstructions.png, latent.png and interpolation.png of a trained VAE/CVAE run, on the
+    CPU (an MLP's few passes on test images)."""
+    with run.computing_on_cpu():
+        _write_vae_figures(run, dataset, seed, options)
+
+
+def _write_vae_figures(run: VAERun, dataset: Dataset, seed: int, options: dict | None) -> None:
     model, out, test, cond = run.model, run.run_dir, dataset.test, run.conditional
     write_sample_grid(run, out / "samples.png", seed=seed, class_names=dataset.class_names)
     originals, labels = test.as_float(slice(0, 20)), test.labels[:20]

@@ -113,8 +113,11 @@ class LatentAutoencoder(nn.Module):
 
     @torch.inference_mode()
     def reconstruct(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-        """Decoded posterior means: the best the autoencoder can do, an upper bound on sample quality."""
-        return torch.cat([self.decode(self.encode(chunk)[0]) for chunk in images.split(batch_size)])
+        """Decoded posterior means: the best the autoencoder can do, an upper bound on sample quality. Computed
+        where the autoencoder is; returned where `images` are."""
+        device = next(self.parameters()).device
+        return torch.cat([self.decode(self.encode(chunk.to(device))[0]).to(images.device)
+                          for chunk in images.split(batch_size)])
 
     def forward(self, images: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reparameterised pass: (logits, mean, logvar)."""

@@ -3,10 +3,12 @@ it is conditioned on besides t.
 
 MeanFlow (Geng et al. 2025) and improved MeanFlow (iMF, Geng, Lu et al. 2025) learn the average velocity
 over an interval [r, t], so the network sees two times, and iMF makes the guidance scale w a conditioning
-input too (one model, any scale at sampling time). The UNet keeps its own sinusoidal embedding of t (as in
+input too (one model, any scale at sampling time), and here the guidance interval [lo, hi] as well (the
+stretch of the path where the scale applies, Kynkaanniemi et al. 2024), so that too is chosen when sampling. The UNet keeps its own sinusoidal embedding of t (as in
 flow matching, t * 1000) and is built with `class_embed_type="identity"`: its "class_labels" input is then a
 vector added to the time embedding of every residual block. `MeanFlowConditioning` makes that vector: the
-class (a table with a null class for guidance), the interval length t - r and w, each summed. So RUN/unet/ is
+class (a table with a null class for guidance), the interval length t - r, w and the guidance interval, each
+summed. So RUN/unet/ is
 a stock UNet2DModel that diffusers loads alone; RUN/conditioning.safetensors holds the embedding.
 """
 
@@ -32,9 +34,9 @@ def meanflow_unet_kwargs(config: DiffusionConfig) -> dict:
 
 
 class MeanFlowConditioning(nn.Module):
-    """(labels, t - r, w) -> one (N, D) vector that the UNet adds to its time embedding (D: its width).
+    """(labels, t - r, w, [lo, hi]) -> one (N, D) vector that the UNet adds to its time embedding (D: its width).
 
-    The interval's and the guidance's last layers start at zero: the untrained network is then a flow-matching
+    The interval's, the guidance's and the guidance interval's last layers start at zero: the untrained network is then a flow-matching
     UNet whatever r and w are, which is what `--init FLOW_RUN` starts from (the class table takes the flow
     run's, same shape and role)."""
 
@@ -44,22 +46,29 @@ class MeanFlowConditioning(nn.Module):
         self.proj = Timesteps(base_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.interval_embedding = TimestepEmbedding(base_channels, width)
         self.guidance_embedding = TimestepEmbedding(base_channels, width)
-        for layer in (self.interval_embedding.linear_2, self.guidance_embedding.linear_2):
+        self.guidance_interval_embedding = TimestepEmbedding(2 * base_channels, width)
+        for layer in (self.interval_embedding.linear_2, self.guidance_embedding.linear_2,
+                      self.guidance_interval_embedding.linear_2):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, labels: torch.Tensor, interval: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+    def forward(self, labels: torch.Tensor, interval: torch.Tensor, guidance: torch.Tensor,
+                guidance_interval: torch.Tensor) -> torch.Tensor:
+        """labels (N,), interval = t - r (N,) in timestep units, guidance (N,), guidance_interval (N, 2) in [0, 1]."""
         dtype = self.class_embedding.weight.dtype
         interval_features = self.proj(interval).to(dtype)
         guidance_features = self.proj((guidance - 1) * GUIDANCE_SCALE).to(dtype)
+        window_features = torch.cat([self.proj(guidance_interval[:, 0] * TIME_SCALE),
+                                     self.proj(guidance_interval[:, 1] * TIME_SCALE)], dim=1).to(dtype)
         return (self.class_embedding(labels) + self.interval_embedding(interval_features)
-                + self.guidance_embedding(guidance_features))
+                + self.guidance_embedding(guidance_features) + self.guidance_interval_embedding(window_features))
 
 
 class MeanFlowNet(nn.Module):
     """u(z_t, r, t | y, w) -> the average velocity over [r, t], same shape as z_t.
 
-    `timesteps` and `r_timesteps` are in diffusers' units (t * 1000); r defaults to t and w to 1, so
+    `timesteps` and `r_timesteps` are in diffusers' units (t * 1000); `guidance_interval` is [lo, hi] in [0, 1]
+    ((2,) or (N, 2)); r defaults to t, w to 1 and the guidance interval to [0, 1], so
     `net(x, t, y)` is the instantaneous, unguided velocity: the flow-matching denoiser's signature (likelihood,
     stock loops). Label `num_classes` is the null class (classifier-free guidance)."""
 
@@ -74,11 +83,13 @@ class MeanFlowNet(nn.Module):
         self.conditioning = MeanFlowConditioning(config.num_classes + 1, config.block_out_channels[0], width)
 
     def forward(self, sample: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor,
-                r_timesteps: torch.Tensor | None = None, guidance: torch.Tensor | None = None) -> torch.Tensor:
-        return self.average_velocity(sample, timesteps, labels, r_timesteps, guidance)
+                r_timesteps: torch.Tensor | None = None, guidance: torch.Tensor | None = None,
+                guidance_interval: torch.Tensor | None = None) -> torch.Tensor:
+        return self.average_velocity(sample, timesteps, labels, r_timesteps, guidance, guidance_interval)
 
     def average_velocity(self, sample: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor,
-                         r_timesteps: torch.Tensor | None = None, guidance: torch.Tensor | None = None) -> torch.Tensor:
+                         r_timesteps: torch.Tensor | None = None, guidance: torch.Tensor | None = None,
+                         guidance_interval: torch.Tensor | None = None) -> torch.Tensor:
         """What `forward` computes. A method of its own because Accelerate's --mixed-precision wraps `forward`
         in autocast, whose casts forward-mode AD does not follow (a float32 tangent meets bfloat16 weights):
         the JVP calls this, in float32."""
@@ -88,7 +99,9 @@ class MeanFlowNet(nn.Module):
         timesteps = timesteps.expand(batch) if timesteps.ndim == 0 else timesteps
         r_timesteps = timesteps if r_timesteps is None else r_timesteps.expand(batch)
         guidance = torch.ones(batch, device=sample.device) if guidance is None else guidance.expand(batch)
-        added = self.conditioning(labels, timesteps - r_timesteps, guidance)
+        if guidance_interval is None:
+            guidance_interval = torch.tensor([0.0, 1.0], device=sample.device)
+        added = self.conditioning(labels, timesteps - r_timesteps, guidance, guidance_interval.expand(batch, 2))
         return self.unet(sample, timesteps, class_labels=added).sample
 
 

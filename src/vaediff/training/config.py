@@ -29,6 +29,7 @@ class TrainConfig:
     # faster (training/precision.py); config.json keeps the choice, so a resumed run does not probe again
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
     grad_accum: int = 1                  # split each batch into this many sequential micro-batches
+    compile: bool = False                # torch.compile the model's training forward (benchmarks/compile.py)
     checkpoint_every: int = 0            # steps between checkpoints; 0: every `checkpoint_minutes`
     checkpoint_minutes: float = 1.0
     eval_images: int = 1000              # test images for the test loss logged at each evaluation

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from vaediff.console import notice, progress_bar
-from vaediff.data import Dataset, batch_loader
+from vaediff.data import Dataset, ImageSplit, batch_loader
 from vaediff.errors import AlreadyFinished, ConfigError, Interrupted, TrainingDiverged
 from vaediff.objectives import BatchRandom, Objective
 from vaediff.training.checkpoint import (
@@ -73,8 +73,7 @@ def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: D
     """Train the model `build_model()` makes on `dataset.train` with `objective`, writing loss.csv/png and
     checkpoints into run_dir; `export(module, run_dir)` writes the weights at every checkpoint and at the
     end (the EMA average when `config.ema_decay` is set). The model is built after seeding, so its initial
-    weights follow the seed. `extras`: the family's hook and state, the trackers (Extras). Returns the
-    final TrainState."""
+    weights follow the seed. `extras`: the family's hook and state, the trackers (Extras). Returns the final state."""
     run_dir, extras = Path(run_dir), extras or Extras()
     config = settle_precision(config, objective, build_model, dataset, extras.on_precision)
     parts = prepare(build_model, dataset, config, ema_factory or default_ema(config), run_dir, extras.report_to)
@@ -95,29 +94,30 @@ def train(objective: Objective, build_model: Callable[[], nn.Module], dataset: D
         stop = None
         while stop is None:
             for images, labels in epoch_batches(parts, state):
-                loss, signalled, out_of_time = forward_backward(parts, objective, config, state, images, labels,
-                                                                signals.received is not None, clock)
+                loss = forward_backward(parts, objective, config, state, images, labels)
                 if not parts.accelerator.sync_gradients:
                     continue  # a micro-batch of gradient accumulation: no optimizer step yet
                 finish_optimizer_step(parts, state, extras.after_step, extra)
                 bar.step(loss, state.epoch)
-                clock.fix_horizon(state, bar.bar)  # --minutes: the schedule's length, once the speed is measured
-                done = state.planned_steps is not None and state.step >= state.planned_steps
-                stop = "signal" if signalled else "time" if out_of_time else "done" if done else None
+                clock.fix_horizon(state, bar.bar, parts.accelerator)  # --minutes: the schedule's length
+                signalled, out_of_time, row_due, checkpoint_due = agreed_decisions(
+                    parts, state, signals.received is not None, clock.out_of_time(), log.due(), checkpoint.due(state))
+                stop = "signal" if signalled else "time" if out_of_time else "done" if reached_plan(state) else None
                 if stop:
                     break
-                if log.due():
+                if row_due:
                     log.record(state, write_plot=False)
-                if checkpoint.due(state):
+                if checkpoint_due:
                     checkpoint.save(state, clock.elapsed())
                     if tracking.preview_due():  # a sample grid from the weights just exported
                         tracking.log_preview(state.step)
             else:  # the epoch ran to its end
                 state.epoch += 1
                 state.batch_in_epoch = 0
-                if log.cheap():
+                if agreed_epoch_row(parts, state, log.cheap()):
                     log.record(state, write_plot=False)
         bar.bar.close()
+        raise_if_any_diverged(parts, state)  # several processes end together, or stop together on a bad loss
         if stop == "signal":
             raise checkpoint.interrupted(state, clock.elapsed(), signals.received)
         state.finished = True
@@ -203,11 +203,10 @@ def epoch_batches(parts: Prepared, state: TrainState):
 
 
 def forward_backward(parts: Prepared, objective: Objective, config: TrainConfig, state: TrainState,
-                     images: torch.Tensor, labels: torch.Tensor, signalled: bool,
-                     clock: Clock) -> tuple[torch.Tensor, bool, bool]:
-    """Forward, backward and (on the last micro-batch) the clipped optimizer step; returns the loss and the
-    flags every process agreed on: signalled, out of time. Nothing here waits for the device (one process):
-    loss sums and a non-finite loss are kept on it until the next row or checkpoint (settle)."""
+                     images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Forward, backward and (on the last micro-batch) the clipped optimizer step; returns the loss. Nothing
+    here waits for the device: loss sums and a non-finite loss are kept on it until the next row or
+    checkpoint (settle), and what to do after the step is decided by agreed_decisions."""
     accelerator = parts.accelerator
     with accelerator.accumulate(parts.module):
         progress = state.step / state.planned_steps if state.planned_steps else 0.0
@@ -229,10 +228,9 @@ def forward_backward(parts: Prepared, objective: Objective, config: TrainConfig,
         parts.optimizer.step()  # a bad step's weights are never saved: settle raises before any checkpoint
         parts.optimizer.zero_grad(set_to_none=True)
     parts.pending.add(terms, state.step)
-    signalled, out_of_time = _agreed_stop(parts, state, signalled, clock.out_of_time() and accelerator.sync_gradients)
     state.micro_step += 1
     state.batch_in_epoch += 1
-    return loss, signalled, out_of_time
+    return loss
 
 
 class LossBar:
@@ -294,17 +292,55 @@ def settle(parts: Prepared, state: TrainState) -> None:
     parts.pending = PendingLosses()
 
 
-def _agreed_stop(parts: Prepared, state: TrainState, signalled: bool, out_of_time: bool) -> tuple[bool, bool]:
-    """One process decides alone, without waiting for the device. Several must stop at the same step: an
-    all-reduce of the flags (a non-finite loss on any of them included) at every micro-step."""
-    accelerator = parts.accelerator
-    if accelerator.num_processes == 1:
-        return signalled, out_of_time
-    bad, signalled, out_of_time = agree(accelerator, parts.pending.bad_step() > 0, signalled, out_of_time)
+AGREE_EVERY = 8  # several processes agree on what their clocks decide every 8 optimizer steps
+
+
+def reached_plan(state: TrainState) -> bool:
+    return state.planned_steps is not None and state.step >= state.planned_steps
+
+
+def agreed_decisions(parts: Prepared, state: TrainState, signalled: bool, out_of_time: bool, row_due: bool,
+                     checkpoint_due: bool) -> tuple[bool, bool, bool, bool]:
+    """What to do after this optimizer step: (stop for a signal, stop for time, write a row, checkpoint).
+
+    One process decides alone, from its clock and signals, reading nothing from the device. Several must
+    decide alike (a checkpoint waits for every process; one that stops leaves the others waiting for its
+    gradients), yet their clocks and signals differ: every AGREE_EVERY optimizer steps, one all-reduce of the
+    flags and of a non-finite loss on any process (then all stop on it together) is the only host sync;
+    between those steps only what the step count decides happens (--checkpoint-every, the planned end)."""
+    if parts.accelerator.num_processes == 1:
+        return signalled, out_of_time, row_due, checkpoint_due
+    by_steps = checkpoint_due and bool(parts.checkpoint_every)  # the same on every process
+    if state.step % AGREE_EVERY and not by_steps:  # a checkpoint counted in steps agrees on a bad loss first
+        return False, False, False, False
+    bad, signalled, out_of_time, row_due, checkpoint_due = agree(
+        parts.accelerator, parts.pending.bad_step() > 0, signalled, out_of_time, row_due, checkpoint_due)
     if bad:
-        settle(parts, state)  # raises, with the terms, on a process that saw the bad loss
-        raise diverged(state, {}, parts.run_dir / CHECKPOINT_FILE, state.step + 1)
-    return signalled, out_of_time
+        _raise_diverged(parts, state)
+    return signalled, out_of_time, row_due, checkpoint_due or by_steps
+
+
+def agreed_epoch_row(parts: Prepared, state: TrainState, cheap: bool) -> bool:
+    """Whether to write a row at the end of an epoch (history.LossLog.cheap). Several processes end their
+    epochs at the same step but time them apart: one all-reduce of the flag and of a non-finite loss."""
+    if parts.accelerator.num_processes == 1:
+        return cheap
+    bad, cheap = agree(parts.accelerator, parts.pending.bad_step() > 0, cheap)
+    if bad:
+        _raise_diverged(parts, state)
+    return cheap
+
+
+def raise_if_any_diverged(parts: Prepared, state: TrainState) -> None:
+    """Several processes: a non-finite loss on any of them since the last agreement stops them all (one
+    all-reduce), before the last row and checkpoint. One process: settle checks it there."""
+    if parts.accelerator.num_processes > 1 and agree(parts.accelerator, parts.pending.bad_step() > 0)[0]:
+        _raise_diverged(parts, state)
+
+
+def _raise_diverged(parts: Prepared, state: TrainState) -> None:
+    settle(parts, state)  # raises, with the step and the terms, on a process that saw the bad loss
+    raise diverged(state, {}, parts.run_dir / CHECKPOINT_FILE, state.step, elsewhere=True)
 
 
 @dataclass
@@ -324,6 +360,7 @@ class Prepared:
     rows: slice
     run_dir: Path
     pending: PendingLosses = field(default_factory=PendingLosses)
+    checkpoint_every: int = 0  # --checkpoint-every: checkpoints the step count decides, alike on every process
 
 
 def prepare(build_model: Callable[[], nn.Module], dataset: Dataset, config: TrainConfig,
@@ -350,17 +387,34 @@ def prepare(build_model: Callable[[], nn.Module], dataset: Dataset, config: Trai
                           f"images per micro-batch cannot be split evenly between {world} processes")
     torch.manual_seed(config.seed)  # the initial weights are the only draws from the global generator
     module = build_model()
-    loader = batch_loader(dataset.train, micro_batch, seed=config.seed, shuffle=True, drop_last=True)
+    loader = batch_loader(training_images(dataset.train, accelerator.device), micro_batch, seed=config.seed,
+                          shuffle=True, drop_last=True)
     sampler = loader.batch_sampler
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
     schedule = WarmupCosine(config.warmup_steps, config.lr_schedule == "cosine")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     module, optimizer, loader, scheduler = accelerator.prepare(module, optimizer, loader, scheduler)
     unwrapped = accelerator.unwrap_model(module)
+    if config.compile:  # compiled on its first steps; the checkpoint and the EMA keep the plain module's names
+        module = torch.compile(module)
     ema = ema_factory(unwrapped) if config.ema_decay else None
     shard = micro_batch // world
     rows = slice(shard * accelerator.process_index, shard * (accelerator.process_index + 1))
-    return Prepared(accelerator, module, unwrapped, optimizer, scheduler, schedule, ema, loader, sampler, rows, run_dir)
+    return Prepared(accelerator, module, unwrapped, optimizer, scheduler, schedule, ema, loader, sampler, rows, run_dir,
+                    checkpoint_every=config.checkpoint_every)
+
+
+DEVICE_DATA_SHARE = 0.25  # the training images move to a GPU when they take at most this share of its free memory
+
+
+def training_images(split: ImageSplit, device: torch.device, free_bytes: int | None = None) -> ImageSplit:
+    """The training split where its batches are cut: on a GPU, the uint8 images themselves when they fit
+    (DEVICE_DATA_SHARE of the free memory; `free_bytes` overrides the measurement, for tests), so no step
+    copies a batch from the host; elsewhere, and when they do not fit, where they are."""
+    if device.type != "cuda":
+        return split
+    free = torch.cuda.mem_get_info(device)[0] if free_bytes is None else free_bytes
+    return split.to(device) if split.nbytes <= DEVICE_DATA_SHARE * free else split
 
 
 class Clock:
@@ -378,9 +432,11 @@ class Clock:
     def out_of_time(self) -> bool:
         return self.elapsed() >= self.budget_s
 
-    def fix_horizon(self, state: TrainState, bar) -> None:
+    def fix_horizon(self, state: TrainState, bar, accelerator) -> None:
         """With --minutes, the cosine schedule needs a length: measure 15 steps (after 5 warm-up steps)
-        and plan as many as fit in the budget. Done once; the plan is kept in the checkpoint."""
+        and plan as many as fit in the budget. Done once; the plan is kept in the checkpoint. Several
+        processes take the first process's plan (one broadcast): their clocks differ, and a schedule of
+        another length would give each process another learning rate."""
         if self.config.minutes is None or state.planned_steps != self.count_plan:
             return
         if self.probe is None:
@@ -391,6 +447,11 @@ class Clock:
             seconds_per_step = (self.elapsed() - self.probe[1]) / 15
             state.planned_steps = plan_for_time_left(state.step, self.elapsed(), seconds_per_step, self.config,
                                                      self.count_plan)
+            if accelerator.num_processes > 1:
+                from accelerate.utils import broadcast
+
+                planned = torch.tensor([state.planned_steps], device=accelerator.device)
+                state.planned_steps = int(broadcast(planned, from_process=0).item())
             self.schedule.total = state.planned_steps
             bar.total = state.planned_steps
             bar.refresh()
@@ -461,11 +522,14 @@ class Checkpointer:
         self.last = (state.step, time.perf_counter())
 
 
-def diverged(state: TrainState, terms: dict[str, torch.Tensor], checkpoint_path: Path, step: int) -> TrainingDiverged:
+def diverged(state: TrainState, terms: dict[str, torch.Tensor], checkpoint_path: Path, step: int,
+             elsewhere: bool = False) -> TrainingDiverged:
+    """`elsewhere`: another process saw the bad loss, at `step` or a few steps before."""
     values = "; " + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items()) if terms else ""
     kept = (f"the last good checkpoint {checkpoint_path} is kept" if checkpoint_path.is_file()
             else "no checkpoint had been written yet")
-    return TrainingDiverged(f"loss is not finite at step {step}{values}; {kept}; try a lower --lr")
+    where = f"on another process by step {step}" if elsewhere else f"at step {step}"
+    return TrainingDiverged(f"loss is not finite {where}{values}; {kept}; try a lower --lr")
 
 
 def default_ema(config: TrainConfig) -> Callable[[nn.Module], object]:

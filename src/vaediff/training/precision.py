@@ -122,9 +122,10 @@ def cpu_name() -> str:
 
 def choose_precision(asked: str, device: torch.device, model_key: str, step: Callable[[], None] | None,
                      cache_dir: Path | None) -> PrecisionChoice:
-    """The precision to train in: `asked` itself unless it is `auto`; for `auto`, the cached decision for
-    this host and `model_key` (the model's configuration and batch), else `decide` on timings of `step`
-    (one training step of the model, fp32 and bf16 in alternate rounds so a slow spell hits both)."""
+    """The precision to train (or sample) in: `asked` itself unless it is `auto`; for `auto`, the cached
+    decision for this host and `model_key` (the model's configuration and batch, or what is sampled), else
+    `decide` on timings of `step` (one training step of the model, or a small draw; fp32 and bf16 in
+    alternate rounds so a slow spell hits both)."""
     check_precision(asked, device)
     if asked != "auto":
         return PrecisionChoice(asked, asked, None, "as asked")

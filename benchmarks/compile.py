@@ -16,13 +16,13 @@ import argparse
 import datetime
 import json
 import socket
-import statistics
 import time
+from functools import partial
 
 import torch
 
 from benchmarks.gpu import recipes
-from benchmarks.harness import commit, cpu_description, log, write_results
+from benchmarks.harness import commit, cpu_description, interleaved_medians, log, write_results
 
 
 def measure(name: str, objective, build, dataset, batch: int, rounds: int) -> dict:
@@ -38,11 +38,9 @@ def measure(name: str, objective, build, dataset, batch: int, rounds: int) -> di
     compiled()  # the first call compiles (the backward's graph too)
     compiled()
     compile_s = time.perf_counter() - started
-    times = {"eager": [], "compiled": []}
-    for _ in range(rounds):
-        times["eager"].append(time_steps(eager, device, "fp32", steps=3))
-        times["compiled"].append(time_steps(compiled, device, "fp32", steps=3))
-    eager_s, compiled_s = statistics.median(times["eager"]), statistics.median(times["compiled"])
+    seconds = interleaved_medians({name: partial(time_steps, step, device, "fp32", steps=3)
+                                   for name, step in (("eager", eager), ("compiled", compiled))}, rounds)
+    eager_s, compiled_s = seconds["eager"], seconds["compiled"]
     saved = eager_s - compiled_s
     entry = {"eager_images_per_s": round(batch / eager_s, 1), "compiled_images_per_s": round(batch / compiled_s, 1),
              "speedup": round(eager_s / compiled_s, 3), "compile_seconds": round(compile_s, 1),

@@ -57,3 +57,15 @@ def steps_trained(run_dir: Path) -> int:
 
     with (run_dir / "loss.csv").open() as handle:
         return int(list(csv.DictReader(handle))[-1]["step"])
+
+
+def interleaved_medians(timers: dict, rounds: int) -> dict[str, float]:
+    """{name: median seconds} of each timer (a call that returns the seconds it measured), called in turn
+    over `rounds` rounds, so a slow spell of the host hits every one of them."""
+    import statistics
+
+    times: dict[str, list[float]] = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            times[name].append(timer())
+    return {name: statistics.median(values) for name, values in times.items()}

@@ -14,15 +14,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import socket
-import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from benchmarks.gpu import recipes
-from benchmarks.harness import commit, cpu_description, log, write_results
+from benchmarks.harness import commit, cpu_description, interleaved_medians, log, write_results
 
 
 def main() -> None:
@@ -40,13 +40,11 @@ def main() -> None:
         for batch in (32, 128):
             torch.manual_seed(0)
             step = _probe_step(objective, build(), dataset, batch, device)
-            times = {"fp32": [], "bf16": []}
-            for _ in range(args.rounds):
-                for precision in times:
-                    times[precision].append(time_steps(step, device, precision, steps=3))
-            ratio = statistics.median(times["fp32"]) / statistics.median(times["bf16"])
-            entry = {"fp32_images_per_s": round(batch / statistics.median(times["fp32"]), 1),
-                     "bf16_images_per_s": round(batch / statistics.median(times["bf16"])), "bf16_speedup": round(ratio, 2)}
+            seconds = interleaved_medians({p: partial(time_steps, step, device, p, steps=3) for p in ("fp32", "bf16")},
+                                          args.rounds)
+            ratio = seconds["fp32"] / seconds["bf16"]
+            entry = {"fp32_images_per_s": round(batch / seconds["fp32"], 1),
+                     "bf16_images_per_s": round(batch / seconds["bf16"]), "bf16_speedup": round(ratio, 2)}
             if batch == 32:  # the recipes' batch: what auto decides there, and what its probe costs
                 with tempfile.TemporaryDirectory() as cache:
                     torch.manual_seed(0)

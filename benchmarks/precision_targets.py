@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from benchmarks.harness import cpu_description, log, steps_trained, write_results
+from benchmarks.harness import cpu_description, interleaved_medians, log, steps_trained, write_results
 
 MODELS = {"diffusion": {"preset": "fast"}, "flow": {}}  # run name -> family options (model type: the name)
 
@@ -97,11 +97,8 @@ def seed_preset(minutes: float, rounds: int, tiny: bool) -> dict:
     dataset, device, batch = load_dataset("mnist-5k"), torch.device("cpu"), 32
     torch.manual_seed(0)
     step = _probe_step(objective, build(), dataset, batch, device)
-    times = {"fp32": [], "bf16": []}
-    for _ in range(rounds):
-        for precision in times:
-            times[precision].append(time_steps(step, device, precision, steps=3))
-    step_seconds = {precision: statistics.median(values) for precision, values in times.items()}
+    step_seconds = interleaved_medians({p: partial(time_steps, step, device, p, steps=3) for p in ("fp32", "bf16")},
+                                       rounds)
     with tempfile.TemporaryDirectory() as cache:
         torch.manual_seed(0)
         started = time.perf_counter()

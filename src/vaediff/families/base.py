@@ -4,8 +4,7 @@ run loads) and the `Run` every loaded run is, with the defaults a family overrid
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,17 +173,6 @@ class Run:
                 value.to(device)
         self.device = device
         return self
-
-    @contextmanager
-    def computing_on_cpu(self) -> Iterator[Run]:
-        """Within the block the networks are on the CPU, for the parts that compute there (a VAE's bound,
-        reconstructions, the figures after training); then back where they were."""
-        device = self.device
-        self.place(torch.device("cpu"))
-        try:
-            yield self
-        finally:
-            self.place(device)
 
     def generate(self, count: int, labels: torch.Tensor | None, generator: torch.Generator,
                  **sampler_options: Any) -> torch.Tensor:

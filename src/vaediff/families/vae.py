@@ -66,8 +66,7 @@ class VAERun(Run):
         if settings.binarize and self.model.config.decoder != "bernoulli":
             raise ConfigError("--binarize is the Bernoulli decoder's axis; this run's decoder is "
                               f"{self.model.config.decoder} (a density on 8-bit pixels)")
-        with self.computing_on_cpu():  # an MLP: its bound's many small passes run on the CPU
-            return held_out_bounds(self.model, split, settings.iw_samples, settings.binarize, seed, progress=progress)
+        return held_out_bounds(self.model, split, settings.iw_samples, settings.binarize, seed, progress=progress)
 
 
 def decoded_interpolations(model: VAE, starts: torch.Tensor, ends: torch.Tensor, labels: torch.Tensor | None,
@@ -75,7 +74,7 @@ def decoded_interpolations(model: VAE, starts: torch.Tensor, ends: torch.Tensor,
     """Decode straight lines between the latent means of pairs of images: (pairs * steps, 1, H, W)."""
     mu_start, _ = model.encode(starts, labels)
     mu_end, _ = model.encode(ends, labels)
-    weights = torch.linspace(0, 1, steps).view(1, steps, 1)
+    weights = torch.linspace(0, 1, steps, device=mu_start.device).view(1, steps, 1)
     path = mu_start.unsqueeze(1) * (1 - weights) + mu_end.unsqueeze(1) * weights  # (pairs, steps, latent)
     path_labels = labels.repeat_interleave(steps) if labels is not None else None
     return model.decode(path.reshape(-1, path.shape[-1]), path_labels)
@@ -100,24 +99,19 @@ def _interpolation_pairs(labels: torch.Tensor, conditional: bool, pairs: int) ->
 
 @torch.no_grad()
 def write_vae_figures(run: VAERun, dataset: Dataset, seed: int = 0, options: dict | None = None) -> None:
-    """samples.png, reconstructions.png, latent.png and interpolation.png of a trained VAE/CVAE run, on the
-    CPU (an MLP's few passes on test images)."""
-    with run.computing_on_cpu():
-        _write_vae_figures(run, dataset, seed, options)
-
-
-def _write_vae_figures(run: VAERun, dataset: Dataset, seed: int, options: dict | None) -> None:
-    model, out, test, cond = run.model, run.run_dir, dataset.test, run.conditional
+    """samples.png, reconstructions.png, latent.png and interpolation.png of a trained VAE/CVAE run, its
+    networks where the run computes (run.device), the images back on the CPU."""
+    model, out, test, cond, device = run.model, run.run_dir, dataset.test, run.conditional, run.device
     write_sample_grid(run, out / "samples.png", seed=seed, class_names=dataset.class_names)
     originals, labels = test.as_float(slice(0, 20)), test.labels[:20]
-    recon = model.decode(run.latent_means(originals, labels), labels if cond else None)
+    recon = run.decode(run.latent_means(originals, labels), labels)
     rows = torch.cat([originals[:10], recon[:10], originals[10:], recon[10:]])
     save_grid(rows, out / "reconstructions.png", f"{run.model_type}: test images above their reconstructions",
               columns=10, row_labels=["test", "reconstruction"] * 2)
     pairs = _interpolation_pairs(test.labels, cond, pairs=6)
     starts, ends = test.as_float(torch.tensor([a for a, _ in pairs])), test.as_float(torch.tensor([b for _, b in pairs]))
-    pair_labels = test.labels[[a for a, _ in pairs]] if cond else None
-    lines = decoded_interpolations(model, starts, ends, pair_labels, steps=10)
+    pair_labels = test.labels[[a for a, _ in pairs]].to(device) if cond else None
+    lines = decoded_interpolations(model, starts.to(device), ends.to(device), pair_labels, steps=10).cpu()
     row_names = [f"{dataset.class_names[test.labels[a]]} → {dataset.class_names[test.labels[b]]}" for a, b in pairs]
     save_grid(lines, out / "interpolation.png", f"{run.model_type}: straight lines in latent space",
               columns=10, row_labels=row_names)

@@ -69,7 +69,8 @@ def log_importance_weights(model: VAE, images: torch.Tensor, labels: torch.Tenso
 
     Their mean over k estimates the ELBO; log (1/K) sum_k w_k is the importance-weighted bound of
     Burda et al. 2016 (eq. 8), which is never below the ELBO estimate from the same draws and
-    tightens towards log p(x) as K grows. Draws are made `chunk` at a time to bound memory.
+    tightens towards log p(x) as K grows. Draws are made `chunk` at a time to bound memory. `images` and
+    `labels` on the model's device; the weights come back there.
     """
     if num_samples <= 0:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
@@ -78,7 +79,8 @@ def log_importance_weights(model: VAE, images: torch.Tensor, labels: torch.Tenso
     log_weights = []
     for start in range(0, num_samples, chunk):
         k = min(chunk, num_samples - start)
-        eps = torch.randn((k, batch, latent), generator=generator, device=mu.device, dtype=mu.dtype)
+        # drawn by the CPU's generator whatever the model's device: the same draws (and bound, to rounding) anywhere
+        eps = torch.randn((k, batch, latent), generator=generator).to(mu.device, mu.dtype)
         z = mu + torch.exp(0.5 * logvar) * eps  # (k, batch, latent)
         repeated_labels = labels.repeat(k) if labels is not None else None
         logits = model.decode_logits(z.reshape(k * batch, latent), repeated_labels)
@@ -111,8 +113,9 @@ def held_out_bounds(model: VAE, split: ImageSplit, iw_samples: int = 1000, binar
 
     Both come from the same K draws per image (so nll_nats <= elbo_nats always holds); the standard
     error is over test images. With `binarize`, each test pixel is one fixed Bernoulli draw
-    (seeded), the protocol of the binarized-MNIST literature.
+    (seeded), the protocol of the binarized-MNIST literature. Computed on the model's device, batch by batch.
     """
+    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     images = split.as_float()
     if binarize:
@@ -121,9 +124,9 @@ def held_out_bounds(model: VAE, split: ImageSplit, iw_samples: int = 1000, binar
     elbos, nlls, variances = [], [], []
     starts = range(0, len(images), batch_size)
     for start in progress_bar(starts, desc=f"likelihood (K={iw_samples})", unit="batch", enabled=progress):
-        batch = images[start : start + batch_size]
-        labels = split.labels[start : start + batch_size] if conditional else None
-        log_weights = log_importance_weights(model, batch, labels, iw_samples, generator)
+        batch = images[start : start + batch_size].to(device)
+        labels = split.labels[start : start + batch_size].to(device) if conditional else None
+        log_weights = log_importance_weights(model, batch, labels, iw_samples, generator).cpu()
         elbo, nll = elbo_and_iw_nll(log_weights)
         elbos.append(elbo)
         nlls.append(nll)

@@ -137,6 +137,12 @@ class QuickstartPlan:
         return [(f"{model_type}-seed{seed}", model_type, seed) for model_type in model_types
                 for seed in range(self.seed, self.seed + self.seeds)]
 
+    def init_run(self, model_type: str, seed: int) -> str | None:
+        """The study's run whose weights a `model_type` run of `seed` starts from (Family.study_init: meanflow
+        from the flow run of the same seed), or None."""
+        start = FAMILIES[model_type].study_init
+        return next((name for name, other, other_seed in self.runs() if other == start and other_seed == seed), None)
+
 
 def _stages(plan: QuickstartPlan, study: StudyPlan) -> list[tuple[str, str]]:
     stages = [("eda", "exploratory plots of the data set"), ("evaluator", "evaluator network")]
@@ -163,10 +169,9 @@ def _run_stage(name: str, plan: QuickstartPlan, study: StudyPlan, out: Path, dat
         load_or_train_evaluator(load_dataset(plan.dataset, data_dir, **plan.data_options()))
     elif kind == "train":
         options = dict(plan.model_options.get(model_type, {}))  # each family's defaults otherwise (the fast preset)
-        start = FAMILIES[model_type].study_init  # meanflow: from the study's flow run of the same seed
-        starts = [name for name, other, other_seed in plan.runs() if other == start and other_seed == seed]
-        if starts:
-            options["init"] = str(out / starts[0])
+        start = plan.init_run(model_type, seed)  # meanflow: from the study's flow run of the same seed
+        if start:
+            options["init"] = str(out / start)
         can_resume = resume and (run_dir / "config.json").is_file()
         limit = ({"minutes": study.train_minutes[run_name]} if study.work == "budget"
                  else {"max_steps": study.expected_steps[run_name]})
@@ -334,9 +339,7 @@ def _resumed_study(out: Path) -> tuple[QuickstartPlan, str | None, list[str], se
     for name in lost:
         print(f"{name}: its output in {out} is missing; doing it again", flush=True)
     lost_runs = {name.partition(":")[2] for name in lost if name.startswith("train:")}
-    kinds = {name: (model_type, seed) for name, model_type, seed in plan.runs()}
-    started_from_lost = {name for name, (model_type, seed) in kinds.items()
-                         if any(kinds.get(run) == (FAMILIES[model_type].study_init, seed) for run in lost_runs)}
+    started_from_lost = {name for name, model_type, seed in plan.runs() if plan.init_run(model_type, seed) in lost_runs}
     redo = (set(lost) | {f"evaluate:{run}" for run in lost_runs | started_from_lost}
             | {f"train:{run}" for run in started_from_lost} | ({"compare"} if lost else set()))
     return plan, settings.get("data_dir"), [name for name in done if name not in redo], started_from_lost

@@ -4,12 +4,12 @@ it is conditioned on besides t.
 MeanFlow (Geng et al. 2025) and improved MeanFlow (iMF, Geng, Lu et al. 2025) learn the average velocity
 over an interval [r, t], so the network sees two times, and iMF makes the guidance scale w a conditioning
 input too (one model, any scale at sampling time), and here the guidance interval [lo, hi] as well (the
-stretch of the path where the scale applies, Kynkaanniemi et al. 2024), so that too is chosen when sampling. The UNet keeps its own sinusoidal embedding of t (as in
-flow matching, t * 1000) and is built with `class_embed_type="identity"`: its "class_labels" input is then a
-vector added to the time embedding of every residual block. `MeanFlowConditioning` makes that vector: the
-class (a table with a null class for guidance), the interval length t - r, w and the guidance interval, each
-summed. So RUN/unet/ is
-a stock UNet2DModel that diffusers loads alone; RUN/conditioning.safetensors holds the embedding.
+stretch of the path where the scale applies, Kynkaanniemi et al. 2024), so that too is chosen when sampling.
+The UNet keeps its own sinusoidal embedding of t (as in flow matching, t * 1000) and is built with
+`class_embed_type="identity"`: its "class_labels" input is then a vector added to the time embedding of every
+residual block. `MeanFlowConditioning` makes that vector: the class (a table with a null class for guidance),
+the interval length t - r, w and the guidance interval, each summed. So RUN/unet/ is a stock UNet2DModel that
+diffusers loads alone; RUN/conditioning.safetensors holds the embedding.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ def meanflow_unet_kwargs(config: DiffusionConfig) -> dict:
 class MeanFlowConditioning(nn.Module):
     """(labels, t - r, w, [lo, hi]) -> one (N, D) vector that the UNet adds to its time embedding (D: its width).
 
-    The interval's, the guidance's and the guidance interval's last layers start at zero: the untrained network is then a flow-matching
-    UNet whatever r and w are, which is what `--init FLOW_RUN` starts from (the class table takes the flow
-    run's, same shape and role)."""
+    The interval's, the guidance's and the guidance interval's last layers start at zero: the untrained
+    network is then a flow-matching UNet whatever r, w and [lo, hi] are, which is what `--init FLOW_RUN`
+    starts from (the class table takes the flow run's, same shape and role)."""
 
     def __init__(self, num_labels: int, base_channels: int, width: int):
         super().__init__()
